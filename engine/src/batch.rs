@@ -54,7 +54,11 @@ pub enum BatchError {
     #[error("batch {index}: record count {count} must be at least 1")]
     NoRecords { index: usize, count: i32 },
     #[error("batch {index}: lastOffsetDelta {delta} does not match record count {count}")]
-    BadOffsetDelta { index: usize, delta: i32, count: i32 },
+    BadOffsetDelta {
+        index: usize,
+        delta: i32,
+        count: i32,
+    },
     #[error("batch {index}: unknown compression codec {codec}")]
     BadCompression { index: usize, codec: i16 },
     #[error("append carries no batches")]
@@ -130,7 +134,12 @@ pub fn validate(b: &[u8], index: usize) -> Result<BatchHeader, BatchError> {
     })?;
     match h.magic {
         MAGIC_V2 => {}
-        0 | 1 => return Err(BatchError::OldMagic { index, magic: h.magic }),
+        0 | 1 => {
+            return Err(BatchError::OldMagic {
+                index,
+                magic: h.magic,
+            })
+        }
         m => return Err(BatchError::BadMagic { index, magic: m }),
     }
     let declared = LOG_OVERHEAD as i64 + be_i32(b, 8) as i64;
@@ -205,16 +214,16 @@ pub fn set_log_append_time(b: &mut [u8], now_ms: i64) {
     b[17..21].copy_from_slice(&crc.to_be_bytes());
 }
 
-/// For an uncompressed batch, the offset of the first record whose timestamp is at least
-/// `target_ms`; `None` if the batch is compressed, malformed, or has no such record.
-/// (Compressed batches are answered at batch granularity by the caller.)
-pub fn first_record_at_or_after(b: &[u8], target_ms: i64) -> Option<i64> {
+/// For an uncompressed batch, the offset and timestamp of the first record whose timestamp
+/// is at least `target_ms`; `None` if the batch is compressed, malformed, or has no such
+/// record. (Compressed batches are answered at batch granularity by the caller.)
+pub fn first_record_at_or_after(b: &[u8], target_ms: i64) -> Option<(i64, i64)> {
     let h = BatchHeader::parse(b)?;
     if h.compression() != 0 {
         return None;
     }
     if h.is_log_append_time() {
-        return (h.max_timestamp >= target_ms).then_some(h.base_offset);
+        return (h.max_timestamp >= target_ms).then_some((h.base_offset, h.max_timestamp));
     }
     let mut pos = HEADER_BYTES;
     for _ in 0..h.record_count {
@@ -225,7 +234,7 @@ pub fn first_record_at_or_after(b: &[u8], target_ms: i64) -> Option<i64> {
         let (ts_delta, m) = varint(body.get(1..)?)?;
         let (off_delta, _) = varint(body.get(1 + m..)?)?;
         if h.base_timestamp + ts_delta >= target_ms {
-            return Some(h.base_offset + off_delta);
+            return Some((h.base_offset + off_delta, h.base_timestamp + ts_delta));
         }
         pos = body_start + body.len();
     }
@@ -310,7 +319,9 @@ pub mod build {
     /// A batch of `count` records whose values are `value_bytes` long, so that the whole
     /// batch is close to `count * (value_bytes + 8)` bytes.
     pub fn filled(base_timestamp_ms: i64, count: usize, value_bytes: usize, seed: u8) -> Vec<u8> {
-        let value: Vec<u8> = (0..value_bytes).map(|i| (i as u8).wrapping_add(seed)).collect();
+        let value: Vec<u8> = (0..value_bytes)
+            .map(|i| (i as u8).wrapping_add(seed))
+            .collect();
         let recs: Vec<Record<'_>> = (0..count)
             .map(|i| Record {
                 key: None,
@@ -367,14 +378,20 @@ mod tests {
     #[test]
     fn bad_batches_are_refused() {
         let good = filled(0, 2, 5, 0);
-        assert!(matches!(validate(&good[..30], 0), Err(BatchError::TooShort { .. })));
+        assert!(matches!(
+            validate(&good[..30], 0),
+            Err(BatchError::TooShort { .. })
+        ));
         assert!(matches!(
             validate(&good[..good.len() - 1], 0),
             Err(BatchError::LengthMismatch { .. })
         ));
         let mut m = good.clone();
         m[16] = 1;
-        assert!(matches!(validate(&m, 1), Err(BatchError::OldMagic { index: 1, magic: 1 })));
+        assert!(matches!(
+            validate(&m, 1),
+            Err(BatchError::OldMagic { index: 1, magic: 1 })
+        ));
         m[16] = 9;
         assert!(matches!(validate(&m, 0), Err(BatchError::BadMagic { .. })));
         let mut c = good.clone();
@@ -382,7 +399,10 @@ mod tests {
         c[last] ^= 0xff;
         assert!(matches!(validate(&c, 0), Err(BatchError::BadCrc { .. })));
         let empty = batch(0, &[]);
-        assert!(matches!(validate(&empty, 0), Err(BatchError::NoRecords { .. })));
+        assert!(matches!(
+            validate(&empty, 0),
+            Err(BatchError::NoRecords { .. })
+        ));
     }
 
     /// Guards record-level timestamp lookup inside an uncompressed batch.
@@ -390,8 +410,8 @@ mod tests {
     fn first_record_by_timestamp() {
         let mut b = filled(1000, 5, 3, 0); // timestamps 1000..=1004
         set_base_offset(&mut b, 100);
-        assert_eq!(first_record_at_or_after(&b, 0), Some(100));
-        assert_eq!(first_record_at_or_after(&b, 1003), Some(103));
+        assert_eq!(first_record_at_or_after(&b, 0), Some((100, 1000)));
+        assert_eq!(first_record_at_or_after(&b, 1003), Some((103, 1003)));
         assert_eq!(first_record_at_or_after(&b, 1005), None);
     }
 }

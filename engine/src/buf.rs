@@ -91,7 +91,11 @@ impl AlignedBuf {
         self.reserve(data.len());
         // SAFETY: reserve made room for data.len() bytes after len; regions don't overlap.
         unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(self.len), data.len());
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                self.ptr.as_ptr().add(self.len),
+                data.len(),
+            );
         }
         self.len += data.len();
     }

@@ -203,7 +203,9 @@ impl TimeIndex {
     /// timestamp is at least `timestamp_ms`: the last entry below it (every batch up to that
     /// entry is older), or the segment start.
     pub fn scan_start(&self, timestamp_ms: i64) -> u32 {
-        let i = self.entries.partition_point(|e| e.timestamp_ms < timestamp_ms);
+        let i = self
+            .entries
+            .partition_point(|e| e.timestamp_ms < timestamp_ms);
         match i {
             0 => 0,
             _ => self.entries[i - 1].rel_offset,
@@ -247,7 +249,11 @@ impl TimeIndex {
     }
 
     /// Decodes a file: the valid prefix of entries below `rel_offset_end`.
-    pub fn decode(b: &[u8], base_offset: i64, rel_offset_end: u32) -> Result<TimeIndex, IndexError> {
+    pub fn decode(
+        b: &[u8],
+        base_offset: i64,
+        rel_offset_end: u32,
+    ) -> Result<TimeIndex, IndexError> {
         check_header(IndexKind::Time, b, base_offset)?;
         let mut idx = TimeIndex::default();
         for e in b[HEADER_BYTES..].chunks_exact(TIME_ENTRY_BYTES) {
@@ -314,8 +320,17 @@ mod tests {
         let mut file = encode_header(IndexKind::Offset, 0);
         file.extend(idx.encode_from(0));
         file[HEADER_BYTES + 2 * OFFSET_ENTRY_BYTES] ^= 1;
-        assert_eq!(OffsetIndex::decode(&file, 0, u64::MAX).unwrap().entries.len(), 2);
-        assert_eq!(OffsetIndex::decode(&file, 0, 8192).unwrap().entries.len(), 1);
+        assert_eq!(
+            OffsetIndex::decode(&file, 0, u64::MAX)
+                .unwrap()
+                .entries
+                .len(),
+            2
+        );
+        assert_eq!(
+            OffsetIndex::decode(&file, 0, 8192).unwrap().entries.len(),
+            1
+        );
         assert!(matches!(
             OffsetIndex::decode(&file, 5, u64::MAX),
             Err(IndexError::Base { .. })
@@ -324,16 +339,28 @@ mod tests {
             TimeIndex::decode(&file, 0, u32::MAX),
             Err(IndexError::Magic { .. })
         ));
-        assert!(matches!(OffsetIndex::decode(&file[..3], 0, 1), Err(IndexError::Short)));
+        assert!(matches!(
+            OffsetIndex::decode(&file[..3], 0, 1),
+            Err(IndexError::Short)
+        ));
     }
 
     /// Guards the time index scan start: every batch before it is older than the target.
     #[test]
     fn time_scan_start() {
         let mut t = TimeIndex::default();
-        t.maybe_push(TimeEntry { timestamp_ms: 100, rel_offset: 5 });
-        t.maybe_push(TimeEntry { timestamp_ms: 90, rel_offset: 9 }); // not a raise: ignored
-        t.maybe_push(TimeEntry { timestamp_ms: 200, rel_offset: 10 });
+        t.maybe_push(TimeEntry {
+            timestamp_ms: 100,
+            rel_offset: 5,
+        });
+        t.maybe_push(TimeEntry {
+            timestamp_ms: 90,
+            rel_offset: 9,
+        }); // not a raise: ignored
+        t.maybe_push(TimeEntry {
+            timestamp_ms: 200,
+            rel_offset: 10,
+        });
         assert_eq!(t.entries.len(), 2);
         assert_eq!(t.scan_start(50), 0);
         assert_eq!(t.scan_start(150), 5);

@@ -32,7 +32,16 @@
 //!
 //! The file formats are in `engine/FORMAT.md`.
 
-pub mod buf;
 pub mod batch;
+pub mod buf;
+pub mod config;
+pub mod error;
 pub mod index;
+pub mod log;
 pub mod storage;
+
+pub use config::{FlushPolicy, LogConfig, TimestampType};
+pub use error::{AppendError, LogError, OpenError};
+pub use log::{AppendInfo, Log, LogStats, Offset, ReadResult, Slice};
+pub use storage::memory::MemStorage;
+pub use storage::uring::{DirectIo, UringStorage};

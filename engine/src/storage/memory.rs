@@ -87,7 +87,7 @@ struct MemHandle {
 }
 
 fn eio(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::Other, format!("injected I/O error on {what}"))
+    io::Error::other(format!("injected I/O error on {what}"))
 }
 
 fn enospc() -> io::Error {
@@ -168,7 +168,9 @@ impl MemStorage {
     /// True once `freeze_after_syncs` has been reached: nothing becomes durable any more.
     pub fn is_frozen(&self) -> bool {
         let s = self.state.borrow();
-        s.faults.freeze_after_syncs.is_some_and(|n| s.durable_syncs >= n)
+        s.faults
+            .freeze_after_syncs
+            .is_some_and(|n| s.durable_syncs >= n)
     }
 
     /// Total bytes currently stored in files that have a directory entry.
@@ -239,7 +241,9 @@ impl MemStorage {
     /// Overwrites a file's contents durably (for tests that corrupt a disk on purpose).
     pub fn poke_file(&self, path: &Path, data: Vec<u8>) {
         let mut s = self.state.borrow_mut();
-        let Some(id) = s.entries.get(path).copied() else { return };
+        let Some(id) = s.entries.get(path).copied() else {
+            return;
+        };
         if let Some(f) = s.files.get_mut(&id) {
             f.durable_base = data.clone();
             f.ops.clear();
@@ -282,7 +286,10 @@ impl State {
         if self.faults.fail_sync_nth == Some(self.syncs) {
             return Err(eio("sync"));
         }
-        let frozen = self.faults.freeze_after_syncs.is_some_and(|n| self.durable_syncs >= n);
+        let frozen = self
+            .faults
+            .freeze_after_syncs
+            .is_some_and(|n| self.durable_syncs >= n);
         if !frozen {
             self.durable_syncs += 1;
         }
@@ -331,6 +338,10 @@ impl Storage for MemStorage {
 
     fn now_ms(&self) -> i64 {
         self.state.borrow().now_ms
+    }
+
+    fn spawn<F: std::future::Future<Output = ()> + 'static>(&self, fut: F) {
+        drop(tokio::task::spawn_local(fut));
     }
 
     async fn open(&self, path: &Path, mode: FileMode) -> io::Result<MemFile> {
@@ -459,7 +470,9 @@ impl StorageFile for MemFile {
     }
 
     async fn set_len(&self, len: u64) -> io::Result<()> {
-        self.state.borrow_mut().push(self.id, Op::SetLen(len), false)
+        self.state
+            .borrow_mut()
+            .push(self.id, Op::SetLen(len), false)
     }
 
     fn handle(&self) -> io::Result<Arc<dyn SegmentHandle>> {

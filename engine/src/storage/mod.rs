@@ -47,6 +47,9 @@ pub trait Storage: Clone + 'static {
     /// Wall-clock milliseconds since the Unix epoch (virtual in the in-memory storage).
     fn now_ms(&self) -> i64;
 
+    /// Runs `fut` on the current thread's runtime (the log's writer task).
+    fn spawn<F: std::future::Future<Output = ()> + 'static>(&self, fut: F);
+
     /// Opens `path`, creating it (empty) if missing. The directory entry of a new file is
     /// durable only after [`Storage::sync_dir`] on its parent.
     async fn open(&self, path: &Path, mode: FileMode) -> io::Result<Self::File>;
@@ -69,12 +72,17 @@ pub trait Storage: Clone + 'static {
 
 /// An open file.
 #[allow(async_fn_in_trait)]
+#[allow(clippy::len_without_is_empty)]
 pub trait StorageFile: 'static {
     /// Writes `buf.padded()` (the written bytes plus zero padding to a whole block) at `pos`,
     /// which must be block-aligned. With `dsync`, the bytes are durable when this returns
     /// `Ok` (RWF_DSYNC). The buffer is handed back in every case.
-    async fn write_at(&self, buf: AlignedBuf, pos: u64, dsync: bool)
-        -> (io::Result<()>, AlignedBuf);
+    async fn write_at(
+        &self,
+        buf: AlignedBuf,
+        pos: u64,
+        dsync: bool,
+    ) -> (io::Result<()>, AlignedBuf);
 
     /// Buffered write of `data` at any `pos` (for [`FileMode::Buffered`] files).
     async fn write_bytes_at(&self, data: Vec<u8>, pos: u64) -> io::Result<()>;

@@ -129,6 +129,10 @@ async fn open_rw(path: &Path, flags: i32) -> io::Result<File> {
 impl Storage for UringStorage {
     type File = UringFile;
 
+    fn spawn<F: std::future::Future<Output = ()> + 'static>(&self, fut: F) {
+        drop(tokio_uring::spawn(fut));
+    }
+
     fn now_ms(&self) -> i64 {
         match SystemTime::now().duration_since(UNIX_EPOCH) {
             Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),

@@ -1,0 +1,337 @@
+//! Flush, close, truncate, delete-records and retention.
+
+use std::path::PathBuf;
+
+use super::recovery::{encode_log_start, recover_segment, LOG_START_FILE};
+use super::segment::{segment_path, Scanner};
+use super::{Log, Offset, Shared};
+use crate::buf::align_down;
+use crate::config::FlushPolicy;
+use crate::error::{AppendError, LogError, OpenError};
+use crate::storage::{FileMode, Storage, StorageFile};
+
+impl<S: Storage> Shared<S> {
+    /// Waits until no write is queued or in flight.
+    async fn writer_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let i = self.inner.borrow();
+                if (i.queue.is_empty() && i.in_flight.is_none()) || !i.writer_running {
+                    return;
+                }
+            }
+            self.wake.notify_one();
+            notified.await;
+        }
+    }
+
+    fn poisoned(&self) -> Result<(), LogError> {
+        let i = self.inner.borrow();
+        match &i.poisoned {
+            Some(e) => Err(LogError::Poisoned {
+                dir: i.dir.clone(),
+                source: e.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+fn open_err(e: OpenError) -> LogError {
+    match e {
+        OpenError::Io { path, source } => LogError::io(path, source),
+        OpenError::Config(c) => LogError::io(PathBuf::new(), std::io::Error::other(c)),
+    }
+}
+
+impl<S: Storage> Log<S> {
+    /// Makes everything written so far durable (fdatasync of the active segment).
+    pub async fn flush(&self) -> Result<(), LogError> {
+        self.shared.poisoned()?;
+        let (file, path, now) = {
+            let i = self.shared.inner.borrow();
+            let seg = i.active();
+            (
+                seg.file.clone(),
+                segment_path(&i.dir, seg.base, "log"),
+                i.storage.now_ms(),
+            )
+        };
+        if let Err(e) = file.sync_data().await {
+            let mut i = self.shared.inner.borrow_mut();
+            i.on_write_error(std::io::Error::new(e.kind(), e.to_string()), &path);
+            return Err(LogError::io(path, e));
+        }
+        let mut i = self.shared.inner.borrow_mut();
+        i.dirty = false;
+        i.last_flush_ms = now;
+        i.stats.syncs += 1;
+        Ok(())
+    }
+
+    /// Stops accepting appends, waits for queued ones, and leaves the files complete
+    /// (indexes persisted and synced, data synced).
+    pub async fn close(&self) -> Result<(), LogError> {
+        {
+            let mut i = self.shared.inner.borrow_mut();
+            if i.closing {
+                return Ok(());
+            }
+            i.closing = true;
+        }
+        self.shared.wake.notify_one();
+        self.shared.writer_idle().await;
+        self.shared.poisoned()?;
+        let (base, file, dirty, path) = {
+            let mut i = self.shared.inner.borrow_mut();
+            let dirty = i.dirty || i.config.flush != FlushPolicy::Always;
+            let seg = i.active_mut();
+            seg.push_time_entry();
+            let base = seg.base;
+            (
+                base,
+                seg.file.clone(),
+                dirty,
+                segment_path(&i.dir, base, "log"),
+            )
+        };
+        if dirty {
+            file.sync_data().await.map_err(|e| LogError::io(&path, e))?;
+        }
+        self.shared
+            .persist_indexes(base, true)
+            .await
+            .map_err(|e| LogError::io(&path, e))?;
+        let mut i = self.shared.inner.borrow_mut();
+        i.fail_waiters(&AppendError::Closed);
+        Ok(())
+    }
+
+    /// Removes every batch at or after `offset` (a batch containing `offset` is removed
+    /// whole); the next append gets the first removed offset. Appends are refused while
+    /// it runs. Used by replication to cut a diverged tail.
+    pub async fn truncate(&self, offset: Offset) -> Result<(), LogError> {
+        self.shared.poisoned()?;
+        {
+            let mut i = self.shared.inner.borrow_mut();
+            if i.closing {
+                return Err(LogError::Closed);
+            }
+            i.truncating = true;
+        }
+        self.shared.writer_idle().await;
+        let r = self.truncate_idle(offset.0).await;
+        self.shared.inner.borrow_mut().truncating = false;
+        r
+    }
+
+    async fn truncate_idle(&self, offset: i64) -> Result<(), LogError> {
+        let (storage, dir, log_start, end, interval) = {
+            let i = self.shared.inner.borrow();
+            (
+                i.storage.clone(),
+                i.dir.clone(),
+                i.log_start,
+                i.next_offset,
+                i.config.index_interval_bytes,
+            )
+        };
+        if offset >= end {
+            return Ok(());
+        }
+        if offset < log_start {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start,
+                log_end: end,
+            });
+        }
+        // Newest segments first, so a crash leaves a prefix of the log.
+        let doomed: Vec<i64> = {
+            let i = self.shared.inner.borrow();
+            let keep = i
+                .segments
+                .range(..=offset)
+                .next_back()
+                .map_or(offset, |(b, _)| *b);
+            i.segments
+                .range(keep + 1..)
+                .map(|(b, _)| *b)
+                .rev()
+                .collect()
+        };
+        for base in &doomed {
+            self.shared.inner.borrow_mut().segments.remove(base);
+            remove_segment_files(&storage, &dir, *base).await?;
+        }
+        if !doomed.is_empty() {
+            storage
+                .sync_dir(&dir)
+                .await
+                .map_err(|e| LogError::io(&dir, e))?;
+        }
+        let (file, base, start, size) = {
+            let i = self.shared.inner.borrow();
+            let seg = i.active();
+            let rel = (offset - seg.base).max(0) as u32;
+            (
+                seg.file.clone(),
+                seg.base,
+                seg.index.lookup(rel).position as u64,
+                seg.size,
+            )
+        };
+        let path = segment_path(&dir, base, "log");
+        let mut cut = size;
+        let mut scan = Scanner::new(&*file, start, size);
+        while let Some((b, _)) = scan.next(false).await.map_err(|e| LogError::io(&path, e))? {
+            if b.last >= offset {
+                cut = b.position;
+                break;
+            }
+        }
+        file.set_len(cut)
+            .await
+            .map_err(|e| LogError::io(&path, e))?;
+        file.sync_data().await.map_err(|e| LogError::io(&path, e))?;
+        let seg = recover_segment(&storage, &dir, base, true, interval)
+            .await
+            .map_err(open_err)?;
+        let partial_at = align_down(seg.size);
+        let partial = seg
+            .file
+            .read_at(partial_at, (seg.size - partial_at) as usize)
+            .await
+            .map_err(|e| LogError::io(&path, e))?;
+        let mut i = self.shared.inner.borrow_mut();
+        i.next_offset = seg.next_offset;
+        i.readable_end = seg.next_offset;
+        i.written_partial = partial.to_vec();
+        i.segments.insert(base, seg);
+        i.hot.clear();
+        Ok(())
+    }
+
+    /// Kafka DeleteRecords: moves the log start offset up to `offset` (at most the readable
+    /// end) and deletes the segments wholly below it. Returns the new log start offset.
+    pub async fn delete_records(&self, offset: Offset) -> Result<Offset, LogError> {
+        self.shared.poisoned()?;
+        let (storage, dir, log_start, end) = {
+            let i = self.shared.inner.borrow();
+            (
+                i.storage.clone(),
+                i.dir.clone(),
+                i.log_start,
+                i.readable_end,
+            )
+        };
+        if offset.0 > end || offset.0 < 0 {
+            return Err(LogError::OffsetOutOfRange {
+                offset: offset.0,
+                log_start,
+                log_end: end,
+            });
+        }
+        if offset.0 <= log_start {
+            return Ok(Offset(log_start));
+        }
+        let tmp = dir.join(format!("{LOG_START_FILE}.tmp"));
+        let dst = dir.join(LOG_START_FILE);
+        let io = |e| LogError::io(&dst, e);
+        let f = storage.open(&tmp, FileMode::Buffered).await.map_err(io)?;
+        f.set_len(0).await.map_err(io)?;
+        f.write_bytes_at(encode_log_start(offset.0), 0)
+            .await
+            .map_err(io)?;
+        f.sync_data().await.map_err(io)?;
+        storage.rename(&tmp, &dst).await.map_err(io)?;
+        storage.sync_dir(&dir).await.map_err(io)?;
+        self.shared.inner.borrow_mut().log_start = offset.0;
+        self.delete_segments_below(offset.0).await?;
+        Ok(Offset(self.shared.inner.borrow().log_start))
+    }
+
+    /// Deletes closed segments whose records all lie below `offset`.
+    async fn delete_segments_below(&self, offset: i64) -> Result<usize, LogError> {
+        let doomed: Vec<i64> = {
+            let i = self.shared.inner.borrow();
+            let active = i.active().base;
+            i.segments
+                .values()
+                .filter(|s| s.base != active && s.next_offset <= offset)
+                .map(|s| s.base)
+                .collect()
+        };
+        self.delete_segments(&doomed).await?;
+        Ok(doomed.len())
+    }
+
+    async fn delete_segments(&self, bases: &[i64]) -> Result<(), LogError> {
+        if bases.is_empty() {
+            return Ok(());
+        }
+        let (storage, dir) = {
+            let mut i = self.shared.inner.borrow_mut();
+            for b in bases {
+                i.segments.remove(b);
+            }
+            let first = i.segments.keys().next().copied().unwrap_or(i.log_start);
+            i.log_start = i.log_start.max(first);
+            (i.storage.clone(), i.dir.clone())
+        };
+        for b in bases {
+            remove_segment_files(&storage, &dir, *b).await?;
+        }
+        storage
+            .sync_dir(&dir)
+            .await
+            .map_err(|e| LogError::io(&dir, e))
+    }
+
+    /// Deletes the oldest closed segments that are past `retention_ms` (by their newest
+    /// record) or that keep the log above `retention_bytes`. The active segment is never
+    /// deleted. Returns how many segments went.
+    pub async fn enforce_retention(&self) -> Result<usize, LogError> {
+        let doomed: Vec<i64> = {
+            let i = self.shared.inner.borrow();
+            let now = i.storage.now_ms();
+            let (retention_ms, retention_bytes) = (i.config.retention_ms, i.config.retention_bytes);
+            let mut total: u64 = i.segments.values().map(|s| s.size).sum();
+            let closed = i.segments.len().saturating_sub(1);
+            let mut out = Vec::new();
+            for s in i.segments.values().take(closed) {
+                let expired = retention_ms >= 0
+                    && s.max_timestamp >= 0
+                    && s.max_timestamp < now - retention_ms;
+                let oversize = retention_bytes >= 0 && total - s.size >= retention_bytes as u64;
+                if !(expired || oversize) {
+                    break;
+                }
+                total -= s.size;
+                out.push(s.base);
+            }
+            out
+        };
+        self.delete_segments(&doomed).await?;
+        Ok(doomed.len())
+    }
+}
+
+async fn remove_segment_files<S: Storage>(
+    storage: &S,
+    dir: &std::path::Path,
+    base: i64,
+) -> Result<(), LogError> {
+    for ext in ["log", "index", "timeindex"] {
+        let p = segment_path(dir, base, ext);
+        match storage.remove_file(&p).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(LogError::io(p, e)),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,456 @@
+//! The partition log: group commit, reads, roll, truncate, delete-records and retention.
+//!
+//! ## Group commit
+//!
+//! [`Log::append`] validates its batches, assigns offsets and copies them into the open
+//! *write unit* at the back of a queue, all synchronously: offsets follow call order. One
+//! writer task per log takes the front unit, writes it with a single block-aligned write
+//! (RWF_DSYNC under `flush = always`) and completes every append the unit carried. Appends
+//! arriving while a write is in flight land in the next unit and share its write: the
+//! number of writes per second stays bounded by the disk's latency, not by the append rate.
+//!
+//! A unit starts at the block holding the log end: the partial last block is copied into the
+//! new unit (the *carry*) and rewritten together with the new bytes, so every write is
+//! aligned and nothing already acknowledged changes on disk.
+//!
+//! ## State ownership
+//!
+//! All state sits in one `RefCell` owned by the shard's thread; borrows never span an
+//! `.await`. Only the writer task performs segment IO on the append path; truncation waits
+//! until the writer is idle and refuses appends meanwhile.
+
+mod maintenance;
+mod read;
+mod recovery;
+mod segment;
+mod writer;
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use tokio::sync::{oneshot, Notify};
+
+use crate::batch::{self, BatchHeader};
+use crate::buf::{align_down, AlignedBuf};
+use crate::config::{FlushPolicy, LogConfig, TimestampType};
+use crate::error::AppendError;
+use crate::storage::Storage;
+
+pub use read::{ReadResult, Slice};
+use segment::{BatchMeta, HotCache, Segment};
+
+/// A Kafka offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Offset(pub i64);
+
+/// What an append was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset of the first record of the first batch.
+    pub first_offset: Offset,
+    /// Offset of the last record of the last batch.
+    pub last_offset: Offset,
+    /// The LogAppendTime stamped on the batches, or -1 under CreateTime.
+    pub log_append_time_ms: i64,
+}
+
+/// Counters for benchmarks and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogStats {
+    pub appends: u64,
+    pub writes: u64,
+    pub syncs: u64,
+    pub bytes_written: u64,
+}
+
+/// The on-disk log of one partition. Cheap to clone (a handle); single-threaded.
+pub struct Log<S: Storage> {
+    shared: Rc<Shared<S>>,
+}
+
+impl<S: Storage> Clone for Log<S> {
+    fn clone(&self) -> Self {
+        Log {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S: Storage> fmt::Debug for Log<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = self.shared.inner.borrow();
+        f.debug_struct("Log")
+            .field("dir", &i.dir)
+            .field("log_start", &i.log_start)
+            .field("readable_end", &i.readable_end)
+            .field("segments", &i.segments.len())
+            .finish()
+    }
+}
+
+struct Shared<S: Storage> {
+    inner: RefCell<Inner<S>>,
+    /// Wakes the writer task when a unit is queued or the log closes.
+    wake: Rc<Notify>,
+    /// Notified whenever the writer becomes idle.
+    idle: Rc<Notify>,
+}
+
+impl<S: Storage> Drop for Shared<S> {
+    fn drop(&mut self) {
+        self.wake.notify_one();
+    }
+}
+
+/// Tail of a segment as far as it has been written or queued: where the next unit starts.
+struct Tail {
+    segment_base: i64,
+    end_pos: u64,
+    roll_base_ms: i64,
+}
+
+/// The in-flight unit's tail, kept while its buffer belongs to the kernel.
+struct InFlight {
+    segment_base: i64,
+    end_pos: u64,
+    partial: Vec<u8>,
+    roll_base_ms: i64,
+}
+
+/// Bytes queued for one write into one segment.
+struct Unit {
+    segment_base: i64,
+    /// The writer must create segment `segment_base` before writing this unit.
+    new_segment: bool,
+    /// Aligned file position of `buf[0]`.
+    file_pos: u64,
+    buf: AlignedBuf,
+    batches: Vec<BatchMeta>,
+    end_offset: i64,
+    roll_base_ms: i64,
+}
+
+type Waiter = (i64, oneshot::Sender<Result<(), AppendError>>);
+
+struct Inner<S: Storage> {
+    storage: S,
+    dir: PathBuf,
+    config: LogConfig,
+    /// All segments by base offset; the last is the active one.
+    segments: BTreeMap<i64, Segment<S::File>>,
+    log_start: i64,
+    /// Offset of the next batch to be queued.
+    next_offset: i64,
+    /// Offsets below this are written (durable under the flush policy) and readable.
+    readable_end: i64,
+    queue: VecDeque<Unit>,
+    /// Tail of the unit being written, while one is in flight.
+    in_flight: Option<InFlight>,
+    /// Tail of the active segment as written: partial last block.
+    written_partial: Vec<u8>,
+    waiters: VecDeque<Waiter>,
+    poisoned: Option<Arc<std::io::Error>>,
+    truncating: bool,
+    closing: bool,
+    writer_running: bool,
+    hot: HotCache,
+    /// Written but not yet synced data (flush = interval / never).
+    dirty: bool,
+    last_flush_ms: i64,
+    stats: LogStats,
+}
+
+impl<S: Storage> Inner<S> {
+    fn active(&self) -> &Segment<S::File> {
+        // Invariant: a log always has at least one segment (open creates one).
+        match self.segments.last_key_value() {
+            Some((_, s)) => s,
+            None => unreachable!("a log always has an active segment"),
+        }
+    }
+
+    fn active_mut(&mut self) -> &mut Segment<S::File> {
+        match self.segments.last_entry() {
+            Some(e) => e.into_mut(),
+            None => unreachable!("a log always has an active segment"),
+        }
+    }
+
+    fn check_writable(&self) -> Result<(), AppendError> {
+        if let Some(e) = &self.poisoned {
+            return Err(AppendError::Poisoned {
+                dir: self.dir.clone(),
+                source: e.clone(),
+            });
+        }
+        if self.closing {
+            return Err(AppendError::Closed);
+        }
+        if self.truncating {
+            return Err(AppendError::Truncating);
+        }
+        Ok(())
+    }
+
+    /// Where the next batch would go if appended to the current tail segment.
+    fn tail(&mut self, now_ms: i64) -> Tail {
+        if let Some(u) = self.queue.back() {
+            return Tail {
+                segment_base: u.segment_base,
+                end_pos: u.file_pos + u.buf.len() as u64,
+                roll_base_ms: u.roll_base_ms,
+            };
+        }
+        if let Some(t) = &self.in_flight {
+            return Tail {
+                segment_base: t.segment_base,
+                end_pos: t.end_pos,
+                roll_base_ms: t.roll_base_ms,
+            };
+        }
+        let seg = self.active_mut();
+        let roll_base_ms = *seg.roll_base_ms.get_or_insert(now_ms);
+        Tail {
+            segment_base: seg.base,
+            end_pos: seg.size,
+            roll_base_ms,
+        }
+    }
+
+    /// The bytes of the tail's partial last block: what a new unit must carry.
+    fn tail_partial(&self) -> &[u8] {
+        if let Some(u) = self.queue.back() {
+            let cut = align_down(u.buf.len() as u64) as usize;
+            return &u.buf.as_slice()[cut..];
+        }
+        if let Some(t) = &self.in_flight {
+            return &t.partial;
+        }
+        &self.written_partial
+    }
+
+    /// Validates and queues `batches`, returning what they were given and the receiver
+    /// that completes when they are durable.
+    fn enqueue<B: AsRef<[u8]>>(
+        &mut self,
+        batches: &[B],
+    ) -> Result<(AppendInfo, oneshot::Receiver<Result<(), AppendError>>), AppendError> {
+        self.check_writable()?;
+        if batches.is_empty() {
+            return Err(batch::BatchError::Empty.into());
+        }
+        let headers = batches
+            .iter()
+            .enumerate()
+            .map(|(i, b)| batch::validate(b.as_ref(), i))
+            .collect::<Result<Vec<_>, _>>()?;
+        let segment_bytes = self.config.segment_bytes;
+        if let Some(b) = batches
+            .iter()
+            .find(|b| b.as_ref().len() > segment_bytes as usize)
+        {
+            return Err(AppendError::BatchTooLarge {
+                len: b.as_ref().len(),
+                segment_bytes,
+            });
+        }
+        let now_ms = self.storage.now_ms();
+        let append_time = self.config.timestamp_type == TimestampType::LogAppendTime;
+        let first = self.next_offset;
+        for (b, h) in batches.iter().zip(&headers) {
+            self.queue_batch(b.as_ref(), h, now_ms, append_time);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.waiters.push_back((self.next_offset, tx));
+        self.stats.appends += 1;
+        let info = AppendInfo {
+            first_offset: Offset(first),
+            last_offset: Offset(self.next_offset - 1),
+            log_append_time_ms: if append_time { now_ms } else { -1 },
+        };
+        Ok((info, rx))
+    }
+
+    fn queue_batch(&mut self, b: &[u8], h: &BatchHeader, now_ms: i64, append_time: bool) {
+        let len = b.len() as u64;
+        let count = h.last_offset_delta as i64 + 1;
+        let tail = self.tail(now_ms);
+        let full = tail.end_pos + len > self.config.segment_bytes as u64
+            || now_ms - tail.roll_base_ms >= self.config.segment_ms
+            || self.next_offset + count - tail.segment_base > i32::MAX as i64;
+        let back_fits = self.queue.back().is_some_and(|u| {
+            u.buf.len() + b.len() <= self.config.write_bytes_max || u.batches.is_empty()
+        });
+        if tail.end_pos > 0 && full {
+            self.queue.push_back(Unit {
+                segment_base: self.next_offset,
+                new_segment: true,
+                file_pos: 0,
+                buf: AlignedBuf::with_capacity(b.len()),
+                batches: Vec::new(),
+                end_offset: self.next_offset,
+                roll_base_ms: now_ms,
+            });
+        } else if !back_fits {
+            let file_pos = align_down(tail.end_pos);
+            let partial = self.tail_partial();
+            let mut buf = AlignedBuf::with_capacity(partial.len() + b.len());
+            buf.extend_from_slice(partial);
+            self.queue.push_back(Unit {
+                segment_base: tail.segment_base,
+                new_segment: false,
+                file_pos,
+                buf,
+                batches: Vec::new(),
+                end_offset: self.next_offset,
+                roll_base_ms: tail.roll_base_ms,
+            });
+        }
+        let base = self.next_offset;
+        let Some(unit) = self.queue.back_mut() else {
+            unreachable!("a unit was just ensured at the back of the queue")
+        };
+        let at = unit.buf.len();
+        unit.buf.extend_from_slice(b);
+        let stored = &mut unit.buf.as_mut_slice()[at..];
+        batch::set_base_offset(stored, base);
+        let max_timestamp = if append_time {
+            batch::set_log_append_time(stored, now_ms);
+            now_ms
+        } else {
+            h.max_timestamp
+        };
+        unit.batches.push(BatchMeta {
+            base,
+            last: base + count - 1,
+            max_timestamp,
+            position: unit.file_pos + at as u64,
+            len: b.len() as u32,
+        });
+        self.next_offset = base + count;
+        unit.end_offset = self.next_offset;
+    }
+
+    fn complete_waiters(&mut self, end_offset: i64) {
+        while self
+            .waiters
+            .front()
+            .is_some_and(|(end, _)| *end <= end_offset)
+        {
+            if let Some((_, tx)) = self.waiters.pop_front() {
+                let _ = tx.send(Ok(()));
+            }
+        }
+    }
+
+    fn fail_waiters(&mut self, err: &AppendError) {
+        for (_, tx) in self.waiters.drain(..) {
+            let _ = tx.send(Err(err.clone()));
+        }
+    }
+}
+
+impl<S: Storage> Log<S> {
+    /// Appends one or more RecordBatch v2 blobs. Validation and offset assignment happen
+    /// now (so offsets follow call order); the returned future completes when the batches
+    /// are durable under the flush policy. A refused append writes nothing.
+    pub fn append<B: AsRef<[u8]>>(
+        &self,
+        batches: &[B],
+    ) -> impl Future<Output = Result<AppendInfo, AppendError>> + 'static {
+        let queued = self.shared.inner.borrow_mut().enqueue(batches);
+        if queued.is_ok() {
+            self.shared.wake.notify_one();
+        }
+        async move {
+            let (info, rx) = queued?;
+            match rx.await {
+                Ok(r) => r.map(|()| info),
+                Err(_) => Err(AppendError::Closed),
+            }
+        }
+    }
+
+    /// The first offset still in the log.
+    pub fn log_start_offset(&self) -> Offset {
+        Offset(self.shared.inner.borrow().log_start)
+    }
+
+    /// The offset after the last readable (written and, under `always`, durable) batch.
+    pub fn readable_end(&self) -> Offset {
+        Offset(self.shared.inner.borrow().readable_end)
+    }
+
+    /// The offset the next appended batch will get.
+    pub fn next_offset(&self) -> Offset {
+        Offset(self.shared.inner.borrow().next_offset)
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> PathBuf {
+        self.shared.inner.borrow().dir.clone()
+    }
+
+    /// Counters since open.
+    pub fn stats(&self) -> LogStats {
+        self.shared.inner.borrow().stats
+    }
+
+    /// Total bytes of all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.shared
+            .inner
+            .borrow()
+            .segments
+            .values()
+            .map(|s| s.size)
+            .sum()
+    }
+
+    /// Base offsets of the segments, oldest first.
+    pub fn segment_bases(&self) -> Vec<Offset> {
+        self.shared
+            .inner
+            .borrow()
+            .segments
+            .keys()
+            .map(|b| Offset(*b))
+            .collect()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> LogConfig {
+        self.shared.inner.borrow().config.clone()
+    }
+
+    /// The directory of a segment file, for tools.
+    pub fn segment_file(&self, base: Offset) -> PathBuf {
+        segment::segment_path(&self.shared.inner.borrow().dir, base.0, "log")
+    }
+
+    /// Periodic duties, driven by the owner's timer: fdatasync under
+    /// `flush = interval` when due, and retention.
+    pub async fn tick(&self) -> Result<(), crate::LogError> {
+        let due = {
+            let i = self.shared.inner.borrow();
+            let now = i.storage.now_ms();
+            i.config.flush == FlushPolicy::Interval
+                && i.dirty
+                && now - i.last_flush_ms >= i.config.flush_interval_ms
+        };
+        if due {
+            self.flush().await?;
+        }
+        self.enforce_retention().await.map(|_| ())
+    }
+}
+
+/// Path helper shared by the submodules.
+pub(crate) fn data_path(dir: &Path, base: i64) -> PathBuf {
+    segment::segment_path(dir, base, "log")
+}

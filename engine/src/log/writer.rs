@@ -1,0 +1,249 @@
+//! The writer task: takes units off the queue, writes them, completes their appends.
+
+use std::io;
+use std::rc::{Rc, Weak};
+
+use tokio::sync::Notify;
+
+use super::segment::{segment_path, Segment};
+use super::{InFlight, Inner, Shared, Unit};
+use crate::buf::align_down;
+use crate::config::FlushPolicy;
+use crate::error::AppendError;
+use crate::index::{encode_header, IndexKind, HEADER_BYTES, OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES};
+use crate::storage::{FileMode, Storage, StorageFile};
+
+/// Index entries pending before they are appended to the index files.
+const INDEX_PERSIST_ENTRIES: usize = 32;
+
+/// Runs until the log closes or every handle to it is gone.
+pub(super) async fn run<S: Storage>(weak: Weak<Shared<S>>, wake: Rc<Notify>) {
+    loop {
+        let Some(shared) = weak.upgrade() else { return };
+        let unit = shared.inner.borrow_mut().take_unit();
+        match unit {
+            Some(u) => shared.write_unit(u).await,
+            None => {
+                let closing = shared.inner.borrow().closing;
+                if closing {
+                    shared.inner.borrow_mut().writer_running = false;
+                    shared.idle.notify_waiters();
+                    return;
+                }
+                shared.idle.notify_waiters();
+                drop(shared);
+                wake.notified().await;
+            }
+        }
+    }
+}
+
+impl<S: Storage> Inner<S> {
+    fn take_unit(&mut self) -> Option<Unit> {
+        let u = self.queue.pop_front()?;
+        let len = u.buf.len();
+        let cut = align_down(len as u64) as usize;
+        self.in_flight = Some(InFlight {
+            segment_base: u.segment_base,
+            end_pos: u.file_pos + len as u64,
+            partial: u.buf.as_slice()[cut..].to_vec(),
+            roll_base_ms: u.roll_base_ms,
+        });
+        Some(u)
+    }
+
+    /// A write failed: ENOSPC refuses everything not yet written; anything else poisons.
+    pub(super) fn on_write_error(&mut self, err: io::Error, path: &std::path::Path) {
+        self.queue.clear();
+        self.in_flight = None;
+        self.next_offset = self.readable_end;
+        let refusal = if err.raw_os_error() == Some(libc::ENOSPC) {
+            tracing::warn!(path = %path.display(), "disk full: appends refused until space returns");
+            AppendError::DiskFull {
+                path: path.to_path_buf(),
+            }
+        } else {
+            tracing::error!(path = %path.display(), error = %err, "write failed: log poisoned");
+            let source = std::sync::Arc::new(err);
+            self.poisoned = Some(source.clone());
+            AppendError::Poisoned {
+                dir: self.dir.clone(),
+                source,
+            }
+        };
+        self.fail_waiters(&refusal);
+    }
+}
+
+impl<S: Storage> Shared<S> {
+    async fn write_unit(self: &Rc<Self>, u: Unit) {
+        if u.new_segment {
+            let path = segment_path(&self.inner.borrow().dir, u.segment_base, "log");
+            if let Err(e) = self.roll(u.segment_base, u.roll_base_ms).await {
+                self.inner.borrow_mut().on_write_error(e, &path);
+                return;
+            }
+        }
+        let (file, dsync, path) = {
+            let i = self.inner.borrow();
+            let seg = i.active();
+            debug_assert_eq!(seg.base, u.segment_base);
+            (
+                seg.file.clone(),
+                i.config.flush == FlushPolicy::Always,
+                segment_path(&i.dir, seg.base, "log"),
+            )
+        };
+        let Unit {
+            file_pos,
+            buf,
+            batches,
+            end_offset,
+            ..
+        } = u;
+        let (res, buf) = file.write_at(buf, file_pos, dsync).await;
+        let mut i = self.inner.borrow_mut();
+        if let Err(e) = res {
+            i.on_write_error(e, &path);
+            return;
+        }
+        i.stats.writes += 1;
+        i.stats.syncs += dsync as u64;
+        i.stats.bytes_written += buf.padded_len() as u64;
+        let interval = i.config.index_interval_bytes;
+        let seg = i.active_mut();
+        for b in &batches {
+            seg.on_batch(b, interval);
+        }
+        let persist = seg.index.entries.len() - seg.index.persisted >= INDEX_PERSIST_ENTRIES;
+        let cut = align_down(buf.len() as u64) as usize;
+        i.written_partial = buf.as_slice()[cut..].to_vec();
+        i.readable_end = end_offset;
+        i.in_flight = None;
+        i.dirty |= !dsync;
+        let (seg_base, hot_max) = (i.active().base, i.config.hot_bytes_max);
+        i.hot.push(file_pos, buf.freeze(), batches, hot_max);
+        i.complete_waiters(end_offset);
+        drop(i);
+        if persist {
+            if let Err(e) = self.persist_indexes(seg_base, false).await {
+                // Indexes are rebuilt by recovery; a failure here is still a failing disk.
+                let path = segment_path(&self.inner.borrow().dir, seg_base, "index");
+                self.inner.borrow_mut().on_write_error(e, &path);
+            }
+        }
+    }
+
+    /// Appends a segment's unpersisted index entries to its index files; with `sync`, also
+    /// syncs them (at roll and close).
+    pub(super) async fn persist_indexes(&self, base: i64, sync: bool) -> io::Result<()> {
+        let (index_file, time_file, idx, idx_at, time, time_at, n_idx, n_time) = {
+            let i = self.inner.borrow();
+            let Some(seg) = i.segments.get(&base) else {
+                return Ok(());
+            };
+            let p = seg.index.persisted;
+            let tp = seg.time_index.persisted;
+            (
+                seg.index_file.clone(),
+                seg.time_file.clone(),
+                seg.index.encode_from(p),
+                (HEADER_BYTES + p * OFFSET_ENTRY_BYTES) as u64,
+                seg.time_index.encode_from(tp),
+                (HEADER_BYTES + tp * TIME_ENTRY_BYTES) as u64,
+                seg.index.entries.len(),
+                seg.time_index.entries.len(),
+            )
+        };
+        if !idx.is_empty() {
+            index_file.write_bytes_at(idx, idx_at).await?;
+        }
+        if !time.is_empty() {
+            time_file.write_bytes_at(time, time_at).await?;
+        }
+        if sync {
+            index_file.sync_data().await?;
+            time_file.sync_data().await?;
+        }
+        let mut i = self.inner.borrow_mut();
+        if let Some(seg) = i.segments.get_mut(&base) {
+            seg.index.persisted = seg.index.persisted.max(n_idx.min(seg.index.entries.len()));
+            seg.time_index.persisted = seg
+                .time_index
+                .persisted
+                .max(n_time.min(seg.time_index.entries.len()));
+        }
+        Ok(())
+    }
+
+    /// Closes the active segment (data synced, indexes complete and synced) and creates
+    /// the segment `base` as the new active one, its directory entry durable.
+    async fn roll(&self, base: i64, roll_base_ms: i64) -> io::Result<()> {
+        let (old_base, old_file, sync_old) = {
+            let mut i = self.inner.borrow_mut();
+            let sync_old = i.config.flush != FlushPolicy::Always || i.dirty;
+            let seg = i.active_mut();
+            seg.push_time_entry();
+            (seg.base, seg.file.clone(), sync_old)
+        };
+        if sync_old {
+            old_file.sync_data().await?;
+            self.inner.borrow_mut().stats.syncs += 1;
+        }
+        self.persist_indexes(old_base, true).await?;
+        let (storage, dir) = {
+            let i = self.inner.borrow();
+            (i.storage.clone(), i.dir.clone())
+        };
+        let mut seg = create_segment(&storage, &dir, base).await?;
+        seg.roll_base_ms = Some(roll_base_ms);
+        storage.sync_dir(&dir).await?;
+        let mut i = self.inner.borrow_mut();
+        i.segments.insert(base, seg);
+        i.written_partial.clear();
+        i.dirty = false;
+        Ok(())
+    }
+}
+
+/// Creates the three files of an empty segment (directory entries not yet synced).
+pub(super) async fn create_segment<S: Storage>(
+    storage: &S,
+    dir: &std::path::Path,
+    base: i64,
+) -> io::Result<Segment<S::File>> {
+    let file = storage
+        .open(&segment_path(dir, base, "log"), FileMode::Direct)
+        .await?;
+    let index_file = storage
+        .open(&segment_path(dir, base, "index"), FileMode::Buffered)
+        .await?;
+    let time_file = storage
+        .open(&segment_path(dir, base, "timeindex"), FileMode::Buffered)
+        .await?;
+    file.set_len(0).await?;
+    index_file.set_len(0).await?;
+    time_file.set_len(0).await?;
+    index_file
+        .write_bytes_at(encode_header(IndexKind::Offset, base), 0)
+        .await?;
+    time_file
+        .write_bytes_at(encode_header(IndexKind::Time, base), 0)
+        .await?;
+    let handle = file.handle()?;
+    Ok(Segment {
+        base,
+        file: Rc::new(file),
+        handle,
+        index_file: Rc::new(index_file),
+        time_file: Rc::new(time_file),
+        index: Default::default(),
+        time_index: Default::default(),
+        size: 0,
+        next_offset: base,
+        max_timestamp: -1,
+        max_timestamp_batch: base,
+        bytes_since_index: 0,
+        roll_base_ms: None,
+    })
+}
