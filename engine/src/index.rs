@@ -159,10 +159,10 @@ impl OffsetIndex {
         self.persisted = self.persisted.min(keep);
     }
 
-    /// Encodes entries `from..` for appending to the file.
-    pub fn encode_from(&self, from: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity((self.entries.len() - from) * OFFSET_ENTRY_BYTES);
-        for e in &self.entries[from..] {
+    /// Encodes entries `from..to` for appending to the file.
+    pub fn encode_range(&self, from: usize, to: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(to.saturating_sub(from) * OFFSET_ENTRY_BYTES);
+        for e in self.entries.get(from..to).unwrap_or_default() {
             let mut body = [0u8; 8];
             body[..4].copy_from_slice(&e.rel_offset.to_le_bytes());
             body[4..].copy_from_slice(&e.position.to_le_bytes());
@@ -298,7 +298,7 @@ mod tests {
                 idx.push(OffsetEntry { rel_offset: rel, position: pos });
             }
             let mut file = encode_header(IndexKind::Offset, 77);
-            file.extend(idx.encode_from(0));
+            file.extend(idx.encode_range(0, idx.entries.len()));
             let back = OffsetIndex::decode(&file, 77, u64::MAX).unwrap();
             prop_assert_eq!(&back.entries, &idx.entries);
             let linear = idx.entries.iter().rev().find(|e| e.rel_offset <= probe).copied()
@@ -318,7 +318,7 @@ mod tests {
             });
         }
         let mut file = encode_header(IndexKind::Offset, 0);
-        file.extend(idx.encode_from(0));
+        file.extend(idx.encode_range(0, 5));
         file[HEADER_BYTES + 2 * OFFSET_ENTRY_BYTES] ^= 1;
         assert_eq!(
             OffsetIndex::decode(&file, 0, u64::MAX)

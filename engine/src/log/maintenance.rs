@@ -51,13 +51,16 @@ impl<S: Storage> Log<S> {
     /// Makes everything written so far durable (fdatasync of the active segment).
     pub async fn flush(&self) -> Result<(), LogError> {
         self.shared.poisoned()?;
-        let (file, path, now) = {
+        let (file, path, now, base, size) = {
             let i = self.shared.inner.borrow();
             let seg = i.active();
+            let path = segment_path(&i.dir, seg.base, "log");
             (
                 seg.file.clone(),
-                segment_path(&i.dir, seg.base, "log"),
+                path,
                 i.storage.now_ms(),
+                seg.base,
+                seg.size,
             )
         };
         if let Err(e) = file.sync_data().await {
@@ -66,6 +69,9 @@ impl<S: Storage> Log<S> {
             return Err(LogError::io(path, e));
         }
         let mut i = self.shared.inner.borrow_mut();
+        if i.active().base == base {
+            i.synced_size = i.synced_size.max(size);
+        }
         i.dirty = false;
         i.last_flush_ms = now;
         i.stats.syncs += 1;
@@ -100,6 +106,8 @@ impl<S: Storage> Log<S> {
         };
         if dirty {
             file.sync_data().await.map_err(|e| LogError::io(&path, e))?;
+            let mut i = self.shared.inner.borrow_mut();
+            i.synced_size = i.active().size;
         }
         self.shared
             .persist_indexes(base, true)
@@ -209,6 +217,9 @@ impl<S: Storage> Log<S> {
         let mut i = self.shared.inner.borrow_mut();
         i.next_offset = seg.next_offset;
         i.readable_end = seg.next_offset;
+        i.synced_size = seg.size;
+        // A batch straddling the log start went whole: the log is empty from its base.
+        i.log_start = i.log_start.min(seg.next_offset);
         i.written_partial = partial.to_vec();
         i.segments.insert(base, seg);
         i.hot.clear();

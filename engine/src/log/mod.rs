@@ -161,6 +161,9 @@ struct Inner<S: Storage> {
     hot: HotCache,
     /// Written but not yet synced data (flush = interval / never).
     dirty: bool,
+    /// Bytes of the active segment known durable. Index entries are persisted only up to
+    /// here, so recovery never trusts an index entry that lies past lost data.
+    synced_size: u64,
     last_flush_ms: i64,
     stats: LogStats,
 }

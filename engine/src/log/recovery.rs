@@ -125,6 +125,14 @@ impl<S: Storage> Log<S> {
             .await
             .map_err(|e| OpenError::io(&path, e))?
             .to_vec();
+        // What a killed process left in the page cache becomes durable before any index
+        // entry can point past it.
+        active
+            .file
+            .sync_data()
+            .await
+            .map_err(|e| OpenError::io(&path, e))?;
+        let synced_size = active.size;
         let first_base = segments.keys().next().copied().unwrap_or(0);
         let log_start = checkpoint.unwrap_or(first_base).max(first_base).min(end);
         let now_ms = storage.now_ms();
@@ -146,6 +154,7 @@ impl<S: Storage> Log<S> {
             writer_running: true,
             hot: HotCache::default(),
             dirty: false,
+            synced_size,
             last_flush_ms: now_ms,
             stats: Default::default(),
         };
@@ -295,7 +304,7 @@ async fn read_index<F: StorageFile, T: Default>(
 /// stale entries beyond them so they can never be mistaken for valid ones later.
 pub(super) async fn rewrite_index_files<F: StorageFile>(seg: &mut Segment<F>) -> io::Result<()> {
     let mut idx = encode_header(IndexKind::Offset, seg.base);
-    idx.extend(seg.index.encode_from(0));
+    idx.extend(seg.index.encode_range(0, seg.index.entries.len()));
     let mut time = encode_header(IndexKind::Time, seg.base);
     time.extend(seg.time_index.encode_from(0));
     for (file, bytes) in [(&seg.index_file, idx), (&seg.time_file, time)] {

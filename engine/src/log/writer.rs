@@ -121,6 +121,9 @@ impl<S: Storage> Shared<S> {
         i.readable_end = end_offset;
         i.in_flight = None;
         i.dirty |= !dsync;
+        if dsync {
+            i.synced_size = i.active().size;
+        }
         let (seg_base, hot_max) = (i.active().base, i.config.hot_bytes_max);
         i.hot.push(file_pos, buf.freeze(), batches, hot_max);
         i.complete_waiters(end_offset);
@@ -142,16 +145,26 @@ impl<S: Storage> Shared<S> {
             let Some(seg) = i.segments.get(&base) else {
                 return Ok(());
             };
+            let durable = if base == i.active().base {
+                i.synced_size
+            } else {
+                u64::MAX
+            };
             let p = seg.index.persisted;
+            let n_idx = seg
+                .index
+                .entries
+                .partition_point(|e| e.position as u64 <= durable)
+                .max(p);
             let tp = seg.time_index.persisted;
             (
                 seg.index_file.clone(),
                 seg.time_file.clone(),
-                seg.index.encode_from(p),
+                seg.index.encode_range(p, n_idx),
                 (HEADER_BYTES + p * OFFSET_ENTRY_BYTES) as u64,
                 seg.time_index.encode_from(tp),
                 (HEADER_BYTES + tp * TIME_ENTRY_BYTES) as u64,
-                seg.index.entries.len(),
+                n_idx,
                 seg.time_index.entries.len(),
             )
         };
@@ -188,7 +201,9 @@ impl<S: Storage> Shared<S> {
         };
         if sync_old {
             old_file.sync_data().await?;
-            self.inner.borrow_mut().stats.syncs += 1;
+            let mut i = self.inner.borrow_mut();
+            i.stats.syncs += 1;
+            i.synced_size = i.active().size;
         }
         self.persist_indexes(old_base, true).await?;
         let (storage, dir) = {
@@ -202,6 +217,7 @@ impl<S: Storage> Shared<S> {
         i.segments.insert(base, seg);
         i.written_partial.clear();
         i.dirty = false;
+        i.synced_size = 0;
         Ok(())
     }
 }

@@ -10,7 +10,8 @@
 //! Faults ([`Faults`]): fail the Nth write or the Nth sync with EIO, answer every write with
 //! ENOSPC while the disk is "full", and freeze durability after the Nth sync (later syncs
 //! return `Ok` but make nothing durable: the crash image is then the state at the Nth sync,
-//! redb's technique).
+//! redb's technique). A frozen disk's crash image holds nothing issued after the freeze:
+//! the crash happened there, so later operations never reached the disk.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -49,7 +50,8 @@ enum Op {
 #[derive(Debug)]
 struct FileState {
     durable_base: Vec<u8>,
-    ops: Vec<(Op, bool)>,
+    /// Operations since the durable base: (op, durable, sequence number).
+    ops: Vec<(Op, bool, u64)>,
     current: Arc<RwLock<Vec<u8>>>,
 }
 
@@ -65,6 +67,10 @@ struct State {
     syncs: u64,
     durable_syncs: u64,
     now_ms: i64,
+    op_seq: u64,
+    /// Set when durability froze: operations from this sequence number on are lost.
+    freeze_seq: Option<u64>,
+    entries_at_freeze: Option<BTreeMap<PathBuf, u64>>,
 }
 
 /// The in-memory storage. Clones share the same disk.
@@ -160,6 +166,11 @@ impl MemStorage {
         self.state.borrow_mut().now_ms += ms;
     }
 
+    /// Writes so far (successful or not).
+    pub fn write_count(&self) -> u64 {
+        self.state.borrow().writes
+    }
+
     /// Syncs so far (successful or not).
     pub fn sync_count(&self) -> u64 {
         self.state.borrow().syncs
@@ -195,11 +206,12 @@ impl MemStorage {
             ..State::default()
         };
         // Directory entries: durable ones survive; undurable changes survive at random.
+        let current = s.entries_at_freeze.as_ref().unwrap_or(&s.entries);
         let mut entries = s.durable_entries.clone();
-        let paths: BTreeSet<&PathBuf> = s.entries.keys().chain(s.durable_entries.keys()).collect();
+        let paths: BTreeSet<&PathBuf> = current.keys().chain(s.durable_entries.keys()).collect();
         for p in paths {
-            if s.entries.get(p) != s.durable_entries.get(p) && rng.chance(2) {
-                match s.entries.get(p) {
+            if current.get(p) != s.durable_entries.get(p) && rng.chance(2) {
+                match current.get(p) {
                     Some(id) => entries.insert(p.clone(), *id),
                     None => entries.remove(p),
                 };
@@ -208,10 +220,11 @@ impl MemStorage {
         for id in entries.values() {
             let Some(f) = s.files.get(id) else { continue };
             let mut data = f.durable_base.clone();
-            for (op, durable) in &f.ops {
+            let lost_from = s.freeze_seq.unwrap_or(u64::MAX);
+            for (op, durable, seq) in &f.ops {
                 if *durable {
                     apply(&mut data, op);
-                } else if rng.chance(2) {
+                } else if *seq < lost_from && rng.chance(2) {
                     apply(&mut data, &tear(op, &mut rng));
                 }
             }
@@ -292,6 +305,10 @@ impl State {
             .is_some_and(|n| self.durable_syncs >= n);
         if !frozen {
             self.durable_syncs += 1;
+            if self.faults.freeze_after_syncs == Some(self.durable_syncs) {
+                self.freeze_seq = Some(self.op_seq + 1);
+                self.entries_at_freeze = Some(self.entries.clone());
+            }
         }
         Ok(!frozen)
     }
@@ -314,18 +331,20 @@ impl State {
     }
 
     fn push(&mut self, id: u64, op: Op, durable: bool) -> io::Result<()> {
+        self.op_seq += 1;
+        let seq = self.op_seq;
         let f = self.file(id)?;
         if let Ok(mut cur) = f.current.write() {
             apply(&mut cur, &op);
         }
-        f.ops.push((op, durable));
+        f.ops.push((op, durable, seq));
         Ok(())
     }
 
     fn sync_file(&mut self, id: u64) -> io::Result<()> {
         if self.count_sync()? {
             let f = self.file(id)?;
-            for (op, _) in f.ops.drain(..) {
+            for (op, _, _) in f.ops.drain(..) {
                 apply(&mut f.durable_base, &op);
             }
         }
