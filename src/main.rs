@@ -1,1 +1,78 @@
-fn main() {}
+//! `tern`: the one binary of Tern. Subcommands are added by the issues that bring them
+//! (`serve`, `topic`, `produce`, … per DESIGN.md); today it runs the engine benchmarks.
+//!
+//! Errors travel as `anyhow::Error` up to [`main`], which prints them as one readable line
+//! (`tern: error: <context>: <cause>`) and exits with status 1.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+/// Kafka-API-compatible event-streaming broker, thread-per-core, io_uring.
+#[derive(Debug, Parser)]
+#[command(name = "tern", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run benchmarks; every figure is reported next to a baseline measured in the same run.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Partition log on this machine's disk: append throughput, durable append latency,
+    /// group commit and recovery, each against raw io_uring O_DIRECT IO.
+    Engine(EngineArgs),
+}
+
+#[derive(Debug, Args)]
+struct EngineArgs {
+    /// Data directory on the disk to measure; removed after the run (if it already
+    /// exists, a tern-bench-<pid> directory is made inside it and removed instead).
+    #[arg(long, value_name = "DIR", default_value = "./tern-bench-data")]
+    dir: PathBuf,
+    /// Also write the report as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Smaller sizes and shorter runs (128 MiB, 1000 durable appends, 2 s group commit).
+    #[arg(long)]
+    quick: bool,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` prints the context chain on one line: "a: b: c".
+            eprintln!("tern: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Bench(BenchCommand::Engine(args)) => bench_engine(args),
+    }
+}
+
+fn bench_engine(args: EngineArgs) -> anyhow::Result<()> {
+    let opts = tern_bench::EngineOptions {
+        dir: args.dir,
+        quick: args.quick,
+    };
+    let report = tern_bench::run_engine(&opts).context("bench engine")?;
+    println!("{report}");
+    if let Some(path) = args.json {
+        report.write_json(&path)?;
+        eprintln!("report written to {}", path.display());
+    }
+    Ok(())
+}

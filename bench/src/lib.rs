@@ -1,1 +1,33 @@
+//! # tern-bench: Tern's benchmark harness
+//!
+//! Every figure is reported next to a baseline measured in the same run on the same machine
+//! (the raw disk through the same io_uring ring, without the broker), and as the ratio
+//! between the two: absolute numbers drift on shared machines, ratios hold (PERF.md).
+//!
+//! ## The tour
+//!
+//! * [`engine`] runs `tern bench engine`: the partition log's figures, one module each:
+//!   [`throughput`] (sequential appends, `flush = never`), [`latency`] (durable appends, one
+//!   writer), [`group_commit`] (64 concurrent durable appenders) and [`recovery`] (reopen
+//!   after a clean close and after losing the indexes).
+//! * [`raw`] is the baseline: the same io_uring O_DIRECT writes without an engine.
+//! * [`workload`] builds the RecordBatches appended; [`machine`] describes the machine a
+//!   result belongs to; [`report`] holds the serde report (units in every field name) and
+//!   the table printed for humans; [`scratch`] owns the data directory.
+//!
+//! Criterion micro-benchmarks of the engine's CPU cost live with the engine
+//! (`engine/benches/`).
 
+pub mod engine;
+pub mod group_commit;
+pub mod latency;
+pub mod machine;
+pub mod raw;
+pub mod recovery;
+pub mod report;
+pub mod scratch;
+pub mod throughput;
+pub mod workload;
+
+pub use engine::{run as run_engine, EngineOptions};
+pub use report::EngineReport;
