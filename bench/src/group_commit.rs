@@ -51,7 +51,11 @@ pub async fn run(
     let deadline = start + duration;
     let mut tasks = Vec::with_capacity(APPENDERS);
     for _ in 0..APPENDERS {
-        tasks.push(tokio_uring::spawn(appender(log.clone(), batch.clone(), deadline)));
+        tasks.push(tokio_uring::spawn(appender(
+            log.clone(),
+            batch.clone(),
+            deadline,
+        )));
     }
     let mut hist = new_histogram()?;
     for t in tasks {

@@ -100,8 +100,11 @@ pub async fn run(
         goal_ratio_max: GOAL_RATIO_MAX,
         meets_goal: p50 <= GOAL_RATIO_MAX && p99 <= GOAL_RATIO_MAX,
     };
-    Ok((report, RawLatency {
-        fdatasync,
-        rwf_dsync,
-    }))
+    Ok((
+        report,
+        RawLatency {
+            fdatasync,
+            rwf_dsync,
+        },
+    ))
 }

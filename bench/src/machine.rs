@@ -38,7 +38,11 @@ impl MachineInfo {
     pub fn probe(dir: &Path) -> MachineInfo {
         let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
         let (device, mount_point, filesystem) = mount_of(&dir).unwrap_or_else(|| {
-            (UNKNOWN.to_string(), UNKNOWN.to_string(), UNKNOWN.to_string())
+            (
+                UNKNOWN.to_string(),
+                UNKNOWN.to_string(),
+                UNKNOWN.to_string(),
+            )
         });
         MachineInfo {
             nproc: std::thread::available_parallelism().map_or(0, |n| n.get() as u64),

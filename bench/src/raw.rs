@@ -180,7 +180,9 @@ pub async fn sequential_write(
 ) -> anyhow::Result<Duration> {
     let file = RawFile::create(path).await?;
     let depth = depth.max(1);
-    let mut free: Vec<AlignedBuf> = (0..depth).map(|i| pattern_buf(block_bytes, i as u8)).collect();
+    let mut free: Vec<AlignedBuf> = (0..depth)
+        .map(|i| pattern_buf(block_bytes, i as u8))
+        .collect();
     let mut in_flight: VecDeque<(InFlightWrite, u64)> = VecDeque::with_capacity(depth);
     let mut pos = 0u64;
     let start = Instant::now();

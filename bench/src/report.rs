@@ -273,7 +273,10 @@ impl fmt::Display for ThroughputReport {
             format!("{}", self.engine_writes),
             "".into(),
             "".into(),
-            &format!("mean write {:.0} KiB", self.engine_write_bytes_mean / 1024.0),
+            &format!(
+                "mean write {:.0} KiB",
+                self.engine_write_bytes_mean / 1024.0
+            ),
         )
     }
 }
@@ -376,7 +379,10 @@ impl fmt::Display for DurableLatencyReport {
             format!("{} / {}", self.engine_writes, self.engine_syncs),
             "".into(),
             "".into(),
-            &format!("mean write {:.1} KiB", self.engine_write_bytes_mean / 1024.0),
+            &format!(
+                "mean write {:.1} KiB",
+                self.engine_write_bytes_mean / 1024.0
+            ),
         )
     }
 }

@@ -268,7 +268,7 @@ async fn crash_scenario(seed: u64) {
                 1 + rng.below(700) as usize,
                 (round * 7 + k as u64) as u8,
             );
-            let fut = log.append(&[b.clone()]);
+            let fut = log.append(std::slice::from_ref(&b));
             pending.push((b, fut));
         }
         for (b, fut) in pending {
@@ -406,7 +406,7 @@ fn disk_full_refuses_then_recovers() {
             .await
             .unwrap();
         let first = make_batch(0, 4, 100, 0);
-        log.append(&[first.clone()]).await.unwrap();
+        log.append(std::slice::from_ref(&first)).await.unwrap();
         storage.set_disk_full(true);
         let a = log.append(&[make_batch(0, 2, 100, 1)]);
         let b = log.append(&[make_batch(0, 2, 100, 2)]);
@@ -467,11 +467,9 @@ fn concurrent_appends_coalesce() {
         let futs: Vec<_> = (0..100)
             .map(|i| log.append(&[make_batch(0, 1, 100, i as u8)]))
             .collect();
-        let mut next = 0;
-        for f in futs {
+        for (next, f) in futs.into_iter().enumerate() {
             let info = f.await.unwrap();
-            assert_eq!(info.first_offset.0, next);
-            next += 1;
+            assert_eq!(info.first_offset.0, next as i64);
         }
         let stats = log.stats();
         assert_eq!(stats.appends, 100);

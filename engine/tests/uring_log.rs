@@ -1329,7 +1329,14 @@ fn run_child_until_killed(dir: &Path, cycle: u64, target: usize) -> (i64, Vec<Ac
     let mut start = None;
     let mut acks = Vec::new();
     let parse = |line: &str, start: &mut Option<i64>, acks: &mut Vec<Ack>| {
-        let f: Vec<&str> = line.split_whitespace().collect();
+        // libtest prints "test <name> ... " without a newline before the test runs, so the
+        // child's first line may follow it.
+        let at = ["START ", "ACK "]
+            .iter()
+            .filter_map(|tag| line.find(tag))
+            .min()
+            .unwrap_or(line.len());
+        let f: Vec<&str> = line[at..].split_whitespace().collect();
         match f.as_slice() {
             ["START", s] => *start = Some(s.parse().unwrap()),
             ["ACK", a, b, k] => acks.push(Ack {

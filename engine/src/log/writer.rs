@@ -52,6 +52,40 @@ impl<S: Storage> Inner<S> {
         Some(u)
     }
 
+    /// A write completed: the segment learns its batches, readers may see them, their
+    /// appends complete. Returns the segment whose index entries are due to be persisted.
+    fn complete_write(
+        &mut self,
+        file_pos: u64,
+        buf: crate::buf::AlignedBuf,
+        batches: Vec<super::BatchMeta>,
+        end_offset: i64,
+        dsync: bool,
+    ) -> Option<i64> {
+        self.stats.writes += 1;
+        self.stats.syncs += dsync as u64;
+        self.stats.bytes_written += buf.padded_len() as u64;
+        let interval = self.config.index_interval_bytes;
+        let seg = self.active_mut();
+        for b in &batches {
+            seg.on_batch(b, interval);
+        }
+        let persist = seg.index.entries.len() - seg.index.persisted >= INDEX_PERSIST_ENTRIES;
+        let seg_base = seg.base;
+        let cut = align_down(buf.len() as u64) as usize;
+        self.written_partial = buf.as_slice()[cut..].to_vec();
+        self.readable_end = end_offset;
+        self.in_flight = None;
+        self.dirty |= !dsync;
+        if dsync {
+            self.synced_size = self.active().size;
+        }
+        let hot_max = self.config.hot_bytes_max;
+        self.hot.push(file_pos, buf.freeze(), batches, hot_max);
+        self.complete_waiters(end_offset);
+        persist.then_some(seg_base)
+    }
+
     /// A write failed: ENOSPC refuses everything not yet written; anything else poisons.
     pub(super) fn on_write_error(&mut self, err: io::Error, path: &std::path::Path) {
         self.queue.clear();
@@ -102,33 +136,17 @@ impl<S: Storage> Shared<S> {
             ..
         } = u;
         let (res, buf) = file.write_at(buf, file_pos, dsync).await;
-        let mut i = self.inner.borrow_mut();
-        if let Err(e) = res {
-            i.on_write_error(e, &path);
-            return;
-        }
-        i.stats.writes += 1;
-        i.stats.syncs += dsync as u64;
-        i.stats.bytes_written += buf.padded_len() as u64;
-        let interval = i.config.index_interval_bytes;
-        let seg = i.active_mut();
-        for b in &batches {
-            seg.on_batch(b, interval);
-        }
-        let persist = seg.index.entries.len() - seg.index.persisted >= INDEX_PERSIST_ENTRIES;
-        let cut = align_down(buf.len() as u64) as usize;
-        i.written_partial = buf.as_slice()[cut..].to_vec();
-        i.readable_end = end_offset;
-        i.in_flight = None;
-        i.dirty |= !dsync;
-        if dsync {
-            i.synced_size = i.active().size;
-        }
-        let (seg_base, hot_max) = (i.active().base, i.config.hot_bytes_max);
-        i.hot.push(file_pos, buf.freeze(), batches, hot_max);
-        i.complete_waiters(end_offset);
-        drop(i);
-        if persist {
+        let persist_base = {
+            let mut i = self.inner.borrow_mut();
+            match res {
+                Err(e) => {
+                    i.on_write_error(e, &path);
+                    return;
+                }
+                Ok(()) => i.complete_write(file_pos, buf, batches, end_offset, dsync),
+            }
+        };
+        if let Some(seg_base) = persist_base {
             if let Err(e) = self.persist_indexes(seg_base, false).await {
                 // Indexes are rebuilt by recovery; a failure here is still a failing disk.
                 let path = segment_path(&self.inner.borrow().dir, seg_base, "index");

@@ -503,7 +503,7 @@ impl StorageFile for MemFile {
 
 impl MemFile {
     fn write_direct(&self, buf: &AlignedBuf, pos: u64, dsync: bool) -> io::Result<()> {
-        if self.mode == FileMode::Direct && pos % BLOCK_BYTES as u64 != 0 {
+        if self.mode == FileMode::Direct && !pos.is_multiple_of(BLOCK_BYTES as u64) {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
         let mut s = self.state.borrow_mut();
