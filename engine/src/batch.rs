@@ -214,16 +214,18 @@ pub fn set_log_append_time(b: &mut [u8], now_ms: i64) {
     b[17..21].copy_from_slice(&crc.to_be_bytes());
 }
 
-/// For an uncompressed batch, the offset and timestamp of the first record whose timestamp
-/// is at least `target_ms`; `None` if the batch is compressed, malformed, or has no such
-/// record. (Compressed batches are answered at batch granularity by the caller.)
-pub fn first_record_at_or_after(b: &[u8], target_ms: i64) -> Option<(i64, i64)> {
+/// For an uncompressed batch, the offset and timestamp of the first record at or after
+/// `min_offset` whose timestamp is at least `target_ms`; `None` if the batch is compressed,
+/// malformed, or has no such record. (Compressed batches are answered at batch granularity
+/// by the caller.)
+pub fn first_record_at_or_after(b: &[u8], target_ms: i64, min_offset: i64) -> Option<(i64, i64)> {
     let h = BatchHeader::parse(b)?;
     if h.compression() != 0 {
         return None;
     }
     if h.is_log_append_time() {
-        return (h.max_timestamp >= target_ms).then_some((h.base_offset, h.max_timestamp));
+        let ok = h.max_timestamp >= target_ms && h.last_offset() >= min_offset;
+        return ok.then_some((h.base_offset.max(min_offset), h.max_timestamp));
     }
     let mut pos = HEADER_BYTES;
     for _ in 0..h.record_count {
@@ -233,7 +235,7 @@ pub fn first_record_at_or_after(b: &[u8], target_ms: i64) -> Option<(i64, i64)> 
         // record: attributes i8, timestampDelta varlong, offsetDelta varint, ...
         let (ts_delta, m) = varint(body.get(1..)?)?;
         let (off_delta, _) = varint(body.get(1 + m..)?)?;
-        if h.base_timestamp + ts_delta >= target_ms {
+        if h.base_timestamp + ts_delta >= target_ms && h.base_offset + off_delta >= min_offset {
             return Some((h.base_offset + off_delta, h.base_timestamp + ts_delta));
         }
         pos = body_start + body.len();
@@ -410,8 +412,9 @@ mod tests {
     fn first_record_by_timestamp() {
         let mut b = filled(1000, 5, 3, 0); // timestamps 1000..=1004
         set_base_offset(&mut b, 100);
-        assert_eq!(first_record_at_or_after(&b, 0), Some((100, 1000)));
-        assert_eq!(first_record_at_or_after(&b, 1003), Some((103, 1003)));
-        assert_eq!(first_record_at_or_after(&b, 1005), None);
+        assert_eq!(first_record_at_or_after(&b, 0, 0), Some((100, 1000)));
+        assert_eq!(first_record_at_or_after(&b, 1003, 0), Some((103, 1003)));
+        assert_eq!(first_record_at_or_after(&b, 1000, 102), Some((102, 1002)));
+        assert_eq!(first_record_at_or_after(&b, 1005, 0), None);
     }
 }

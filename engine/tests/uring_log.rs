@@ -434,7 +434,7 @@ fn roll_by_segment_bytes_and_cold_reads_across_segments() {
                 .map(|k| random_batch(&mut rng, T0 + i + k, 20 * KIB))
                 .collect();
             total += batches.iter().map(Vec::len).sum::<usize>();
-            i += window as i64;
+            i += window;
             append_all(&log, &mut model, batches).await;
         }
         let segs = bases(&log);
@@ -883,6 +883,40 @@ fn truncate_then_append_continues_from_the_truncated_offset() {
     });
 }
 
+// Guards truncate's exclusion: an append issued while a truncation runs is refused with
+// Truncating and writes nothing; once it is done, appends continue at the cut.
+#[test]
+fn appends_during_truncate_are_refused() {
+    tokio_uring::start(async {
+        let tmp = scratch();
+        let dir = tmp.path().join("trunc-busy-0");
+        let log = open(&dir, config(64 * KIB as u32)).await;
+        let mut rng = StdRng::seed_from_u64(0xb5);
+        let mut model = Vec::new();
+        for i in 0..40 {
+            append_one(&log, &mut model, random_batch(&mut rng, T0 + i, 8 * KIB)).await;
+        }
+        let k = 25;
+        let cut = model[k].base;
+        // join! polls the truncation first: it marks the log and waits for its IO, then the
+        // append is issued.
+        let (truncated, refused) = tokio::join!(log.truncate(Offset(cut)), async {
+            log.append(&[filled(T0, 1, 10, 0)]).await
+        });
+        truncated.unwrap();
+        assert!(
+            matches!(refused, Err(AppendError::Truncating)),
+            "{refused:?}"
+        );
+        model.truncate(k);
+        assert_eq!(log.next_offset(), Offset(cut));
+        verify(&log, &model, "after truncate").await;
+        let info = append_one(&log, &mut model, filled(T0 + 99, 2, 10, 1)).await;
+        assert_eq!(info.first_offset, Offset(cut));
+        verify(&log, &model, "appended after truncate").await;
+    });
+}
+
 /// Record `i` of batch `k` in the timestamp tests has timestamp `T0 + 10k + i`; batches hold
 /// five records, so offset `5k + i` has that timestamp.
 fn ts_batch(k: i64, value_bytes: usize) -> Vec<u8> {
@@ -953,8 +987,8 @@ fn offset_for_timestamp_across_segments_and_reopen() {
 }
 
 // Guards offset_for_timestamp once DeleteRecords moved the log start into a batch: the answer
-// is the first record at or after the log start with a timestamp at least the target, and the
-// timestamp returned is that record's (Kafka's ListOffsets semantics).
+// is the first record at or after the log start whose timestamp is at least the target, with
+// that record's timestamp (Kafka's ListOffsets skips records below the log start).
 #[test]
 fn offset_for_timestamp_after_delete_records_names_the_record_at_log_start() {
     tokio_uring::start(async {
@@ -965,23 +999,44 @@ fn offset_for_timestamp_after_delete_records_names_the_record_at_log_start() {
         for k in 0..100 {
             append_one(&log, &mut model, ts_batch(k, 400)).await;
         }
+        let mut wrong = Vec::new();
+        let mut check = |what: &str, got: Option<(Offset, i64)>, want: (i64, i64)| {
+            if got != Some((Offset(want.0), want.1)) {
+                wrong.push(format!(
+                    "{what}: got {got:?}, want offset {} ts {}",
+                    want.0, want.1
+                ));
+            }
+        };
         // Log start at record 3 of batch 40: offset 203, timestamp T0 + 403.
         let x = 5 * 40 + 3;
         log.delete_records(Offset(x)).await.unwrap();
-        let found = log.offset_for_timestamp(T0).await.unwrap();
-        assert_eq!(
-            found,
-            Some((Offset(x), T0 + 403)),
-            "target before the log start"
-        );
-        let found = log.offset_for_timestamp(T0 + 401).await.unwrap();
-        assert_eq!(
-            found,
-            Some((Offset(x), T0 + 403)),
-            "target inside the cut batch"
-        );
-        let found = log.offset_for_timestamp(T0 + 404).await.unwrap();
-        assert_eq!(found, Some((Offset(x + 1), T0 + 404)));
+        let r = log.offset_for_timestamp(T0).await.unwrap();
+        check("target before the log start", r, (x, T0 + 403));
+        let r = log.offset_for_timestamp(T0 + 401).await.unwrap();
+        check("target at a record below the log start", r, (x, T0 + 403));
+        let r = log.offset_for_timestamp(T0 + 404).await.unwrap();
+        check("target after the log start", r, (x + 1, T0 + 404));
+
+        // Timestamps out of order inside a batch: b + 500, b, b, b + 600 at e..=e + 3. With the
+        // log start at e + 1, the first record at or after b + 200 is e + 3.
+        let b = T0 + 100_000;
+        let rec = |delta| Record {
+            key: None,
+            value: Some(b"v"),
+            timestamp_delta_ms: delta,
+        };
+        let info = append_one(
+            &log,
+            &mut model,
+            batch(b, &[rec(500), rec(0), rec(0), rec(600)]),
+        )
+        .await;
+        let e = info.first_offset.0;
+        log.delete_records(Offset(e + 1)).await.unwrap();
+        let r = log.offset_for_timestamp(b + 200).await.unwrap();
+        check("out-of-order timestamps", r, (e + 3, b + 600));
+        assert!(wrong.is_empty(), "{wrong:#?}");
     });
 }
 
@@ -1142,7 +1197,8 @@ fn huge_len() -> usize {
 // ---------------------------------------------------------------------------------------------
 
 // Guards group commit: 200 appends issued before any is awaited complete with consecutive
-// offsets in call order, sharing writes (fewer writes than appends).
+// offsets in call order, sharing writes (fewer writes than appends); until their write
+// completes, readers see none of them.
 #[test]
 fn concurrent_appends_get_consecutive_offsets_and_share_writes() {
     tokio_uring::start(async {
@@ -1150,16 +1206,46 @@ fn concurrent_appends_get_consecutive_offsets_and_share_writes() {
         let dir = tmp.path().join("gc-0");
         let log = open(&dir, config(1 << 30)).await;
         let mut rng = StdRng::seed_from_u64(200);
+        let mut model = Vec::new();
+        append_one(&log, &mut model, filled(T0, 2, 100, 0)).await;
+        let before = log.readable_end();
+        let stats_before = log.stats();
         let batches: Vec<Vec<u8>> = (0..200)
             .map(|i| random_batch(&mut rng, T0 + i, 8 * KIB))
             .collect();
-        let mut model = Vec::new();
-        append_all(&log, &mut model, batches).await;
+        let futs: Vec<_> = batches.iter().map(|b| log.append(&[b])).collect();
+        // Offsets are assigned, nothing is readable yet (this task has not yielded, so the
+        // writer has not run).
+        let queued: i64 = batches.iter().map(|b| records_of(b)).sum();
+        assert_eq!(log.next_offset(), Offset(before.0 + queued));
+        assert_eq!(log.readable_end(), before);
+        let r = log.read(before, u32::MAX, Offset(i64::MAX)).await.unwrap();
+        assert!(r.slices.is_empty(), "{r:?}");
+        let mut next = before.0;
+        for (f, bytes) in futs.into_iter().zip(batches) {
+            let info = f.await.unwrap();
+            assert_eq!(
+                info.first_offset,
+                Offset(next),
+                "consecutive, in call order"
+            );
+            assert!(
+                log.readable_end().0 > info.last_offset.0,
+                "complete means readable"
+            );
+            next = info.last_offset.0 + 1;
+            model.push(Sent {
+                base: info.first_offset.0,
+                last: info.last_offset.0,
+                bytes,
+            });
+        }
         let stats = log.stats();
-        assert_eq!(stats.appends, 200);
-        assert!(stats.writes >= 1, "{stats:?}");
+        assert_eq!(stats.appends - stats_before.appends, 200);
+        let writes = stats.writes - stats_before.writes;
+        assert!(writes >= 1, "{stats:?}");
         assert!(
-            stats.writes < 200,
+            writes < 200,
             "group commit coalesced the appends: {stats:?}"
         );
         verify(&log, &model, "group commit").await;
@@ -1201,6 +1287,231 @@ fn concurrent_appends_across_rolls_and_write_units() {
         drop(log);
         let log = open(&dir, cfg).await;
         verify(&log, &model, "reopened").await;
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recovery of damaged files, timestamps stamped by the log, flush policies
+// ---------------------------------------------------------------------------------------------
+
+fn write_tail(path: &Path, at: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.set_len(at).unwrap();
+    f.write_all_at(bytes, at).unwrap();
+    f.sync_all().unwrap();
+}
+
+/// `sent` as the log would store it at `base`.
+fn stored_at(base: i64, sent: &[u8]) -> Vec<u8> {
+    let mut b = sent.to_vec();
+    b[0..8].copy_from_slice(&base.to_be_bytes());
+    b
+}
+
+// Guards recovery on the real disk: zeros, a torn batch, a corrupt batch or an out-of-sequence
+// batch after the last good one are cut off the file; an intact next batch is kept; a bogus
+// last index entry, garbage index files and missing index files are rebuilt from the data.
+#[test]
+fn recovery_cuts_bad_tails_and_rebuilds_bad_indexes() {
+    tokio_uring::start(async {
+        let tmp = scratch();
+        let dir = tmp.path().join("rec-0");
+        let cfg = LogConfig {
+            index_interval_bytes: 512,
+            ..config(1 << 20)
+        };
+        let mut rng = StdRng::seed_from_u64(0xec);
+        let mut model = Vec::new();
+        let log = open(&dir, cfg.clone()).await;
+        for i in 0..60 {
+            append_one(&log, &mut model, random_batch(&mut rng, T0 + i, 8 * KIB)).await;
+        }
+        log.close().await.unwrap();
+        drop(log);
+        let seg = segment_path(&dir, 0, "log");
+        let size: u64 = model.iter().map(|s| s.bytes.len() as u64).sum();
+        let end = model.last().unwrap().last + 1;
+
+        let next = filled(T0 + 100, 3, 700, 9);
+        let mut bad_crc = stored_at(end, &next);
+        *bad_crc.last_mut().unwrap() ^= 1;
+        let torn = stored_at(end, &next)[..next.len() / 2].to_vec();
+        let tails = [
+            ("zeros", vec![0u8; 5000]),
+            ("torn batch", torn),
+            ("bad CRC", bad_crc),
+            ("out of sequence", stored_at(end + 5, &next)),
+            ("garbage", (0..3000).map(|i| (i * 7 + 3) as u8).collect()),
+        ];
+        for (what, tail) in tails {
+            write_tail(&seg, size, &tail);
+            let log = open(&dir, cfg.clone()).await;
+            assert_eq!(log.readable_end(), Offset(end), "{what}");
+            assert_eq!(
+                std::fs::metadata(&seg).unwrap().len(),
+                size,
+                "{what}: tail cut"
+            );
+            verify(&log, &model, what).await;
+            drop(log);
+        }
+
+        // An intact batch after the end (written, never acknowledged) is kept.
+        write_tail(&seg, size, &stored_at(end, &next));
+        let log = open(&dir, cfg.clone()).await;
+        model.push(Sent {
+            base: end,
+            last: end + 2,
+            bytes: next,
+        });
+        verify(&log, &model, "intact next batch").await;
+        // A timestamp lookup answered with good indexes, to compare with rebuilt ones.
+        let target = model[30].max_timestamp();
+        let by_time = log.offset_for_timestamp(target).await.unwrap();
+        assert!(by_time.is_some_and(|(o, t)| o.0 <= model[30].last && t >= target));
+        let info = append_one(&log, &mut model, filled(T0 + 101, 1, 10, 1)).await;
+        assert_eq!(info.first_offset, Offset(end + 3));
+        log.close().await.unwrap();
+        drop(log);
+
+        // A CRC-valid last index entry that points into the middle of a batch.
+        let idx_path = segment_path(&dir, 0, "index");
+        let mut idx = std::fs::read(&idx_path).unwrap();
+        assert!(idx.len() >= 16 + 2 * 12, "the test needs index entries");
+        let last = &idx[idx.len() - 12..];
+        let rel = u32::from_le_bytes(last[0..4].try_into().unwrap());
+        let pos = u32::from_le_bytes(last[4..8].try_into().unwrap());
+        let mut bogus = Vec::new();
+        bogus.extend_from_slice(&(rel + 1).to_le_bytes());
+        bogus.extend_from_slice(&(pos + 1).to_le_bytes());
+        let crc = crc32c::crc32c(&bogus);
+        bogus.extend_from_slice(&crc.to_le_bytes());
+        idx.extend_from_slice(&bogus);
+        std::fs::write(&idx_path, &idx).unwrap();
+        let log = open(&dir, cfg.clone()).await;
+        verify(&log, &model, "bogus index entry").await;
+        assert!(
+            !std::fs::read(&idx_path).unwrap().ends_with(&bogus),
+            "index rewritten"
+        );
+        drop(log);
+
+        // Garbage index files, then no index files at all.
+        let time_path = segment_path(&dir, 0, "timeindex");
+        for what in ["garbage indexes", "missing indexes"] {
+            if what == "garbage indexes" {
+                std::fs::write(&idx_path, vec![0xa5; 100]).unwrap();
+                std::fs::write(&time_path, vec![0x5a; 100]).unwrap();
+            } else {
+                std::fs::remove_file(&idx_path).unwrap();
+                std::fs::remove_file(&time_path).unwrap();
+            }
+            let log = open(&dir, cfg.clone()).await;
+            verify(&log, &model, what).await;
+            assert_eq!(
+                log.offset_for_timestamp(target).await.unwrap(),
+                by_time,
+                "{what}"
+            );
+            let info = append_one(&log, &mut model, filled(T0 + 200, 1, 10, 1)).await;
+            assert_eq!(info.first_offset, Offset(model[model.len() - 2].last + 1));
+            log.close().await.unwrap();
+        }
+        let log = open(&dir, cfg).await;
+        verify(&log, &model, "final").await;
+    });
+}
+
+// Guards LogAppendTime on the real disk: the log stamps each batch (timestamp type bit, max
+// timestamp, CRC recomputed), every other byte stays as sent, and stamped batches read back
+// valid, also after reopen.
+#[test]
+fn log_append_time_stamps_batches_and_keeps_them_valid() {
+    tokio_uring::start(async {
+        let tmp = scratch();
+        let dir = tmp.path().join("lat-0");
+        let cfg = LogConfig {
+            timestamp_type: tern_engine::TimestampType::LogAppendTime,
+            ..config(1 << 20)
+        };
+        let mut rng = StdRng::seed_from_u64(0x1a7);
+        let log = open(&dir, cfg.clone()).await;
+        let batches: Vec<Vec<u8>> = (0..40)
+            .map(|i| random_batch(&mut rng, T0 + i, 8 * KIB))
+            .collect();
+        let futs: Vec<_> = batches.iter().map(|b| log.append(&[b])).collect();
+        let mut stamped = Vec::new();
+        for (f, sent) in futs.into_iter().zip(&batches) {
+            let info = f.await.unwrap();
+            assert!(info.log_append_time_ms > 0, "{info:?}");
+            stamped.push((info, sent));
+        }
+        let check = |got: &[Got], what: &str| {
+            assert_eq!(got.len(), stamped.len(), "{what}");
+            for (g, (info, sent)) in got.iter().zip(&stamped) {
+                let b = &g.bytes[..];
+                let h = tern_engine::batch::check_stored(b).expect("stamped batch is valid");
+                assert_eq!(h.base_offset, info.first_offset.0, "{what}");
+                assert!(h.is_log_append_time(), "{what}");
+                assert_eq!(h.max_timestamp, info.log_append_time_ms, "{what}");
+                assert_eq!(b.len(), sent.len());
+                assert_eq!(b[8..17], sent[8..17], "{what}: length, epoch, magic");
+                // attributes (big-endian i16 at 21): only the timestamp type bit (0x08) changes.
+                assert_eq!(b[21], sent[21], "{what}: attributes");
+                assert_eq!(b[22] & !0x08, sent[22] & !0x08, "{what}: attributes");
+                assert_eq!(
+                    b[23..35],
+                    sent[23..35],
+                    "{what}: offset delta, base timestamp"
+                );
+                assert_eq!(b[43..], sent[43..], "{what}: producer fields and records");
+            }
+        };
+        let end = log.readable_end().0;
+        check(&read_range(&log, 0, end, 1 << 20).await, "live");
+        log.close().await.unwrap();
+        drop(log);
+        let log = open(&dir, cfg).await;
+        check(&read_range(&log, 0, end, 1 << 20).await, "reopened");
+    });
+}
+
+// Guards flush = never and interval on the real disk: appends complete after a plain write
+// (no sync), flush() syncs on demand, and close + reopen returns everything.
+#[test]
+fn flush_never_and_interval_write_without_sync_until_flushed() {
+    tokio_uring::start(async {
+        for policy in [FlushPolicy::Never, FlushPolicy::Interval] {
+            let tmp = scratch();
+            let dir = tmp.path().join("flush-0");
+            let cfg = LogConfig {
+                flush: policy,
+                flush_interval_ms: i64::MAX, // tick() never finds a flush due
+                ..config(1 << 30)
+            };
+            let mut rng = StdRng::seed_from_u64(0xf1);
+            let mut model = Vec::new();
+            let log = open(&dir, cfg.clone()).await;
+            for i in 0..20 {
+                let batches = (0..5)
+                    .map(|k| random_batch(&mut rng, T0 + i * 5 + k, 8 * KIB))
+                    .collect();
+                append_all(&log, &mut model, batches).await;
+            }
+            let stats = log.stats();
+            assert!(stats.writes >= 1, "{policy:?}: {stats:?}");
+            assert_eq!(stats.syncs, 0, "{policy:?}: no sync on the append path");
+            log.tick().await.unwrap();
+            assert_eq!(log.stats().syncs, 0, "{policy:?}: no flush due");
+            log.flush().await.unwrap();
+            assert_eq!(log.stats().syncs, 1, "{policy:?}");
+            verify(&log, &model, "live").await;
+            log.close().await.unwrap();
+            drop(log);
+            let log = open(&dir, cfg).await;
+            verify(&log, &model, &format!("{policy:?}, reopened")).await;
+        }
     });
 }
 
@@ -1473,7 +1784,7 @@ async fn check_recovered(
     assert_eq!(info.first_offset, Offset(end), "cycle {cycle}");
     assert_eq!(log.readable_end(), Offset(end + 1));
     // Leave the log for the next child closed cleanly or, every other cycle, just dropped.
-    if cycle % 2 == 0 {
+    if cycle.is_multiple_of(2) {
         log.close().await.unwrap();
     }
     drop(log);
@@ -1495,12 +1806,23 @@ fn sigkill_during_appends_loses_no_acknowledged_append() {
     let dir = tmp.path().join("crash-0");
     let mut rng = StdRng::seed_from_u64(0x5161_c111);
     let mut model: Vec<Sent> = Vec::new();
-    for cycle in 0..KILL_CYCLES {
+    // TERN_KILL_CYCLES=<n> runs more cycles (a soak); the default keeps the test quick.
+    let cycles = std::env::var("TERN_KILL_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(KILL_CYCLES);
+    for cycle in 0..cycles {
         let target = rng.gen_range(50..500);
         let (start, acks) = run_child_until_killed(&dir, cycle, target);
         assert!(acks.len() >= target);
         let recovered = tokio_uring::start(check_recovered(&dir, cycle, start, &acks, &mut model));
         let acked = acks.iter().map(|a| a.k + 1).max().unwrap_or(0) as usize;
+        eprintln!(
+            "cycle {cycle}: killed after {} acks (target {target}); {recovered} appends recovered, \
+             the last acked was #{}",
+            acks.len(),
+            acked.saturating_sub(1)
+        );
         assert!(
             recovered >= acked,
             "cycle {cycle}: {recovered} recovered < {acked} acked"

@@ -240,10 +240,17 @@ impl<S: Storage> Log<S> {
                     continue;
                 }
                 let bytes = bytes.unwrap_or_default();
-                let found = batch::first_record_at_or_after(&bytes, timestamp_ms)
-                    .unwrap_or((b.base, b.max_timestamp));
-                let offset = found.0.max(log_start);
-                return Ok(Some((Offset(offset), found.1)));
+                let compressed = batch::BatchHeader::parse(&bytes)
+                    .is_some_and(|h| h.compression() != 0 || h.is_log_append_time());
+                match batch::first_record_at_or_after(&bytes, timestamp_ms, log_start) {
+                    Some((offset, ts)) => return Ok(Some((Offset(offset), ts))),
+                    // Batch granularity: the batch's first offset still in the log.
+                    None if compressed => {
+                        return Ok(Some((Offset(b.base.max(log_start)), b.max_timestamp)))
+                    }
+                    // Only records below the log start matched: keep looking.
+                    None => continue,
+                }
             }
         }
         Ok(None)

@@ -312,6 +312,8 @@ pub(super) async fn rewrite_index_files<F: StorageFile>(seg: &mut Segment<F>) ->
         if file.len().await? != want || file.read_at(0, bytes.len()).await?[..] != bytes[..] {
             file.set_len(0).await?;
             file.write_bytes_at(bytes, 0).await?;
+            // Rare (recovery, truncation): make sure stale entries cannot come back.
+            file.sync_data().await?;
         }
     }
     seg.index.persisted = seg.index.entries.len();
