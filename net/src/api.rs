@@ -1,0 +1,840 @@
+//! Kafka API handlers: decode a request body, do the work (locally or on the owning
+//! shards), encode the response.
+//!
+//! [`supported`] is the single table of what we implement; ApiVersions advertises exactly it.
+
+use std::collections::BTreeMap;
+use std::future::poll_fn;
+use std::ops::RangeInclusive;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use std::future::Future;
+
+use bytes::Bytes;
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::ResponseError;
+use tokio::sync::{oneshot, Notify};
+
+use crate::admin::{AdminError, MetaMsg};
+use crate::conn::frame;
+use crate::meta::TopicMeta;
+use crate::shard::{FetchResult, ListOffsetsResult, ProduceResult, ShardMsg, ShardState};
+use crate::wire::fetch::{
+    encode_fetch_response, FetchPartitionParts, FetchResponseParts, FetchTopicParts,
+    FETCH_VERSIONS, Piece,
+};
+
+/// The cluster id single-node brokers report (Kafka clients only display it).
+const CLUSTER_ID: &str = "tern-single-node";
+
+/// What a handler hands back to the connection.
+#[derive(Debug)]
+pub enum Response {
+    /// No response (Produce with acks=0).
+    None,
+    Bytes(Bytes),
+    /// A Fetch response: memory and file pieces.
+    Pieces(Vec<Piece>),
+}
+
+/// Why a request could not be handled (the connection is closed).
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("decode: {0}")]
+    Decode(String),
+    #[error("encode: {0}")]
+    Encode(String),
+}
+
+/// The versions we implement, per API; `None` for APIs we don't.
+pub fn supported(api: ApiKey) -> Option<RangeInclusive<i16>> {
+    Some(match api {
+        ApiKey::Produce => 3..=9,
+        ApiKey::Fetch => FETCH_VERSIONS,
+        ApiKey::ListOffsets => 1..=6,
+        ApiKey::Metadata => 1..=12,
+        ApiKey::ApiVersions => 0..=3,
+        ApiKey::CreateTopics => 2..=7,
+        ApiKey::DeleteTopics => 1..=6,
+        ApiKey::DeleteRecords => 0..=2,
+        ApiKey::CreatePartitions => 0..=3,
+        ApiKey::DescribeConfigs => 1..=4,
+        _ => return None,
+    })
+}
+
+const ALL_APIS: [ApiKey; 10] = [
+    ApiKey::Produce,
+    ApiKey::Fetch,
+    ApiKey::ListOffsets,
+    ApiKey::Metadata,
+    ApiKey::ApiVersions,
+    ApiKey::CreateTopics,
+    ApiKey::DeleteTopics,
+    ApiKey::DeleteRecords,
+    ApiKey::CreatePartitions,
+    ApiKey::DescribeConfigs,
+];
+
+fn decode<T: Decodable>(body: &mut Bytes, version: i16) -> Result<T, ApiError> {
+    T::decode(body, version).map_err(|e| ApiError::Decode(e.to_string()))
+}
+
+fn respond<T: Encodable>(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &T,
+) -> Result<Response, ApiError> {
+    let mut err = None;
+    let b = frame(api.response_header_version(version), correlation_id, |buf| {
+        if let Err(e) = body.encode(buf, version) {
+            err = Some(e.to_string());
+        }
+    });
+    match err {
+        Some(e) => Err(ApiError::Encode(e)),
+        None => Ok(Response::Bytes(b)),
+    }
+}
+
+fn s(v: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(v.into())
+}
+
+fn topic(v: impl Into<String>) -> TopicName {
+    TopicName(s(v))
+}
+
+/// Runs the handler of `api`.
+pub async fn handle(
+    shard: &Rc<ShardState>,
+    api: ApiKey,
+    header: RequestHeader,
+    mut body: Bytes,
+) -> Result<Response, ApiError> {
+    let v = header.request_api_version;
+    let id = header.correlation_id;
+    let b = &mut body;
+    match api {
+        ApiKey::ApiVersions => {
+            let _req: ApiVersionsRequest = decode(b, v)?;
+            respond(api, v, id, &api_versions_body())
+        }
+        ApiKey::Metadata => respond(api, v, id, &metadata(shard, decode(b, v)?, v).await),
+        ApiKey::Produce => {
+            let req: ProduceRequest = decode(b, v)?;
+            let acks = req.acks;
+            let resp = produce(shard, req).await;
+            if acks == 0 {
+                return Ok(Response::None);
+            }
+            respond(api, v, id, &resp)
+        }
+        ApiKey::Fetch => fetch(shard, decode(b, v)?, v, id).await,
+        ApiKey::ListOffsets => respond(api, v, id, &list_offsets(shard, decode(b, v)?).await),
+        ApiKey::CreateTopics => respond(api, v, id, &create_topics(shard, decode(b, v)?).await),
+        ApiKey::DeleteTopics => respond(api, v, id, &delete_topics(shard, decode(b, v)?).await),
+        ApiKey::DeleteRecords => respond(api, v, id, &delete_records(shard, decode(b, v)?).await),
+        ApiKey::CreatePartitions => {
+            respond(api, v, id, &create_partitions(shard, decode(b, v)?).await)
+        }
+        ApiKey::DescribeConfigs => {
+            respond(api, v, id, &describe_configs(shard, decode(b, v)?, v))
+        }
+        _ => Err(ApiError::Decode(format!("{api:?} is not implemented"))),
+    }
+}
+
+fn api_versions_body() -> ApiVersionsResponse {
+    let keys = ALL_APIS
+        .iter()
+        .filter_map(|api| {
+            let r = supported(*api)?;
+            Some(
+                ApiVersion::default()
+                    .with_api_key(*api as i16)
+                    .with_min_version(*r.start())
+                    .with_max_version(*r.end()),
+            )
+        })
+        .collect();
+    ApiVersionsResponse::default().with_api_keys(keys)
+}
+
+/// The v0 answer to an ApiVersions request of a version we don't know.
+pub fn api_versions_unsupported(correlation_id: i32) -> Response {
+    let body = api_versions_body().with_error_code(ResponseError::UnsupportedVersion.code());
+    let b = frame(0, correlation_id, |buf| {
+        let _ = body.encode(buf, 0);
+    });
+    Response::Bytes(b)
+}
+
+// ---------------------------------------------------------------------------------------
+// Metadata
+
+async fn metadata(shard: &Rc<ShardState>, req: MetadataRequest, v: i16) -> MetadataResponse {
+    let router = &shard.router;
+    let config = &router.config;
+    let advertised = config.advertised(router.local_addr());
+    let broker = MetadataResponseBroker::default()
+        .with_node_id(BrokerId(config.node_id))
+        .with_host(s(advertised.host))
+        .with_port(advertised.port as i32);
+    let snap = router.meta.snapshot();
+    let wanted: Vec<(Option<String>, uuid::Uuid)> = match &req.topics {
+        None => snap.topics.keys().map(|n| (Some(n.clone()), uuid::Uuid::nil())).collect(),
+        Some(t) if t.is_empty() && v == 0 => {
+            snap.topics.keys().map(|n| (Some(n.clone()), uuid::Uuid::nil())).collect()
+        }
+        Some(t) => t.iter().map(|t| (t.name.as_ref().map(|n| n.to_string()), t.topic_id)).collect(),
+    };
+    let auto = config.auto_create_topics && (v < 4 || req.allow_auto_topic_creation);
+    let mut topics = Vec::new();
+    for (name, id) in wanted {
+        let snap = router.meta.snapshot();
+        let found = match &name {
+            Some(n) => snap.topics.get(n).cloned(),
+            None => snap.topic_by_id(id).cloned(),
+        };
+        let meta = match (found, name) {
+            (Some(m), _) => Ok(m),
+            (None, Some(n)) if auto => auto_create(shard, &n).await.map_err(|e| (n, e.code)),
+            (None, Some(n)) => Err((n, ResponseError::UnknownTopicOrPartition.code())),
+            (None, None) => Err((String::new(), ResponseError::UnknownTopicId.code())),
+        };
+        topics.push(match meta {
+            Ok(m) => topic_metadata(&m, config.node_id),
+            Err((n, code)) => MetadataResponseTopic::default()
+                .with_name(Some(topic(n)))
+                .with_topic_id(id)
+                .with_error_code(code),
+        });
+    }
+    MetadataResponse::default()
+        .with_brokers(vec![broker])
+        .with_cluster_id(Some(s(CLUSTER_ID)))
+        .with_controller_id(BrokerId(config.node_id))
+        .with_topics(topics)
+}
+
+async fn auto_create(shard: &Rc<ShardState>, name: &str) -> Result<Arc<TopicMeta>, AdminError> {
+    let r = shard
+        .router
+        .meta(|reply| MetaMsg::Create {
+            name: name.to_string(),
+            partitions: -1,
+            replication_factor: -1,
+            configs: BTreeMap::new(),
+            validate_only: false,
+            reply,
+        })
+        .await;
+    match r {
+        Some(Ok(m)) => Ok(m),
+        // Lost a race with another creator: the topic exists now.
+        Some(Err(e)) if e.code == ResponseError::TopicAlreadyExists.code() => shard
+            .router
+            .meta
+            .snapshot()
+            .topics
+            .get(name)
+            .cloned()
+            .ok_or(e),
+        Some(Err(e)) => Err(e),
+        None => Err(AdminError {
+            code: ResponseError::CoordinatorNotAvailable.code(),
+            message: "metadata writer stopped".into(),
+        }),
+    }
+}
+
+fn topic_metadata(m: &TopicMeta, node_id: i32) -> MetadataResponseTopic {
+    let partitions = (0..m.partitions)
+        .map(|p| {
+            MetadataResponsePartition::default()
+                .with_partition_index(p)
+                .with_leader_id(BrokerId(node_id))
+                .with_leader_epoch(0)
+                .with_replica_nodes(vec![BrokerId(node_id)])
+                .with_isr_nodes(vec![BrokerId(node_id)])
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(topic(m.name.clone())))
+        .with_topic_id(m.id)
+        .with_is_internal(m.name.starts_with("__"))
+        .with_partitions(partitions)
+        .with_topic_authorized_operations(i32::MIN)
+}
+
+// ---------------------------------------------------------------------------------------
+// Produce
+
+/// Splits a record set into its batches without copying; `None` if a batch is cut short.
+fn split_batches(mut records: Bytes) -> Option<Vec<Bytes>> {
+    let mut out = Vec::new();
+    while !records.is_empty() {
+        if records.len() < 12 {
+            return None;
+        }
+        let len = i32::from_be_bytes([records[8], records[9], records[10], records[11]]);
+        let total = 12usize.checked_add(usize::try_from(len).ok()?)?;
+        if total > records.len() {
+            return None;
+        }
+        out.push(records.split_to(total));
+    }
+    Some(out)
+}
+
+async fn produce(shard: &Rc<ShardState>, req: ProduceRequest) -> ProduceResponse {
+    let router = &shard.router;
+    let snap = router.meta.snapshot();
+    let acks_ok = matches!(req.acks, 0 | 1 | -1);
+    let mut pending: Vec<(usize, usize, oneshot::Receiver<ProduceResult>)> = Vec::new();
+    let mut responses = Vec::new();
+    for (ti, t) in req.topic_data.into_iter().enumerate() {
+        let name = t.name.to_string();
+        let mut parts = Vec::new();
+        for (pi, p) in t.partition_data.into_iter().enumerate() {
+            let mut r = PartitionProduceResponse::default()
+                .with_index(p.index)
+                .with_base_offset(-1)
+                .with_log_append_time_ms(-1)
+                .with_log_start_offset(-1);
+            let code = if !acks_ok {
+                Some(ResponseError::InvalidRequiredAcks)
+            } else if snap.partition(&name, p.index).is_none() {
+                Some(ResponseError::UnknownTopicOrPartition)
+            } else {
+                None
+            };
+            if let Some(e) = code {
+                parts.push(r.with_error_code(e.code()));
+                continue;
+            }
+            let batches = match p.records.and_then(split_batches) {
+                Some(b) if !b.is_empty() => b,
+                _ => {
+                    r.error_code = ResponseError::CorruptMessage.code();
+                    parts.push(r);
+                    continue;
+                }
+            };
+            let max = topic_max_message_bytes(shard, &snap, &name);
+            if batches.iter().any(|b| b.len() > max) {
+                parts.push(r.with_error_code(ResponseError::MessageTooLarge.code()));
+                continue;
+            }
+            let (tx, rx) = oneshot::channel();
+            let owner = router.owner(&name, p.index);
+            let msg = ShardMsg::Produce {
+                tp: (name.clone(), p.index),
+                batches,
+                reply: tx,
+            };
+            if router.dispatch(shard, owner, msg).await.is_err() {
+                parts.push(r.with_error_code(ResponseError::NotLeaderOrFollower.code()));
+                continue;
+            }
+            pending.push((ti, pi, rx));
+            parts.push(r);
+        }
+        responses.push(TopicProduceResponse::default().with_name(t.name).with_partition_responses(parts));
+    }
+    if req.acks == 0 {
+        return ProduceResponse::default();
+    }
+    for (ti, pi, rx) in pending {
+        let r = &mut responses[ti].partition_responses[pi];
+        match rx.await {
+            Ok(res) => {
+                r.error_code = res.error;
+                r.base_offset = res.base_offset;
+                r.log_append_time_ms = res.log_append_time_ms;
+                r.log_start_offset = res.log_start_offset;
+            }
+            Err(_) => r.error_code = ResponseError::NotLeaderOrFollower.code(),
+        }
+    }
+    ProduceResponse::default().with_responses(responses)
+}
+
+fn topic_max_message_bytes(
+    shard: &Rc<ShardState>,
+    snap: &crate::meta::Snapshot,
+    name: &str,
+) -> usize {
+    let config = &shard.router.config;
+    snap.topics
+        .get(name)
+        .and_then(|t| crate::config_map::topic_config(config, &t.overrides).ok())
+        .map_or(config.message_max_bytes as usize, |t| t.max_message_bytes as usize)
+}
+
+// ---------------------------------------------------------------------------------------
+// Fetch
+
+/// Longest wait a client may ask of a long poll.
+const FETCH_WAIT_MAX_MS: i32 = 60_000;
+
+async fn fetch(
+    shard: &Rc<ShardState>,
+    req: FetchRequest,
+    v: i16,
+    correlation_id: i32,
+) -> Result<Response, ApiError> {
+    let router = &shard.router;
+    let snap = router.meta.snapshot();
+    let wait_ms = req.max_wait_ms.clamp(0, FETCH_WAIT_MAX_MS) as u64;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
+    let min_bytes = req.min_bytes.max(0) as u64;
+    let max_bytes = if req.max_bytes <= 0 { i32::MAX as u64 } else { req.max_bytes as u64 };
+    let signals: Vec<Arc<Notify>> = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            let meta = snap.topics.get(t.topic.as_str()).cloned();
+            t.partitions.iter().filter_map(move |p| {
+                meta.as_ref().and_then(|m| m.signals.get(p.partition as usize).cloned())
+            })
+        })
+        .collect();
+    loop {
+        let mut notified: Vec<Pin<Box<tokio::sync::futures::Notified<'_>>>> =
+            signals.iter().map(|n| Box::pin(n.notified())).collect();
+        for n in notified.iter_mut() {
+            n.as_mut().enable();
+        }
+        let results = fetch_once(shard, &req).await;
+        let total: u64 = results.iter().flatten().map(|r| r.bytes).sum();
+        let errors = results.iter().flatten().any(|r| r.error != 0);
+        let now = tokio::time::Instant::now();
+        if total >= min_bytes || errors || now >= deadline || signals.is_empty() {
+            return encode_fetch(&req, results, v, correlation_id, max_bytes);
+        }
+        let any = poll_fn(|cx| {
+            for n in notified.iter_mut() {
+                if n.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(());
+                }
+            }
+            Poll::Pending
+        });
+        tokio::select! {
+            _ = any => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+async fn fetch_once(shard: &Rc<ShardState>, req: &FetchRequest) -> Vec<Vec<FetchResult>> {
+    let router = &shard.router;
+    let mut pending = Vec::new();
+    for t in &req.topics {
+        let name = t.topic.to_string();
+        let mut parts = Vec::new();
+        for p in &t.partitions {
+            let (tx, rx) = oneshot::channel();
+            let owner = router.owner(&name, p.partition);
+            let msg = ShardMsg::Fetch {
+                tp: (name.clone(), p.partition),
+                offset: p.fetch_offset,
+                max_bytes: p.partition_max_bytes.max(0) as u32,
+                reply: tx,
+            };
+            let sent = router.dispatch(shard, owner, msg).await.is_ok();
+            parts.push(sent.then_some(rx));
+        }
+        pending.push(parts);
+    }
+    let mut out = Vec::new();
+    for parts in pending {
+        let mut results = Vec::new();
+        for rx in parts {
+            let r = match rx {
+                Some(rx) => rx.await.ok(),
+                None => None,
+            };
+            results.push(r.unwrap_or_else(|| FetchResult {
+                error: ResponseError::NotLeaderOrFollower.code(),
+                high_watermark: -1,
+                log_start_offset: -1,
+                records: Vec::new(),
+                bytes: 0,
+            }));
+        }
+        out.push(results);
+    }
+    out
+}
+
+fn encode_fetch(
+    req: &FetchRequest,
+    results: Vec<Vec<FetchResult>>,
+    v: i16,
+    correlation_id: i32,
+    max_bytes: u64,
+) -> Result<Response, ApiError> {
+    let mut budget = max_bytes;
+    let mut first = true;
+    let mut topics = Vec::new();
+    for (t, results) in req.topics.iter().zip(results) {
+        let mut partitions = Vec::new();
+        for (p, r) in t.partitions.iter().zip(results) {
+            // The first partition with data is always served whole (at least one batch);
+            // later ones only while the response's max_bytes allows.
+            let fits = first || r.bytes <= budget;
+            let records = if fits && r.bytes > 0 {
+                first = false;
+                budget = budget.saturating_sub(r.bytes);
+                r.records
+            } else {
+                Vec::new()
+            };
+            partitions.push(FetchPartitionParts {
+                partition_index: p.partition,
+                error_code: r.error,
+                high_watermark: r.high_watermark,
+                last_stable_offset: r.high_watermark,
+                log_start_offset: r.log_start_offset,
+                preferred_read_replica: -1,
+                records,
+            });
+        }
+        topics.push(FetchTopicParts {
+            name: t.topic.clone(),
+            partitions,
+        });
+    }
+    let parts = FetchResponseParts {
+        correlation_id,
+        version: v,
+        throttle_time_ms: 0,
+        error_code: 0,
+        session_id: 0,
+        topics,
+    };
+    encode_fetch_response(parts)
+        .map(Response::Pieces)
+        .map_err(|e| ApiError::Encode(e.to_string()))
+}
+
+// ---------------------------------------------------------------------------------------
+// ListOffsets
+
+async fn list_offsets(shard: &Rc<ShardState>, req: ListOffsetsRequest) -> ListOffsetsResponse {
+    let router = &shard.router;
+    let mut topics = Vec::new();
+    for t in req.topics {
+        let name = t.name.to_string();
+        let mut parts = Vec::new();
+        for p in t.partitions {
+            let (tx, rx) = oneshot::channel();
+            let msg = ShardMsg::ListOffsets {
+                tp: (name.clone(), p.partition_index),
+                timestamp: p.timestamp,
+                reply: tx,
+            };
+            let owner = router.owner(&name, p.partition_index);
+            let r = match router.dispatch(shard, owner, msg).await {
+                Ok(()) => rx.await.ok(),
+                Err(_) => None,
+            };
+            let r = r.unwrap_or(ListOffsetsResult {
+                error: ResponseError::NotLeaderOrFollower.code(),
+                offset: -1,
+                timestamp: -1,
+            });
+            parts.push(
+                ListOffsetsPartitionResponse::default()
+                    .with_partition_index(p.partition_index)
+                    .with_error_code(r.error)
+                    .with_offset(r.offset)
+                    .with_timestamp(r.timestamp)
+                    .with_leader_epoch(0),
+            );
+        }
+        topics.push(ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(parts));
+    }
+    ListOffsetsResponse::default().with_topics(topics)
+}
+
+// ---------------------------------------------------------------------------------------
+// Admin: CreateTopics, DeleteTopics, CreatePartitions, DeleteRecords, DescribeConfigs
+
+async fn create_topics(shard: &Rc<ShardState>, req: CreateTopicsRequest) -> CreateTopicsResponse {
+    let mut results = Vec::new();
+    for t in req.topics {
+        let name = t.name.to_string();
+        let mut result = CreatableTopicResult::default().with_name(t.name.clone());
+        let configs: BTreeMap<String, String> = t
+            .configs
+            .iter()
+            .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
+            .collect();
+        let (partitions, rf) = if t.assignments.is_empty() {
+            (t.num_partitions, t.replication_factor)
+        } else {
+            let node = shard.router.config.node_id;
+            let ok = t.assignments.iter().all(|a| a.broker_ids == [BrokerId(node)]);
+            if !ok {
+                result.error_code = ResponseError::InvalidReplicaAssignment.code();
+                result.error_message =
+                    Some(s(format!("replicas may only be on broker {node} in this cluster")));
+                results.push(result);
+                continue;
+            }
+            (t.assignments.len() as i32, 1)
+        };
+        let r = shard
+            .router
+            .meta(|reply| MetaMsg::Create {
+                name,
+                partitions,
+                replication_factor: rf,
+                configs,
+                validate_only: req.validate_only,
+                reply,
+            })
+            .await;
+        match r {
+            Some(Ok(m)) => {
+                result.topic_id = m.id;
+                result.num_partitions = m.partitions;
+                result.replication_factor = 1;
+            }
+            Some(Err(e)) => {
+                result.error_code = e.code;
+                result.error_message = Some(s(e.message));
+            }
+            None => result.error_code = ResponseError::RequestTimedOut.code(),
+        }
+        results.push(result);
+    }
+    CreateTopicsResponse::default().with_topics(results)
+}
+
+async fn delete_topics(shard: &Rc<ShardState>, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
+    let snap = shard.router.meta.snapshot();
+    let mut names: Vec<(Option<String>, uuid::Uuid)> =
+        req.topic_names.iter().map(|n| (Some(n.to_string()), uuid::Uuid::nil())).collect();
+    names.extend(req.topics.iter().map(|t| (t.name.as_ref().map(|n| n.to_string()), t.topic_id)));
+    let mut responses = Vec::new();
+    for (name, id) in names {
+        let name = name.or_else(|| snap.topic_by_id(id).map(|t| t.name.clone()));
+        let mut r = DeletableTopicResult::default().with_topic_id(id);
+        let Some(name) = name else {
+            responses.push(r.with_error_code(ResponseError::UnknownTopicId.code()));
+            continue;
+        };
+        r.name = Some(topic(name.clone()));
+        let res = shard.router.meta(|reply| MetaMsg::Delete { name, reply }).await;
+        match res {
+            Some(Ok(id)) => r.topic_id = id,
+            Some(Err(e)) => {
+                r.error_code = e.code;
+                r.error_message = Some(s(e.message));
+            }
+            None => r.error_code = ResponseError::RequestTimedOut.code(),
+        }
+        responses.push(r);
+    }
+    DeleteTopicsResponse::default().with_responses(responses)
+}
+
+async fn create_partitions(
+    shard: &Rc<ShardState>,
+    req: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let mut results = Vec::new();
+    for t in req.topics {
+        let name = t.name.to_string();
+        let mut r = CreatePartitionsTopicResult::default().with_name(t.name);
+        let res = shard
+            .router
+            .meta(|reply| MetaMsg::CreatePartitions {
+                name,
+                count: t.count,
+                validate_only: req.validate_only,
+                reply,
+            })
+            .await;
+        match res {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                r.error_code = e.code;
+                r.error_message = Some(s(e.message));
+            }
+            None => r.error_code = ResponseError::RequestTimedOut.code(),
+        }
+        results.push(r);
+    }
+    CreatePartitionsResponse::default().with_results(results)
+}
+
+async fn delete_records(shard: &Rc<ShardState>, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
+    let router = &shard.router;
+    let mut topics = Vec::new();
+    for t in req.topics {
+        let name = t.name.to_string();
+        let mut parts = Vec::new();
+        for p in t.partitions {
+            let (tx, rx) = oneshot::channel();
+            let msg = ShardMsg::DeleteRecords {
+                tp: (name.clone(), p.partition_index),
+                offset: p.offset,
+                reply: tx,
+            };
+            let owner = router.owner(&name, p.partition_index);
+            let r = match router.dispatch(shard, owner, msg).await {
+                Ok(()) => rx.await.unwrap_or(Err(ResponseError::NotLeaderOrFollower.code())),
+                Err(_) => Err(ResponseError::NotLeaderOrFollower.code()),
+            };
+            let (low, code) = match r {
+                Ok(low) => (low, 0),
+                Err(code) => (-1, code),
+            };
+            parts.push(
+                DeleteRecordsPartitionResult::default()
+                    .with_partition_index(p.partition_index)
+                    .with_low_watermark(low)
+                    .with_error_code(code),
+            );
+        }
+        topics.push(DeleteRecordsTopicResult::default().with_name(t.name).with_partitions(parts));
+    }
+    DeleteRecordsResponse::default().with_topics(topics)
+}
+
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+const SOURCE_TOPIC: i8 = 1;
+const SOURCE_STATIC_BROKER: i8 = 4;
+const SOURCE_DEFAULT: i8 = 5;
+
+fn describe_configs(shard: &Rc<ShardState>, req: DescribeConfigsRequest, v: i16) -> DescribeConfigsResponse {
+    let config = &shard.router.config;
+    let snap = shard.router.meta.snapshot();
+    let mut results = Vec::new();
+    for res in req.resources {
+        let mut out = DescribeConfigsResult::default()
+            .with_resource_type(res.resource_type)
+            .with_resource_name(res.resource_name.clone());
+        let entries = match res.resource_type {
+            RESOURCE_TOPIC => match snap.topics.get(res.resource_name.as_str()) {
+                Some(t) => {
+                    match crate::config_map::topic_config(config, &t.overrides) {
+                        Ok(tc) => Ok(tc
+                            .entries()
+                            .into_iter()
+                            .map(|e| (e, SOURCE_TOPIC))
+                            .collect::<Vec<_>>()),
+                        Err(e) => Err((ResponseError::InvalidConfig, e.to_string())),
+                    }
+                }
+                None => Err((
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("topic '{}' does not exist", res.resource_name),
+                )),
+            },
+            RESOURCE_BROKER if res.resource_name.is_empty()
+                || res.resource_name.as_str() == config.node_id.to_string() =>
+            {
+                Ok(config.entries().into_iter().map(|e| (e, SOURCE_STATIC_BROKER)).collect())
+            }
+            RESOURCE_BROKER => Err((
+                ResponseError::InvalidRequest,
+                format!("broker '{}' is not this broker ({})", res.resource_name, config.node_id),
+            )),
+            other => Err((
+                ResponseError::InvalidRequest,
+                format!("resource type {other} is not supported"),
+            )),
+        };
+        match entries {
+            Ok(entries) => {
+                let keys = res.configuration_keys.as_ref();
+                out.configs = entries
+                    .into_iter()
+                    .filter(|(e, _)| keys.is_none_or(|k| k.iter().any(|k| k.as_str() == e.name)))
+                    .map(|(e, source)| {
+                        let source = if e.is_default { SOURCE_DEFAULT } else { source };
+                        DescribeConfigsResourceResult::default()
+                            .with_name(s(e.name))
+                            .with_value(Some(s(e.value.clone())))
+                            .with_read_only(e.read_only)
+                            .with_config_source(if v == 0 { -1 } else { source })
+                    })
+                    .collect();
+            }
+            Err((e, msg)) => {
+                out.error_code = e.code();
+                out.error_message = Some(s(msg));
+            }
+        }
+        results.push(out);
+    }
+    DescribeConfigsResponse::default().with_results(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Guards that a record set splits into its batches and a cut-short one is refused.
+    #[test]
+    fn split_record_sets() {
+        let a = tern_engine::batch::build::filled(0, 2, 10, 0);
+        let b = tern_engine::batch::build::filled(0, 1, 30, 1);
+        let mut both = a.clone();
+        both.extend_from_slice(&b);
+        let parts = split_batches(Bytes::from(both.clone())).unwrap();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(&parts[0][..], &a[..]);
+        assert!(split_batches(Bytes::from(both[..both.len() - 1].to_vec())).is_none());
+        assert!(split_batches(Bytes::from(vec![0u8; 5])).is_none());
+        let mut negative = a.clone();
+        negative[8..12].copy_from_slice(&(-5i32).to_be_bytes());
+        assert!(split_batches(Bytes::from(negative)).is_none());
+    }
+
+    /// Guards that ApiVersions advertises exactly the supported table.
+    #[test]
+    fn api_versions_matches_table() {
+        let body = api_versions_body();
+        assert_eq!(body.api_keys.len(), ALL_APIS.len());
+        for k in &body.api_keys {
+            let api = ApiKey::try_from(k.api_key).unwrap();
+            let r = supported(api).unwrap();
+            assert_eq!((k.min_version, k.max_version), (*r.start(), *r.end()));
+            // Every advertised version is one the codec can decode.
+            let valid = api.valid_versions();
+            assert!(valid.min <= k.min_version && k.max_version <= valid.max, "{api:?}");
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! From the broker's configuration and a topic's overrides to the engine's [`LogConfig`].
+
+use std::collections::BTreeMap;
+
+use tern_engine::{FlushPolicy, LogConfig, TimestampType};
+use tern_tuning::{BrokerConfig, ConfigError, FlushMode, TopicConfig};
+
+/// The effective topic configuration: broker defaults plus the topic's overrides.
+pub fn topic_config(
+    broker: &BrokerConfig,
+    overrides: &BTreeMap<String, String>,
+) -> Result<TopicConfig, ConfigError> {
+    let mut t = TopicConfig::defaults_from(broker);
+    for (k, v) in overrides {
+        t.apply(k, v)?;
+    }
+    Ok(t)
+}
+
+/// The engine settings of a partition of a topic with `overrides`.
+pub fn log_config(
+    broker: &BrokerConfig,
+    overrides: &BTreeMap<String, String>,
+) -> Result<LogConfig, ConfigError> {
+    let t = topic_config(broker, overrides)?;
+    Ok(LogConfig {
+        segment_bytes: t.segment_bytes,
+        segment_ms: t.segment_ms,
+        index_interval_bytes: t.index_interval_bytes,
+        retention_ms: t.retention_ms,
+        retention_bytes: t.retention_bytes,
+        flush: match t.flush {
+            FlushMode::Always => FlushPolicy::Always,
+            FlushMode::Interval => FlushPolicy::Interval,
+            FlushMode::Never => FlushPolicy::Never,
+        },
+        flush_interval_ms: t.flush_interval_ms,
+        timestamp_type: match t.timestamp_type {
+            tern_tuning::TimestampType::CreateTime => TimestampType::CreateTime,
+            tern_tuning::TimestampType::LogAppendTime => TimestampType::LogAppendTime,
+        },
+        hot_bytes_max: broker.log_hot_bytes,
+        ..LogConfig::default()
+    })
+}

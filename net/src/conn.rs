@@ -1,0 +1,136 @@
+//! One client connection: read a frame, decode, answer, in order.
+//!
+//! Requests on a connection are handled one at a time, as Kafka does (it mutes a channel
+//! until its response is sent), so responses are in request order. A frame is bounded by
+//! `socket.request.max.bytes`; a negative or oversized length, an unknown API key, an
+//! unsupported version (other than ApiVersions') or a body that does not decode closes the
+//! connection. Nothing that arrives on the socket can panic the shard.
+
+use std::io;
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader};
+use kafka_protocol::protocol::Decodable;
+use tokio_uring::buf::BoundedBuf;
+use tokio_uring::net::TcpStream;
+
+use crate::api::{self, Response};
+use crate::shard::ShardState;
+use crate::wire::send::{send_pieces, SplicePipe};
+
+/// Why a connection was closed by the broker.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    #[error("frame of {0} bytes is negative or over socket.request.max.bytes")]
+    FrameSize(i64),
+    #[error("unknown API key {0}")]
+    UnknownApi(i16),
+    #[error("{api:?} v{version} is not supported")]
+    Unsupported { api: ApiKey, version: i16 },
+    #[error("malformed {api:?} v{version} request: {reason}")]
+    Malformed {
+        api: ApiKey,
+        version: i16,
+        reason: String,
+    },
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// Serves one connection until the peer closes it, an error closes it, or the shard stops.
+pub async fn serve(shard: Rc<ShardState>, stream: TcpStream) -> Result<(), ConnError> {
+    let _ = stream.set_nodelay(true);
+    let mut pipe = None;
+    let max = shard.router.config.socket_request_max_bytes as i64;
+    loop {
+        let Some(len_bytes) = read_exact(&stream, 4).await? else {
+            return Ok(());
+        };
+        let len = i32::from_be_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]);
+        if len < 0 || len as i64 > max {
+            return Err(ConnError::FrameSize(len as i64));
+        }
+        let Some(frame) = read_exact(&stream, len as usize).await? else {
+            return Ok(());
+        };
+        let response = handle_frame(&shard, Bytes::from(frame)).await?;
+        match response {
+            Response::None => {}
+            Response::Bytes(b) => {
+                let (r, _) = stream.write_all(b).await;
+                r?;
+            }
+            Response::Pieces(pieces) => {
+                if pipe.is_none() {
+                    pipe = Some(SplicePipe::new()?);
+                }
+                if let Some(p) = pipe.as_mut() {
+                    send_pieces(&stream, pieces, p).await?;
+                }
+            }
+        }
+    }
+}
+
+/// Decodes the header, checks the API and version, and runs the handler.
+pub async fn handle_frame(shard: &Rc<ShardState>, mut frame: Bytes) -> Result<Response, ConnError> {
+    if frame.len() < 4 {
+        return Err(ConnError::FrameSize(frame.len() as i64));
+    }
+    let key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let api = ApiKey::try_from(key).map_err(|_| ConnError::UnknownApi(key))?;
+    let supported = api::supported(api);
+    let malformed = |reason: String| ConnError::Malformed {
+        api,
+        version,
+        reason,
+    };
+    if api == ApiKey::ApiVersions && !supported.clone().is_some_and(|r| r.contains(&version)) {
+        // Kafka answers an unknown ApiVersions version with a v0 error response, so that a
+        // newer client can retry with a version we know.
+        let header = RequestHeader::decode(&mut frame, 1).map_err(|e| malformed(e.to_string()))?;
+        return Ok(api::api_versions_unsupported(header.correlation_id));
+    }
+    let Some(range) = supported else {
+        return Err(ConnError::UnknownApi(key));
+    };
+    if !range.contains(&version) {
+        return Err(ConnError::Unsupported { api, version });
+    }
+    let header = RequestHeader::decode(&mut frame, api.request_header_version(version))
+        .map_err(|e| malformed(e.to_string()))?;
+    api::handle(shard, api, header, frame)
+        .await
+        .map_err(|e| malformed(e.to_string()))
+}
+
+/// Reads exactly `len` bytes; `None` if the peer closed the connection first.
+async fn read_exact(stream: &TcpStream, len: usize) -> io::Result<Option<Vec<u8>>> {
+    let mut buf = Vec::with_capacity(len);
+    while buf.len() < len {
+        let filled = buf.len();
+        let (r, slice) = stream.read(buf.slice(filled..len)).await;
+        buf = slice.into_inner();
+        if r? == 0 {
+            return Ok(None);
+        }
+    }
+    Ok(Some(buf))
+}
+
+/// Encodes a response frame: length, header, body.
+pub fn frame(header_version: i16, correlation_id: i32, body: impl FnOnce(&mut BytesMut)) -> Bytes {
+    use kafka_protocol::messages::ResponseHeader;
+    use kafka_protocol::protocol::Encodable;
+    let mut buf = BytesMut::with_capacity(256);
+    buf.extend_from_slice(&[0; 4]);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    // Encoding a header into a BytesMut cannot fail: it has no length-limited fields.
+    let _ = header.encode(&mut buf, header_version);
+    body(&mut buf);
+    let len = (buf.len() - 4) as u32;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    buf.freeze()
+}

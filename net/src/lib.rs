@@ -1,0 +1,30 @@
+//! # tern-net: shards speaking the Kafka protocol
+//!
+//! The broker's data path, one thread per core:
+//!
+//! * [`server`] starts a pinned thread per configured core, each with its own io_uring
+//!   runtime (tokio-uring) and its own SO_REUSEPORT listener, and stops them gracefully.
+//! * [`conn`] reads request frames (bounded by `socket.request.max.bytes`) and answers them in
+//!   order; [`api`] decodes requests with the `kafka-protocol` crate and runs the handlers.
+//! * [`shard`] owns the partition logs placed on a shard; [`router`] knows the placement
+//!   and reaches another shard's queue. A request that touches partitions of several shards
+//!   is split per partition and reassembled in request order.
+//! * [`meta`] publishes topic metadata as immutable snapshots (lock-free reads); [`admin`]
+//!   is its single writer.
+//! * [`wire`] writes Fetch responses without copying records: memory pieces with vectored
+//!   writes, file pieces with io_uring splice.
+//!
+//! Invariants: no lock guards a log (each log lives on one shard thread); no panic is
+//! reachable from network input; a partition's appends are queued in arrival order.
+
+pub mod admin;
+pub mod api;
+pub mod config_map;
+pub mod conn;
+pub mod meta;
+pub mod router;
+pub mod server;
+pub mod shard;
+pub mod wire;
+
+pub use server::{Broker, StartError};

@@ -1,0 +1,88 @@
+//! Where a request for a partition goes: the placement of partitions on shards and the
+//! queues that reach them. Shared (read-only) by every shard thread.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use tern_tuning::BrokerConfig;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::admin::MetaMsg;
+use crate::meta::MetaStore;
+use crate::shard::{ShardMsg, ShardState};
+
+/// Shared routing state.
+#[derive(Debug)]
+pub struct Router {
+    pub config: Arc<BrokerConfig>,
+    pub meta: Arc<MetaStore>,
+    shards: Vec<mpsc::Sender<ShardMsg>>,
+    meta_tx: mpsc::Sender<MetaMsg>,
+    local_addr: std::net::SocketAddr,
+}
+
+/// The shard that should have answered is gone (the broker is stopping).
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("shard {0} is not running")]
+pub struct ShardGone(pub usize);
+
+impl Router {
+    pub fn new(
+        config: Arc<BrokerConfig>,
+        meta: Arc<MetaStore>,
+        shards: Vec<mpsc::Sender<ShardMsg>>,
+        meta_tx: mpsc::Sender<MetaMsg>,
+        local_addr: std::net::SocketAddr,
+    ) -> Self {
+        Router {
+            config,
+            meta,
+            shards,
+            meta_tx,
+            local_addr,
+        }
+    }
+
+    /// The address the listeners are bound to.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.local_addr
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// The shard owning `topic`/`partition` under the configured placement.
+    pub fn owner(&self, topic: &str, partition: i32) -> usize {
+        tern_tuning::place(
+            topic,
+            partition,
+            self.shards.len(),
+            self.config.placement,
+            &self.config.pins,
+        )
+    }
+
+    /// Sends `msg` to `shard`, handling it in place when that is the calling shard.
+    pub async fn dispatch(
+        &self,
+        local: &Rc<ShardState>,
+        shard: usize,
+        msg: ShardMsg,
+    ) -> Result<(), ShardGone> {
+        if shard == local.index {
+            local.handle(msg);
+            return Ok(());
+        }
+        let tx = self.shards.get(shard).ok_or(ShardGone(shard))?;
+        tx.send(msg).await.map_err(|_| ShardGone(shard))
+    }
+
+    /// Sends a request to the metadata writer and waits for its answer.
+    pub async fn meta<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> MetaMsg) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.meta_tx.send(make(tx)).await.ok()?;
+        rx.await.ok()
+    }
+}

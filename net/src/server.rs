@@ -1,0 +1,237 @@
+//! Starting and stopping the broker: one pinned thread per configured core, each with its own
+//! io_uring runtime and its own SO_REUSEPORT listener; shard 0 also runs the metadata writer.
+//!
+//! Graceful stop ([`Broker::shutdown`], SIGTERM/SIGINT in `tern serve`): every shard stops
+//! accepting, lets each connection finish the request it is handling, then closes its logs
+//! (which completes queued appends and syncs) before its thread exits.
+
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::{mpsc as std_mpsc, Arc};
+use std::thread::JoinHandle;
+
+use tern_engine::DirectIo;
+use tern_tuning::BrokerConfig;
+use tokio::sync::{mpsc, watch};
+
+use crate::admin::{self, MetaMsg, META_QUEUE_MAX};
+use crate::meta::{MetaError, MetaStore};
+use crate::router::Router;
+use crate::shard::{ShardMsg, ShardState, SHARD_QUEUE_MAX};
+
+/// Why the broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: io::Error },
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error("data directory {path}: {source}")]
+    DataDir { path: String, source: io::Error },
+    #[error("shard {shard} failed to start: {reason}")]
+    Shard { shard: usize, reason: String },
+}
+
+/// A running broker.
+#[derive(Debug)]
+pub struct Broker {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    threads: Vec<JoinHandle<()>>,
+    router: Arc<Router>,
+}
+
+impl Broker {
+    /// Starts every shard and returns once all of them serve.
+    pub fn start(config: BrokerConfig) -> Result<Broker, StartError> {
+        let config = Arc::new(config);
+        std::fs::create_dir_all(&config.log_dir).map_err(|source| StartError::DataDir {
+            path: config.log_dir.display().to_string(),
+            source,
+        })?;
+        let meta = Arc::new(MetaStore::load(&config.log_dir)?);
+        let listeners = bind_all(config.listener, config.cores.len())?;
+        let addr = listeners
+            .first()
+            .and_then(|l| l.local_addr().ok())
+            .unwrap_or(config.listener);
+        let mut senders = Vec::new();
+        let mut receivers = Vec::new();
+        for _ in 0..config.cores.len() {
+            let (tx, rx) = mpsc::channel::<ShardMsg>(SHARD_QUEUE_MAX);
+            senders.push(tx);
+            receivers.push(rx);
+        }
+        let (meta_tx, meta_rx) = mpsc::channel::<MetaMsg>(META_QUEUE_MAX);
+        let router = Arc::new(Router::new(config.clone(), meta, senders, meta_tx, addr));
+        let (stop, stop_rx) = watch::channel(false);
+        let (ready_tx, ready_rx) = std_mpsc::channel::<Result<(), String>>();
+        let all_cores = core_affinity::get_core_ids().unwrap_or_default();
+        let mut threads = Vec::new();
+        let mut meta_rx = Some(meta_rx);
+        for (i, (listener, rx)) in listeners.into_iter().zip(receivers).enumerate() {
+            let cpu = config.cores[i];
+            let core = all_cores.iter().find(|c| c.id == cpu).copied();
+            let shard = ShardConfig {
+                index: i,
+                router: router.clone(),
+                listener,
+                rx,
+                meta_rx: if i == 0 { meta_rx.take() } else { None },
+                stop: stop_rx.clone(),
+                ready: ready_tx.clone(),
+                direct: direct_io(&config),
+            };
+            let t = std::thread::Builder::new()
+                .name(format!("tern-shard-{i}"))
+                .spawn(move || {
+                    if let Some(core) = core {
+                        core_affinity::set_for_current(core);
+                    }
+                    tokio_uring::start(run_shard(shard));
+                })
+                .map_err(|e| StartError::Shard {
+                    shard: i,
+                    reason: e.to_string(),
+                })?;
+            threads.push(t);
+        }
+        drop(ready_tx);
+        let broker = Broker {
+            addr,
+            stop,
+            threads,
+            router,
+        };
+        for i in 0..broker.threads.len() {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(reason)) => {
+                    broker.shutdown();
+                    return Err(StartError::Shard { shard: i, reason });
+                }
+                Err(_) => {
+                    broker.shutdown();
+                    return Err(StartError::Shard {
+                        shard: i,
+                        reason: "exited during startup".into(),
+                    });
+                }
+            }
+        }
+        Ok(broker)
+    }
+
+    /// The address the shards listen on (the real port when port 0 was configured).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.router.shard_count()
+    }
+
+    /// Stops accepting, finishes in-flight requests, closes every log, joins the threads.
+    pub fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+fn direct_io(config: &BrokerConfig) -> DirectIo {
+    match config.direct_io {
+        tern_tuning::DirectIo::On => DirectIo::On,
+        tern_tuning::DirectIo::Auto => DirectIo::Auto,
+        tern_tuning::DirectIo::Off => DirectIo::Off,
+    }
+}
+
+/// One listener per shard on the same address (SO_REUSEPORT); with port 0 the first one
+/// picks the port and the others share it.
+fn bind_all(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListener>, StartError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let mut out = Vec::new();
+    let mut at = addr;
+    for _ in 0..n.max(1) {
+        let err = |source| StartError::Listen { addr: at, source };
+        let sock = Socket::new(Domain::for_address(at), Type::STREAM, Some(Protocol::TCP))
+            .map_err(err)?;
+        sock.set_reuse_address(true).map_err(err)?;
+        sock.set_reuse_port(true).map_err(err)?;
+        sock.bind(&at.into()).map_err(err)?;
+        sock.listen(1024).map_err(err)?;
+        let l: std::net::TcpListener = sock.into();
+        if at.port() == 0 {
+            at = l.local_addr().map_err(err)?;
+        }
+        out.push(l);
+    }
+    Ok(out)
+}
+
+struct ShardConfig {
+    index: usize,
+    router: Arc<Router>,
+    listener: std::net::TcpListener,
+    rx: mpsc::Receiver<ShardMsg>,
+    meta_rx: Option<mpsc::Receiver<MetaMsg>>,
+    stop: watch::Receiver<bool>,
+    ready: std_mpsc::Sender<Result<(), String>>,
+    direct: DirectIo,
+}
+
+async fn run_shard(cfg: ShardConfig) {
+    let state = ShardState::new(cfg.index, cfg.router.clone(), cfg.direct);
+    if let Err(e) = state.open_owned().await {
+        let _ = cfg.ready.send(Err(e));
+        return;
+    }
+    tokio_uring::spawn(state.clone().serve_queue(cfg.rx));
+    if let Some(meta_rx) = cfg.meta_rx {
+        tokio_uring::spawn(admin::run_writer(state.clone(), meta_rx));
+    }
+    let listener = tokio_uring::net::TcpListener::from_std(cfg.listener);
+    let _ = cfg.ready.send(Ok(()));
+    let active = Rc::new(std::cell::Cell::new(0usize));
+    let idle = Rc::new(tokio::sync::Notify::new());
+    let mut stop = cfg.stop.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    let state = state.clone();
+                    let mut stop = cfg.stop.clone();
+                    let (active, idle) = (active.clone(), idle.clone());
+                    active.set(active.get() + 1);
+                    tokio_uring::spawn(async move {
+                        tokio::select! {
+                            r = crate::conn::serve(state, stream) => {
+                                if let Err(e) = r {
+                                    tracing::debug!(error = %e, "connection closed");
+                                }
+                            }
+                            _ = stop.wait_for(|s| *s) => {}
+                        }
+                        active.set(active.get() - 1);
+                        idle.notify_waiters();
+                    });
+                }
+                Err(e) => tracing::warn!(error = %e, "accept failed"),
+            },
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+    drop(listener);
+    while active.get() > 0 {
+        let n = idle.notified();
+        if active.get() == 0 {
+            break;
+        }
+        n.await;
+    }
+    state.close_all().await;
+}

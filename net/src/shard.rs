@@ -1,0 +1,366 @@
+//! A shard: one pinned thread with its own io_uring runtime, owning the logs of the
+//! partitions placed on it.
+//!
+//! Other shards reach a partition only through [`ShardMsg`]s on the owner's queue; the owner
+//! calls into its logs and answers on a oneshot channel. Appends are *queued* in the order
+//! messages arrive (the engine assigns offsets synchronously) and completed in spawned
+//! tasks, so a slow fsync never stalls the queue. Nothing here is shared between threads
+//! except the queues, the published metadata and the per-partition wake-up signals.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use tern_engine::{AppendError, DirectIo, Log, LogError, Offset, Slice, UringStorage};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use crate::config_map::log_config;
+use crate::meta::TopicMeta;
+use crate::router::Router;
+
+/// Bound of each shard's inbound queue.
+pub const SHARD_QUEUE_MAX: usize = 4096;
+
+/// A partition as a key.
+pub type Tp = (String, i32);
+
+/// A request for the shard that owns a partition.
+#[derive(Debug)]
+pub enum ShardMsg {
+    Produce {
+        tp: Tp,
+        batches: Vec<Bytes>,
+        reply: oneshot::Sender<ProduceResult>,
+    },
+    Fetch {
+        tp: Tp,
+        offset: i64,
+        max_bytes: u32,
+        reply: oneshot::Sender<FetchResult>,
+    },
+    ListOffsets {
+        tp: Tp,
+        timestamp: i64,
+        reply: oneshot::Sender<ListOffsetsResult>,
+    },
+    DeleteRecords {
+        tp: Tp,
+        offset: i64,
+        reply: oneshot::Sender<Result<i64, i16>>,
+    },
+    /// Open the partitions `from..` of a topic that this shard owns.
+    Open {
+        topic: Arc<TopicMeta>,
+        from: i32,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// Close a topic's partitions and delete their directories.
+    Drop {
+        topic: String,
+        reply: oneshot::Sender<()>,
+    },
+    /// The partitions this shard owns (for the placement view).
+    Owned { reply: oneshot::Sender<Vec<Tp>> },
+}
+
+/// Outcome of an append on the owner.
+#[derive(Debug, Clone, Copy)]
+pub struct ProduceResult {
+    pub error: i16,
+    pub base_offset: i64,
+    pub log_append_time_ms: i64,
+    pub log_start_offset: i64,
+}
+
+/// Outcome of a read on the owner.
+#[derive(Debug, Clone)]
+pub struct FetchResult {
+    pub error: i16,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub records: Vec<Slice>,
+    pub bytes: u64,
+}
+
+/// Outcome of an offset lookup on the owner.
+#[derive(Debug, Clone, Copy)]
+pub struct ListOffsetsResult {
+    pub error: i16,
+    pub offset: i64,
+    pub timestamp: i64,
+}
+
+#[derive(Debug)]
+struct Partition {
+    log: Log<UringStorage>,
+    signal: Arc<Notify>,
+}
+
+/// The logs this shard owns.
+#[derive(Debug)]
+pub struct ShardState {
+    pub index: usize,
+    pub router: Arc<Router>,
+    storage: UringStorage,
+    partitions: RefCell<HashMap<Tp, Rc<Partition>>>,
+}
+
+fn code(e: ResponseError) -> i16 {
+    e.code()
+}
+
+impl ShardState {
+    pub fn new(index: usize, router: Arc<Router>, direct: DirectIo) -> Rc<ShardState> {
+        Rc::new(ShardState {
+            index,
+            router,
+            storage: UringStorage::new(direct),
+            partitions: RefCell::new(HashMap::new()),
+        })
+    }
+
+    fn partition(&self, tp: &Tp) -> Option<Rc<Partition>> {
+        self.partitions.borrow().get(tp).cloned()
+    }
+
+    fn dir_of(&self, tp: &Tp) -> PathBuf {
+        self.router.config.log_dir.join(format!("{}-{}", tp.0, tp.1))
+    }
+
+    /// Opens every partition of the current snapshot that this shard owns.
+    pub async fn open_owned(self: &Rc<Self>) -> Result<(), String> {
+        let snap = self.router.meta.snapshot();
+        for t in snap.topics.values() {
+            self.open_topic(t, 0).await?;
+        }
+        Ok(())
+    }
+
+    async fn open_topic(&self, t: &Arc<TopicMeta>, from: i32) -> Result<(), String> {
+        let config = log_config(&self.router.config, &t.overrides).map_err(|e| e.to_string())?;
+        for p in from..t.partitions {
+            let tp = (t.name.clone(), p);
+            if self.router.owner(&tp.0, p) != self.index || self.partition(&tp).is_some() {
+                continue;
+            }
+            let dir = self.dir_of(&tp);
+            let log = Log::open(self.storage.clone(), dir, config.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            let signal = t.signals.get(p as usize).cloned().unwrap_or_default();
+            self.partitions.borrow_mut().insert(tp, Rc::new(Partition { log, signal }));
+        }
+        Ok(())
+    }
+
+    /// Serves the shard's queue until it closes.
+    pub async fn serve_queue(self: Rc<Self>, mut rx: mpsc::Receiver<ShardMsg>) {
+        while let Some(msg) = rx.recv().await {
+            self.handle(msg);
+        }
+    }
+
+    /// Handles one message: synchronous parts now (append order), the rest in a task.
+    pub fn handle(self: &Rc<Self>, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Produce { tp, batches, reply } => self.produce(tp, batches, reply),
+            ShardMsg::Fetch {
+                tp,
+                offset,
+                max_bytes,
+                reply,
+            } => {
+                let p = self.partition(&tp);
+                tokio_uring::spawn(async move {
+                    let _ = reply.send(fetch(p, offset, max_bytes).await);
+                });
+            }
+            ShardMsg::ListOffsets {
+                tp,
+                timestamp,
+                reply,
+            } => {
+                let p = self.partition(&tp);
+                tokio_uring::spawn(async move {
+                    let _ = reply.send(list_offsets(p, timestamp).await);
+                });
+            }
+            ShardMsg::DeleteRecords { tp, offset, reply } => {
+                let p = self.partition(&tp);
+                tokio_uring::spawn(async move {
+                    let _ = reply.send(delete_records(p, offset).await);
+                });
+            }
+            ShardMsg::Open { topic, from, reply } => {
+                let me = self.clone();
+                tokio_uring::spawn(async move {
+                    let _ = reply.send(me.open_topic(&topic, from).await);
+                });
+            }
+            ShardMsg::Drop { topic, reply } => {
+                let me = self.clone();
+                tokio_uring::spawn(async move {
+                    me.drop_topic(&topic).await;
+                    let _ = reply.send(());
+                });
+            }
+            ShardMsg::Owned { reply } => {
+                let mut owned: Vec<Tp> = self.partitions.borrow().keys().cloned().collect();
+                owned.sort();
+                let _ = reply.send(owned);
+            }
+        }
+    }
+
+    fn produce(&self, tp: Tp, batches: Vec<Bytes>, reply: oneshot::Sender<ProduceResult>) {
+        let mut result = ProduceResult {
+            error: 0,
+            base_offset: -1,
+            log_append_time_ms: -1,
+            log_start_offset: -1,
+        };
+        let Some(p) = self.partition(&tp) else {
+            result.error = code(ResponseError::UnknownTopicOrPartition);
+            let _ = reply.send(result);
+            return;
+        };
+        let pending = p.log.append(&batches);
+        tokio_uring::spawn(async move {
+            match pending.await {
+                Ok(info) => {
+                    result.base_offset = info.first_offset.0;
+                    result.log_append_time_ms = info.log_append_time_ms;
+                    p.signal.notify_waiters();
+                }
+                Err(e) => result.error = append_error_code(&e),
+            }
+            result.log_start_offset = p.log.log_start_offset().0;
+            let _ = reply.send(result);
+        });
+    }
+
+    async fn drop_topic(&self, topic: &str) {
+        let doomed: Vec<(Tp, Rc<Partition>)> = {
+            let mut parts = self.partitions.borrow_mut();
+            let keys: Vec<Tp> = parts.keys().filter(|k| k.0 == topic).cloned().collect();
+            keys.into_iter()
+                .filter_map(|k| parts.remove(&k).map(|p| (k, p)))
+                .collect()
+        };
+        for (tp, p) in doomed {
+            if let Err(e) = p.log.close().await {
+                tracing::warn!(topic = %tp.0, partition = tp.1, error = %e, "close on delete");
+            }
+            p.signal.notify_waiters();
+            let dir = self.dir_of(&tp);
+            let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir)).await;
+            if let Ok(Err(e)) = removed {
+                tracing::warn!(topic = %tp.0, partition = tp.1, error = %e, "remove partition dir");
+            }
+        }
+    }
+
+    /// Closes every log (graceful shutdown).
+    pub async fn close_all(&self) {
+        let all: Vec<(Tp, Rc<Partition>)> = self.partitions.borrow_mut().drain().collect();
+        for (tp, p) in all {
+            if let Err(e) = p.log.close().await {
+                tracing::warn!(topic = %tp.0, partition = tp.1, error = %e, "close");
+            }
+        }
+    }
+}
+
+/// Kafka's code for an append refusal.
+pub fn append_error_code(e: &AppendError) -> i16 {
+    match e {
+        AppendError::Batch(_) => code(ResponseError::CorruptMessage),
+        AppendError::BatchTooLarge { .. } => code(ResponseError::MessageTooLarge),
+        AppendError::DiskFull { .. } => code(ResponseError::KafkaStorageError),
+        AppendError::Poisoned { .. } => code(ResponseError::KafkaStorageError),
+        AppendError::Truncating => code(ResponseError::NotLeaderOrFollower),
+        AppendError::Closed => code(ResponseError::NotLeaderOrFollower),
+    }
+}
+
+fn log_error_code(e: &LogError) -> i16 {
+    match e {
+        LogError::OffsetOutOfRange { .. } => code(ResponseError::OffsetOutOfRange),
+        LogError::Closed => code(ResponseError::NotLeaderOrFollower),
+        LogError::Io { .. } | LogError::Poisoned { .. } => code(ResponseError::KafkaStorageError),
+    }
+}
+
+async fn fetch(p: Option<Rc<Partition>>, offset: i64, max_bytes: u32) -> FetchResult {
+    let mut out = FetchResult {
+        error: 0,
+        high_watermark: -1,
+        log_start_offset: -1,
+        records: Vec::new(),
+        bytes: 0,
+    };
+    let Some(p) = p else {
+        out.error = code(ResponseError::UnknownTopicOrPartition);
+        return out;
+    };
+    out.high_watermark = p.log.readable_end().0;
+    out.log_start_offset = p.log.log_start_offset().0;
+    match p.log.read(Offset(offset), max_bytes, Offset(i64::MAX)).await {
+        Ok(r) => {
+            out.high_watermark = r.readable_end.0;
+            out.log_start_offset = r.log_start.0;
+            out.records = r.slices;
+            out.bytes = r.bytes;
+        }
+        Err(e) => out.error = log_error_code(&e),
+    }
+    out
+}
+
+/// Kafka's special ListOffsets timestamps.
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+
+async fn list_offsets(p: Option<Rc<Partition>>, timestamp: i64) -> ListOffsetsResult {
+    let mut out = ListOffsetsResult {
+        error: 0,
+        offset: -1,
+        timestamp: -1,
+    };
+    let Some(p) = p else {
+        out.error = code(ResponseError::UnknownTopicOrPartition);
+        return out;
+    };
+    match timestamp {
+        LATEST => out.offset = p.log.readable_end().0,
+        EARLIEST => out.offset = p.log.log_start_offset().0,
+        t if t < 0 => out.error = code(ResponseError::InvalidRequest),
+        t => match p.log.offset_for_timestamp(t).await {
+            Ok(Some((o, ts))) => {
+                out.offset = o.0;
+                out.timestamp = ts;
+            }
+            Ok(None) => {}
+            Err(e) => out.error = log_error_code(&e),
+        },
+    }
+    out
+}
+
+async fn delete_records(p: Option<Rc<Partition>>, offset: i64) -> Result<i64, i16> {
+    let p = p.ok_or(code(ResponseError::UnknownTopicOrPartition))?;
+    let target = if offset == -1 {
+        p.log.readable_end().0
+    } else {
+        offset
+    };
+    p.log
+        .delete_records(Offset(target))
+        .await
+        .map(|o| o.0)
+        .map_err(|e| log_error_code(&e))
+}
