@@ -19,6 +19,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod client;
 pub mod config_map;
 pub mod conn;
 pub mod meta;
