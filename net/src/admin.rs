@@ -71,8 +71,15 @@ pub async fn run_writer(local: Rc<ShardState>, mut rx: mpsc::Receiver<MetaMsg>) 
                 validate_only,
                 reply,
             } => {
-                let r = create(&local, name, partitions, replication_factor, configs, validate_only)
-                    .await;
+                let r = create(
+                    &local,
+                    name,
+                    partitions,
+                    replication_factor,
+                    configs,
+                    validate_only,
+                )
+                .await;
                 let _ = reply.send(r);
             }
             MetaMsg::Delete { name, reply } => {

@@ -42,8 +42,8 @@ use crate::conn::frame;
 use crate::meta::TopicMeta;
 use crate::shard::{FetchResult, ListOffsetsResult, ProduceResult, ShardMsg, ShardState};
 use crate::wire::fetch::{
-    encode_fetch_response, FetchPartitionParts, FetchResponseParts, FetchTopicParts,
-    FETCH_VERSIONS, Piece,
+    encode_fetch_response, FetchPartitionParts, FetchResponseParts, FetchTopicParts, Piece,
+    FETCH_VERSIONS,
 };
 
 /// The cluster id single-node brokers report (Kafka clients only display it).
@@ -109,11 +109,15 @@ fn respond<T: Encodable>(
     body: &T,
 ) -> Result<Response, ApiError> {
     let mut err = None;
-    let b = frame(api.response_header_version(version), correlation_id, |buf| {
-        if let Err(e) = body.encode(buf, version) {
-            err = Some(e.to_string());
-        }
-    });
+    let b = frame(
+        api.response_header_version(version),
+        correlation_id,
+        |buf| {
+            if let Err(e) = body.encode(buf, version) {
+                err = Some(e.to_string());
+            }
+        },
+    );
     match err {
         Some(e) => Err(ApiError::Encode(e)),
         None => Ok(Response::Bytes(b)),
@@ -147,22 +151,22 @@ pub async fn handle(
         ApiKey::Produce => {
             let req: ProduceRequest = decode(b, v)?;
             let acks = req.acks;
-            let resp = produce(shard, req).await;
+            let resp = produce(shard, req, v).await;
             if acks == 0 {
                 return Ok(Response::None);
             }
             respond(api, v, id, &resp)
         }
         ApiKey::Fetch => fetch(shard, decode(b, v)?, v, id).await,
-        ApiKey::ListOffsets => respond(api, v, id, &list_offsets(shard, decode(b, v)?).await),
-        ApiKey::CreateTopics => respond(api, v, id, &create_topics(shard, decode(b, v)?).await),
-        ApiKey::DeleteTopics => respond(api, v, id, &delete_topics(shard, decode(b, v)?).await),
+        ApiKey::ListOffsets => respond(api, v, id, &list_offsets(shard, decode(b, v)?, v).await),
+        ApiKey::CreateTopics => respond(api, v, id, &create_topics(shard, decode(b, v)?, v).await),
+        ApiKey::DeleteTopics => respond(api, v, id, &delete_topics(shard, decode(b, v)?, v).await),
         ApiKey::DeleteRecords => respond(api, v, id, &delete_records(shard, decode(b, v)?).await),
         ApiKey::CreatePartitions => {
             respond(api, v, id, &create_partitions(shard, decode(b, v)?).await)
         }
         ApiKey::DescribeConfigs => {
-            respond(api, v, id, &describe_configs(shard, decode(b, v)?, v))
+            respond(api, v, id, &describe_configs(shard, decode(b, v)?, v).await)
         }
         _ => Err(ApiError::Decode(format!("{api:?} is not implemented"))),
     }
@@ -206,11 +210,20 @@ async fn metadata(shard: &Rc<ShardState>, req: MetadataRequest, v: i16) -> Metad
         .with_port(advertised.port as i32);
     let snap = router.meta.snapshot();
     let wanted: Vec<(Option<String>, uuid::Uuid)> = match &req.topics {
-        None => snap.topics.keys().map(|n| (Some(n.clone()), uuid::Uuid::nil())).collect(),
-        Some(t) if t.is_empty() && v == 0 => {
-            snap.topics.keys().map(|n| (Some(n.clone()), uuid::Uuid::nil())).collect()
-        }
-        Some(t) => t.iter().map(|t| (t.name.as_ref().map(|n| n.to_string()), t.topic_id)).collect(),
+        None => snap
+            .topics
+            .keys()
+            .map(|n| (Some(n.clone()), uuid::Uuid::nil()))
+            .collect(),
+        Some(t) if t.is_empty() && v == 0 => snap
+            .topics
+            .keys()
+            .map(|n| (Some(n.clone()), uuid::Uuid::nil()))
+            .collect(),
+        Some(t) => t
+            .iter()
+            .map(|t| (t.name.as_ref().map(|n| n.to_string()), t.topic_id))
+            .collect(),
     };
     let auto = config.auto_create_topics && (v < 4 || req.allow_auto_topic_creation);
     let mut topics = Vec::new();
@@ -226,13 +239,22 @@ async fn metadata(shard: &Rc<ShardState>, req: MetadataRequest, v: i16) -> Metad
             (None, Some(n)) => Err((n, ResponseError::UnknownTopicOrPartition.code())),
             (None, None) => Err((String::new(), ResponseError::UnknownTopicId.code())),
         };
-        topics.push(match meta {
+        let mut t = match meta {
             Ok(m) => topic_metadata(&m, config.node_id),
             Err((n, code)) => MetadataResponseTopic::default()
                 .with_name(Some(topic(n)))
                 .with_topic_id(id)
                 .with_error_code(code),
-        });
+        };
+        if v < 10 {
+            t.topic_id = uuid::Uuid::nil();
+        }
+        if v < 7 {
+            for p in &mut t.partitions {
+                p.leader_epoch = -1;
+            }
+        }
+        topics.push(t);
     }
     MetadataResponse::default()
         .with_brokers(vec![broker])
@@ -311,7 +333,7 @@ fn split_batches(mut records: Bytes) -> Option<Vec<Bytes>> {
     Some(out)
 }
 
-async fn produce(shard: &Rc<ShardState>, req: ProduceRequest) -> ProduceResponse {
+async fn produce(shard: &Rc<ShardState>, req: ProduceRequest, v: i16) -> ProduceResponse {
     let router = &shard.router;
     let snap = router.meta.snapshot();
     let acks_ok = matches!(req.acks, 0 | 1 | -1);
@@ -364,7 +386,11 @@ async fn produce(shard: &Rc<ShardState>, req: ProduceRequest) -> ProduceResponse
             pending.push((ti, pi, rx));
             parts.push(r);
         }
-        responses.push(TopicProduceResponse::default().with_name(t.name).with_partition_responses(parts));
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(t.name)
+                .with_partition_responses(parts),
+        );
     }
     if req.acks == 0 {
         return ProduceResponse::default();
@@ -376,7 +402,7 @@ async fn produce(shard: &Rc<ShardState>, req: ProduceRequest) -> ProduceResponse
                 r.error_code = res.error;
                 r.base_offset = res.base_offset;
                 r.log_append_time_ms = res.log_append_time_ms;
-                r.log_start_offset = res.log_start_offset;
+                r.log_start_offset = if v >= 5 { res.log_start_offset } else { -1 };
             }
             Err(_) => r.error_code = ResponseError::NotLeaderOrFollower.code(),
         }
@@ -393,7 +419,9 @@ fn topic_max_message_bytes(
     snap.topics
         .get(name)
         .and_then(|t| crate::config_map::topic_config(config, &t.overrides).ok())
-        .map_or(config.message_max_bytes as usize, |t| t.max_message_bytes as usize)
+        .map_or(config.message_max_bytes as usize, |t| {
+            t.max_message_bytes as usize
+        })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -413,14 +441,19 @@ async fn fetch(
     let wait_ms = req.max_wait_ms.clamp(0, FETCH_WAIT_MAX_MS) as u64;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
     let min_bytes = req.min_bytes.max(0) as u64;
-    let max_bytes = if req.max_bytes <= 0 { i32::MAX as u64 } else { req.max_bytes as u64 };
+    let max_bytes = if req.max_bytes <= 0 {
+        i32::MAX as u64
+    } else {
+        req.max_bytes as u64
+    };
     let signals: Vec<Arc<Notify>> = req
         .topics
         .iter()
         .flat_map(|t| {
             let meta = snap.topics.get(t.topic.as_str()).cloned();
             t.partitions.iter().filter_map(move |p| {
-                meta.as_ref().and_then(|m| m.signals.get(p.partition as usize).cloned())
+                meta.as_ref()
+                    .and_then(|m| m.signals.get(p.partition as usize).cloned())
             })
         })
         .collect();
@@ -547,7 +580,11 @@ fn encode_fetch(
 // ---------------------------------------------------------------------------------------
 // ListOffsets
 
-async fn list_offsets(shard: &Rc<ShardState>, req: ListOffsetsRequest) -> ListOffsetsResponse {
+async fn list_offsets(
+    shard: &Rc<ShardState>,
+    req: ListOffsetsRequest,
+    v: i16,
+) -> ListOffsetsResponse {
     let router = &shard.router;
     let mut topics = Vec::new();
     for t in req.topics {
@@ -576,10 +613,14 @@ async fn list_offsets(shard: &Rc<ShardState>, req: ListOffsetsRequest) -> ListOf
                     .with_error_code(r.error)
                     .with_offset(r.offset)
                     .with_timestamp(r.timestamp)
-                    .with_leader_epoch(0),
+                    .with_leader_epoch(if v >= 4 { 0 } else { -1 }),
             );
         }
-        topics.push(ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(parts));
+        topics.push(
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(parts),
+        );
     }
     ListOffsetsResponse::default().with_topics(topics)
 }
@@ -587,7 +628,11 @@ async fn list_offsets(shard: &Rc<ShardState>, req: ListOffsetsRequest) -> ListOf
 // ---------------------------------------------------------------------------------------
 // Admin: CreateTopics, DeleteTopics, CreatePartitions, DeleteRecords, DescribeConfigs
 
-async fn create_topics(shard: &Rc<ShardState>, req: CreateTopicsRequest) -> CreateTopicsResponse {
+async fn create_topics(
+    shard: &Rc<ShardState>,
+    req: CreateTopicsRequest,
+    v: i16,
+) -> CreateTopicsResponse {
     let mut results = Vec::new();
     for t in req.topics {
         let name = t.name.to_string();
@@ -601,11 +646,15 @@ async fn create_topics(shard: &Rc<ShardState>, req: CreateTopicsRequest) -> Crea
             (t.num_partitions, t.replication_factor)
         } else {
             let node = shard.router.config.node_id;
-            let ok = t.assignments.iter().all(|a| a.broker_ids == [BrokerId(node)]);
+            let ok = t
+                .assignments
+                .iter()
+                .all(|a| a.broker_ids == [BrokerId(node)]);
             if !ok {
                 result.error_code = ResponseError::InvalidReplicaAssignment.code();
-                result.error_message =
-                    Some(s(format!("replicas may only be on broker {node} in this cluster")));
+                result.error_message = Some(s(format!(
+                    "replicas may only be on broker {node} in this cluster"
+                )));
                 results.push(result);
                 continue;
             }
@@ -624,9 +673,13 @@ async fn create_topics(shard: &Rc<ShardState>, req: CreateTopicsRequest) -> Crea
             .await;
         match r {
             Some(Ok(m)) => {
-                result.topic_id = m.id;
-                result.num_partitions = m.partitions;
-                result.replication_factor = 1;
+                if v >= 7 {
+                    result.topic_id = m.id;
+                }
+                if v >= 5 {
+                    result.num_partitions = m.partitions;
+                    result.replication_factor = 1;
+                }
             }
             Some(Err(e)) => {
                 result.error_code = e.code;
@@ -639,11 +692,22 @@ async fn create_topics(shard: &Rc<ShardState>, req: CreateTopicsRequest) -> Crea
     CreateTopicsResponse::default().with_topics(results)
 }
 
-async fn delete_topics(shard: &Rc<ShardState>, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
+async fn delete_topics(
+    shard: &Rc<ShardState>,
+    req: DeleteTopicsRequest,
+    v: i16,
+) -> DeleteTopicsResponse {
     let snap = shard.router.meta.snapshot();
-    let mut names: Vec<(Option<String>, uuid::Uuid)> =
-        req.topic_names.iter().map(|n| (Some(n.to_string()), uuid::Uuid::nil())).collect();
-    names.extend(req.topics.iter().map(|t| (t.name.as_ref().map(|n| n.to_string()), t.topic_id)));
+    let mut names: Vec<(Option<String>, uuid::Uuid)> = req
+        .topic_names
+        .iter()
+        .map(|n| (Some(n.to_string()), uuid::Uuid::nil()))
+        .collect();
+    names.extend(
+        req.topics
+            .iter()
+            .map(|t| (t.name.as_ref().map(|n| n.to_string()), t.topic_id)),
+    );
     let mut responses = Vec::new();
     for (name, id) in names {
         let name = name.or_else(|| snap.topic_by_id(id).map(|t| t.name.clone()));
@@ -653,7 +717,10 @@ async fn delete_topics(shard: &Rc<ShardState>, req: DeleteTopicsRequest) -> Dele
             continue;
         };
         r.name = Some(topic(name.clone()));
-        let res = shard.router.meta(|reply| MetaMsg::Delete { name, reply }).await;
+        let res = shard
+            .router
+            .meta(|reply| MetaMsg::Delete { name, reply })
+            .await;
         match res {
             Some(Ok(id)) => r.topic_id = id,
             Some(Err(e)) => {
@@ -661,6 +728,12 @@ async fn delete_topics(shard: &Rc<ShardState>, req: DeleteTopicsRequest) -> Dele
                 r.error_message = Some(s(e.message));
             }
             None => r.error_code = ResponseError::RequestTimedOut.code(),
+        }
+        if v < 6 {
+            r.topic_id = uuid::Uuid::nil();
+        }
+        if v < 5 {
+            r.error_message = None;
         }
         responses.push(r);
     }
@@ -697,7 +770,10 @@ async fn create_partitions(
     CreatePartitionsResponse::default().with_results(results)
 }
 
-async fn delete_records(shard: &Rc<ShardState>, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
+async fn delete_records(
+    shard: &Rc<ShardState>,
+    req: DeleteRecordsRequest,
+) -> DeleteRecordsResponse {
     let router = &shard.router;
     let mut topics = Vec::new();
     for t in req.topics {
@@ -712,7 +788,9 @@ async fn delete_records(shard: &Rc<ShardState>, req: DeleteRecordsRequest) -> De
             };
             let owner = router.owner(&name, p.partition_index);
             let r = match router.dispatch(shard, owner, msg).await {
-                Ok(()) => rx.await.unwrap_or(Err(ResponseError::NotLeaderOrFollower.code())),
+                Ok(()) => rx
+                    .await
+                    .unwrap_or(Err(ResponseError::NotLeaderOrFollower.code())),
                 Err(_) => Err(ResponseError::NotLeaderOrFollower.code()),
             };
             let (low, code) = match r {
@@ -726,7 +804,11 @@ async fn delete_records(shard: &Rc<ShardState>, req: DeleteRecordsRequest) -> De
                     .with_error_code(code),
             );
         }
-        topics.push(DeleteRecordsTopicResult::default().with_name(t.name).with_partitions(parts));
+        topics.push(
+            DeleteRecordsTopicResult::default()
+                .with_name(t.name)
+                .with_partitions(parts),
+        );
     }
     DeleteRecordsResponse::default().with_topics(topics)
 }
@@ -737,7 +819,37 @@ const SOURCE_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
-fn describe_configs(shard: &Rc<ShardState>, req: DescribeConfigsRequest, v: i16) -> DescribeConfigsResponse {
+/// Read-only entry of a topic's DescribeConfigs listing which shard serves each partition
+/// (`partition:shard,…`), as reported by the shards themselves.
+pub const SHARDS_CONFIG: &str = "tern.partition.shards";
+
+async fn partition_shards(shard: &Rc<ShardState>, topic: &str) -> String {
+    let mut owned = Vec::new();
+    for i in 0..shard.router.shard_count() {
+        let (tx, rx) = oneshot::channel();
+        if shard
+            .router
+            .dispatch(shard, i, ShardMsg::Owned { reply: tx })
+            .await
+            .is_ok()
+        {
+            for (t, p) in rx.await.unwrap_or_default() {
+                if t == topic {
+                    owned.push((p, i));
+                }
+            }
+        }
+    }
+    owned.sort();
+    let parts: Vec<String> = owned.iter().map(|(p, s)| format!("{p}:{s}")).collect();
+    parts.join(",")
+}
+
+async fn describe_configs(
+    shard: &Rc<ShardState>,
+    req: DescribeConfigsRequest,
+    v: i16,
+) -> DescribeConfigsResponse {
     let config = &shard.router.config;
     let snap = shard.router.meta.snapshot();
     let mut results = Vec::new();
@@ -747,29 +859,35 @@ fn describe_configs(shard: &Rc<ShardState>, req: DescribeConfigsRequest, v: i16)
             .with_resource_name(res.resource_name.clone());
         let entries = match res.resource_type {
             RESOURCE_TOPIC => match snap.topics.get(res.resource_name.as_str()) {
-                Some(t) => {
-                    match crate::config_map::topic_config(config, &t.overrides) {
-                        Ok(tc) => Ok(tc
-                            .entries()
-                            .into_iter()
-                            .map(|e| (e, SOURCE_TOPIC))
-                            .collect::<Vec<_>>()),
-                        Err(e) => Err((ResponseError::InvalidConfig, e.to_string())),
-                    }
-                }
+                Some(t) => match crate::config_map::topic_config(config, &t.overrides) {
+                    Ok(tc) => Ok(tc
+                        .entries()
+                        .into_iter()
+                        .map(|e| (e, SOURCE_TOPIC))
+                        .collect::<Vec<_>>()),
+                    Err(e) => Err((ResponseError::InvalidConfig, e.to_string())),
+                },
                 None => Err((
                     ResponseError::UnknownTopicOrPartition,
                     format!("topic '{}' does not exist", res.resource_name),
                 )),
             },
-            RESOURCE_BROKER if res.resource_name.is_empty()
-                || res.resource_name.as_str() == config.node_id.to_string() =>
+            RESOURCE_BROKER
+                if res.resource_name.is_empty()
+                    || res.resource_name.as_str() == config.node_id.to_string() =>
             {
-                Ok(config.entries().into_iter().map(|e| (e, SOURCE_STATIC_BROKER)).collect())
+                Ok(config
+                    .entries()
+                    .into_iter()
+                    .map(|e| (e, SOURCE_STATIC_BROKER))
+                    .collect())
             }
             RESOURCE_BROKER => Err((
                 ResponseError::InvalidRequest,
-                format!("broker '{}' is not this broker ({})", res.resource_name, config.node_id),
+                format!(
+                    "broker '{}' is not this broker ({})",
+                    res.resource_name, config.node_id
+                ),
             )),
             other => Err((
                 ResponseError::InvalidRequest,
@@ -779,9 +897,22 @@ fn describe_configs(shard: &Rc<ShardState>, req: DescribeConfigsRequest, v: i16)
         match entries {
             Ok(entries) => {
                 let keys = res.configuration_keys.as_ref();
+                let wanted = |name: &str| keys.is_none_or(|k| k.iter().any(|k| k.as_str() == name));
+                let shards = if res.resource_type == RESOURCE_TOPIC && wanted(SHARDS_CONFIG) {
+                    let value = partition_shards(shard, res.resource_name.as_str()).await;
+                    Some(
+                        DescribeConfigsResourceResult::default()
+                            .with_name(s(SHARDS_CONFIG))
+                            .with_value(Some(s(value)))
+                            .with_read_only(true)
+                            .with_config_source(SOURCE_STATIC_BROKER),
+                    )
+                } else {
+                    None
+                };
                 out.configs = entries
                     .into_iter()
-                    .filter(|(e, _)| keys.is_none_or(|k| k.iter().any(|k| k.as_str() == e.name)))
+                    .filter(|(e, _)| wanted(e.name))
                     .map(|(e, source)| {
                         let source = if e.is_default { SOURCE_DEFAULT } else { source };
                         DescribeConfigsResourceResult::default()
@@ -790,6 +921,7 @@ fn describe_configs(shard: &Rc<ShardState>, req: DescribeConfigsRequest, v: i16)
                             .with_read_only(e.read_only)
                             .with_config_source(if v == 0 { -1 } else { source })
                     })
+                    .chain(shards)
                     .collect();
             }
             Err((e, msg)) => {
@@ -834,7 +966,10 @@ mod tests {
             assert_eq!((k.min_version, k.max_version), (*r.start(), *r.end()));
             // Every advertised version is one the codec can decode.
             let valid = api.valid_versions();
-            assert!(valid.min <= k.min_version && k.max_version <= valid.max, "{api:?}");
+            assert!(
+                valid.min <= k.min_version && k.max_version <= valid.max,
+                "{api:?}"
+            );
         }
     }
 }

@@ -25,7 +25,9 @@ pub enum ClientError {
     Connect { addr: String, source: io::Error },
     #[error("connection to {addr}: {source}")]
     Io { addr: String, source: io::Error },
-    #[error("{addr} does not support {api:?} in versions {want_min}..={want_max} (it offers {have:?})")]
+    #[error(
+        "{addr} does not support {api:?} in versions {want_min}..={want_max} (it offers {have:?})"
+    )]
     Version {
         addr: String,
         api: ApiKey,
@@ -91,10 +93,12 @@ impl Client {
 
     /// Changes how long a request may wait for its response.
     pub fn set_timeout(&mut self, timeout: Duration) -> Result<(), ClientError> {
-        self.stream.set_read_timeout(Some(timeout)).map_err(|source| ClientError::Io {
-            addr: self.addr.clone(),
-            source,
-        })
+        self.stream
+            .set_read_timeout(Some(timeout))
+            .map_err(|source| ClientError::Io {
+                addr: self.addr.clone(),
+                source,
+            })
     }
 
     /// The highest version of `api` within `min..=max` that the broker supports.
@@ -147,7 +151,12 @@ impl Client {
         self.send(api, version, req).map(|_| ())
     }
 
-    fn send<Req: Encodable>(&mut self, api: ApiKey, version: i16, req: &Req) -> Result<i32, ClientError> {
+    fn send<Req: Encodable>(
+        &mut self,
+        api: ApiKey,
+        version: i16,
+        req: &Req,
+    ) -> Result<i32, ClientError> {
         let id = self.next_correlation_id;
         self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
         let header = RequestHeader::default()
@@ -173,10 +182,12 @@ impl Client {
 
     /// Writes raw bytes to the connection (tests use it to send malformed frames).
     pub fn write_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
-        self.stream.write_all(bytes).map_err(|source| ClientError::Io {
-            addr: self.addr.clone(),
-            source,
-        })
+        self.stream
+            .write_all(bytes)
+            .map_err(|source| ClientError::Io {
+                addr: self.addr.clone(),
+                source,
+            })
     }
 
     /// Reads one response frame (without its length prefix).

@@ -45,7 +45,9 @@ pub struct Snapshot {
 impl Snapshot {
     /// The topic and whether `partition` exists in it.
     pub fn partition(&self, topic: &str, partition: i32) -> Option<&Arc<TopicMeta>> {
-        self.topics.get(topic).filter(|t| partition >= 0 && partition < t.partitions)
+        self.topics
+            .get(topic)
+            .filter(|t| partition >= 0 && partition < t.partitions)
     }
 
     /// The topic with id `id`.
@@ -169,7 +171,9 @@ pub fn new_topic(
 
 fn topic_meta(t: TopicRecord) -> TopicMeta {
     TopicMeta {
-        signals: (0..t.partitions.max(0)).map(|_| Arc::new(Notify::new())).collect(),
+        signals: (0..t.partitions.max(0))
+            .map(|_| Arc::new(Notify::new()))
+            .collect(),
         name: t.name,
         id: t.id,
         partitions: t.partitions,
@@ -206,7 +210,9 @@ fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), MetaErro
     f.write_all(bytes).map_err(io(&tmp))?;
     f.sync_all().map_err(io(&tmp))?;
     fs::rename(&tmp, &dst).map_err(io(&dst))?;
-    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))?;
     Ok(())
 }
 
@@ -224,7 +230,10 @@ mod tests {
         let id = random_uuid();
         let mut cfg = BTreeMap::new();
         cfg.insert("retention.ms".to_string(), "1000".to_string());
-        topics.insert("t".to_string(), Arc::new(new_topic("t".into(), id, 3, cfg.clone())));
+        topics.insert(
+            "t".to_string(),
+            Arc::new(new_topic("t".into(), id, 3, cfg.clone())),
+        );
         store.publish(topics).unwrap();
         assert_eq!(store.snapshot().version, 1);
         let again = MetaStore::load(dir.path()).unwrap();

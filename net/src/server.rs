@@ -158,8 +158,8 @@ fn bind_all(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListener>, St
     let mut at = addr;
     for _ in 0..n.max(1) {
         let err = |source| StartError::Listen { addr: at, source };
-        let sock = Socket::new(Domain::for_address(at), Type::STREAM, Some(Protocol::TCP))
-            .map_err(err)?;
+        let sock =
+            Socket::new(Domain::for_address(at), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
         sock.set_reuse_address(true).map_err(err)?;
         sock.set_reuse_port(true).map_err(err)?;
         sock.bind(&at.into()).map_err(err)?;

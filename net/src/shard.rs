@@ -128,7 +128,10 @@ impl ShardState {
     }
 
     fn dir_of(&self, tp: &Tp) -> PathBuf {
-        self.router.config.log_dir.join(format!("{}-{}", tp.0, tp.1))
+        self.router
+            .config
+            .log_dir
+            .join(format!("{}-{}", tp.0, tp.1))
     }
 
     /// Opens every partition of the current snapshot that this shard owns.
@@ -152,7 +155,9 @@ impl ShardState {
                 .await
                 .map_err(|e| e.to_string())?;
             let signal = t.signals.get(p as usize).cloned().unwrap_or_default();
-            self.partitions.borrow_mut().insert(tp, Rc::new(Partition { log, signal }));
+            self.partitions
+                .borrow_mut()
+                .insert(tp, Rc::new(Partition { log, signal }));
         }
         Ok(())
     }
@@ -309,7 +314,11 @@ async fn fetch(p: Option<Rc<Partition>>, offset: i64, max_bytes: u32) -> FetchRe
     };
     out.high_watermark = p.log.readable_end().0;
     out.log_start_offset = p.log.log_start_offset().0;
-    match p.log.read(Offset(offset), max_bytes, Offset(i64::MAX)).await {
+    match p
+        .log
+        .read(Offset(offset), max_bytes, Offset(i64::MAX))
+        .await
+    {
         Ok(r) => {
             out.high_watermark = r.readable_end.0;
             out.log_start_offset = r.log_start.0;

@@ -43,23 +43,33 @@ fn produce(c: &mut Client, topic: &str, partition: i32, batch: &[u8]) -> (i16, i
     (p.error_code, p.base_offset)
 }
 
-fn fetch(c: &mut Client, topic: &str, partition: i32, offset: i64, wait_ms: i32) -> (i16, i64, Bytes) {
+fn fetch(
+    c: &mut Client,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    wait_ms: i32,
+) -> (i16, i64, Bytes) {
     let req = FetchRequest::default()
         .with_replica_id(BrokerId(-1))
         .with_max_wait_ms(wait_ms)
         .with_min_bytes(1)
         .with_max_bytes(1 << 20)
         .with_session_epoch(-1)
-        .with_topics(vec![FetchTopic::default().with_topic(name(topic)).with_partitions(vec![
-            FetchPartition::default()
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(name(topic))
+            .with_partitions(vec![FetchPartition::default()
                 .with_partition(partition)
                 .with_fetch_offset(offset)
-                .with_partition_max_bytes(1 << 20),
-        ])]);
+                .with_partition_max_bytes(1 << 20)])]);
     let v = c.version(ApiKey::Fetch, 4, 12).unwrap();
     let resp: FetchResponse = c.request(ApiKey::Fetch, v, &req).unwrap();
     let p = &resp.responses[0].partitions[0];
-    (p.error_code, p.high_watermark, p.records.clone().unwrap_or_default())
+    (
+        p.error_code,
+        p.high_watermark,
+        p.records.clone().unwrap_or_default(),
+    )
 }
 
 /// Guards the produce → fetch round trip across versions, auto-creation and ListOffsets.
@@ -69,7 +79,9 @@ fn produce_fetch_round_trip() {
     let addr = broker.local_addr().to_string();
     let mut c = Client::connect(&addr, Duration::from_secs(10)).unwrap();
     let md = MetadataRequest::default()
-        .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(name("orders")))]))
+        .with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(name("orders")))
+        ]))
         .with_allow_auto_topic_creation(true);
     let v = c.version(ApiKey::Metadata, 1, 12).unwrap();
     let resp: MetadataResponse = c.request(ApiKey::Metadata, v, &md).unwrap();
@@ -88,13 +100,21 @@ fn produce_fetch_round_trip() {
     let mut bad = batch.clone();
     *bad.last_mut().unwrap() ^= 1;
     assert_eq!(produce(&mut c, "orders", 0, &bad).0, 2);
-    let lo = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![
-        ListOffsetsTopic::default().with_name(name("orders")).with_partitions(vec![
-            ListOffsetsPartition::default().with_partition_index(0).with_timestamp(-1),
-            ListOffsetsPartition::default().with_partition_index(0).with_timestamp(-2),
-            ListOffsetsPartition::default().with_partition_index(0).with_timestamp(1_700_000_000_001),
-        ]),
-    ]);
+    let lo = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(name("orders"))
+            .with_partitions(vec![
+                ListOffsetsPartition::default()
+                    .with_partition_index(0)
+                    .with_timestamp(-1),
+                ListOffsetsPartition::default()
+                    .with_partition_index(0)
+                    .with_timestamp(-2),
+                ListOffsetsPartition::default()
+                    .with_partition_index(0)
+                    .with_timestamp(1_700_000_000_001),
+            ])]);
     let v = c.version(ApiKey::ListOffsets, 1, 6).unwrap();
     let resp: ListOffsetsResponse = c.request(ApiKey::ListOffsets, v, &lo).unwrap();
     let offsets: Vec<i64> = resp.topics[0].partitions.iter().map(|p| p.offset).collect();
@@ -112,7 +132,11 @@ fn bad_frames_close_the_connection_only() {
         (200_000_000i32).to_be_bytes().to_vec(),
         [&8i32.to_be_bytes()[..], &[0x7f, 0x7f, 0, 0, 0, 0, 0, 1]].concat(),
         [&8i32.to_be_bytes()[..], &[0, 0, 0x7f, 0, 0, 0, 0, 1]].concat(),
-        [&10i32.to_be_bytes()[..], &[0, 3, 0, 9, 0, 0, 0, 1, 0xff, 0xff]].concat(),
+        [
+            &10i32.to_be_bytes()[..],
+            &[0, 3, 0, 9, 0, 0, 0, 1, 0xff, 0xff],
+        ]
+        .concat(),
     ];
     for bytes in cases {
         let mut c = Client::connect(&addr, Duration::from_secs(10)).unwrap();
@@ -121,7 +145,9 @@ fn bad_frames_close_the_connection_only() {
         let mut fresh = Client::connect(&addr, Duration::from_secs(10)).unwrap();
         let batch = tern_engine::batch::build::filled(0, 1, 5, 0);
         let md = MetadataRequest::default()
-            .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(name("t")))]))
+            .with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(name("t")))
+            ]))
             .with_allow_auto_topic_creation(true);
         let _: MetadataResponse = fresh.request(ApiKey::Metadata, 9, &md).unwrap();
         assert_eq!(produce(&mut fresh, "t", 0, &batch).0, 0);
@@ -136,14 +162,21 @@ fn long_poll_wakes_on_produce() {
     let addr = broker.local_addr().to_string();
     let mut c = Client::connect(&addr, Duration::from_secs(30)).unwrap();
     let md = MetadataRequest::default()
-        .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(name("w")))]))
+        .with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(name("w")))
+        ]))
         .with_allow_auto_topic_creation(true);
     let _: MetadataResponse = c.request(ApiKey::Metadata, 9, &md).unwrap();
     let addr2 = addr.clone();
     let producer = std::thread::spawn(move || {
         let mut p = Client::connect(&addr2, Duration::from_secs(10)).unwrap();
         std::thread::sleep(Duration::from_millis(200));
-        produce(&mut p, "w", 0, &tern_engine::batch::build::filled(0, 1, 5, 0))
+        produce(
+            &mut p,
+            "w",
+            0,
+            &tern_engine::batch::build::filled(0, 1, 5, 0),
+        )
     });
     // The fetch may wait 60 s but the client gives up after 30 s: only a wake-up on the
     // produce lets this succeed.

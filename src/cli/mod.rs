@@ -1,0 +1,3 @@
+//! The subcommands of `tern`, one module each.
+
+pub mod serve;
