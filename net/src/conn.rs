@@ -73,8 +73,22 @@ pub async fn serve(shard: Rc<ShardState>, stream: TcpStream) -> Result<(), ConnE
     }
 }
 
-/// Decodes the header, checks the API and version, and runs the handler.
-pub async fn handle_frame(shard: &Rc<ShardState>, mut frame: Bytes) -> Result<Response, ConnError> {
+/// A request frame after its header was checked.
+#[derive(Debug)]
+pub enum Parsed {
+    /// ApiVersions in a version we don't know: answer with our list (v0).
+    ApiVersionsUnsupported { correlation_id: i32 },
+    /// A request of a supported API and version; `body` follows the header.
+    Request {
+        api: ApiKey,
+        header: RequestHeader,
+        body: Bytes,
+    },
+}
+
+/// Decodes a frame's header and checks its API and version. Pure: the fuzz target drives it
+/// with arbitrary bytes.
+pub fn parse_frame(mut frame: Bytes) -> Result<Parsed, ConnError> {
     if frame.len() < 4 {
         return Err(ConnError::FrameSize(frame.len() as i64));
     }
@@ -91,7 +105,9 @@ pub async fn handle_frame(shard: &Rc<ShardState>, mut frame: Bytes) -> Result<Re
         // Kafka answers an unknown ApiVersions version with a v0 error response, so that a
         // newer client can retry with a version we know.
         let header = RequestHeader::decode(&mut frame, 1).map_err(|e| malformed(e.to_string()))?;
-        return Ok(api::api_versions_unsupported(header.correlation_id));
+        return Ok(Parsed::ApiVersionsUnsupported {
+            correlation_id: header.correlation_id,
+        });
     }
     let Some(range) = supported else {
         return Err(ConnError::UnknownApi(key));
@@ -101,9 +117,30 @@ pub async fn handle_frame(shard: &Rc<ShardState>, mut frame: Bytes) -> Result<Re
     }
     let header = RequestHeader::decode(&mut frame, api.request_header_version(version))
         .map_err(|e| malformed(e.to_string()))?;
-    api::handle(shard, api, header, frame)
-        .await
-        .map_err(|e| malformed(e.to_string()))
+    Ok(Parsed::Request {
+        api,
+        header,
+        body: frame,
+    })
+}
+
+/// Decodes the header, checks the API and version, and runs the handler.
+pub async fn handle_frame(shard: &Rc<ShardState>, frame: Bytes) -> Result<Response, ConnError> {
+    match parse_frame(frame)? {
+        Parsed::ApiVersionsUnsupported { correlation_id } => {
+            Ok(api::api_versions_unsupported(correlation_id))
+        }
+        Parsed::Request { api, header, body } => {
+            let version = header.request_api_version;
+            api::handle(shard, api, header, body)
+                .await
+                .map_err(|e| ConnError::Malformed {
+                    api,
+                    version,
+                    reason: e.to_string(),
+                })
+        }
+    }
 }
 
 /// Reads exactly `len` bytes; `None` if the peer closed the connection first.
@@ -133,4 +170,57 @@ pub fn frame(header_version: i16, correlation_id: i32, body: impl FnOnce(&mut By
     let len = (buf.len() - 4) as u32;
     buf[..4].copy_from_slice(&len.to_be_bytes());
     buf.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::RequestKind;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Guards that no byte string panics the frame parser or the body decoders of the
+        /// APIs we serve (the same property the cargo-fuzz target explores further).
+        #[test]
+        fn arbitrary_frames_never_panic(
+            key in prop_oneof![0i16..80, any::<i16>()],
+            version in prop_oneof![0i16..20, any::<i16>()],
+            rest in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let mut frame = Vec::with_capacity(rest.len() + 4);
+            frame.extend_from_slice(&key.to_be_bytes());
+            frame.extend_from_slice(&version.to_be_bytes());
+            frame.extend_from_slice(&rest);
+            if let Ok(Parsed::Request { api, header, mut body }) = parse_frame(Bytes::from(frame)) {
+                let _ = RequestKind::decode(api, &mut body, header.request_api_version);
+            }
+        }
+    }
+
+    /// Guards the refusals: short, unknown API, unsupported version, and the ApiVersions
+    /// exception.
+    #[test]
+    fn frame_refusals() {
+        assert!(matches!(
+            parse_frame(Bytes::from_static(&[0, 1])),
+            Err(ConnError::FrameSize(2))
+        ));
+        let unknown = Bytes::from_static(&[0x7f, 0x00, 0, 0, 0, 0, 0, 1]);
+        assert!(matches!(
+            parse_frame(unknown),
+            Err(ConnError::UnknownApi(0x7f00))
+        ));
+        let metadata_v99 = Bytes::from_static(&[0, 3, 0, 99, 0, 0, 0, 1, 0xff, 0xff]);
+        assert!(matches!(
+            parse_frame(metadata_v99),
+            Err(ConnError::Unsupported { .. })
+        ));
+        let api_versions_v9 = Bytes::from_static(&[0, 18, 0, 9, 0, 0, 0, 7, 0xff, 0xff]);
+        assert!(matches!(
+            parse_frame(api_versions_v9),
+            Ok(Parsed::ApiVersionsUnsupported { correlation_id: 7 })
+        ));
+    }
 }

@@ -191,6 +191,7 @@ async fn run_shard(cfg: ShardConfig) {
         return;
     }
     tokio_uring::spawn(state.clone().serve_queue(cfg.rx));
+    let ticks = tokio_uring::spawn(state.clone().run_ticks());
     if let Some(meta_rx) = cfg.meta_rx {
         tokio_uring::spawn(admin::run_writer(state.clone(), meta_rx));
     }
@@ -233,5 +234,6 @@ async fn run_shard(cfg: ShardConfig) {
         }
         n.await;
     }
+    ticks.abort();
     state.close_all().await;
 }

@@ -22,6 +22,9 @@ use crate::config_map::log_config;
 use crate::meta::TopicMeta;
 use crate::router::Router;
 
+/// Period of the per-shard housekeeping tick (flush = interval, retention), in ms.
+pub const TICK_MS: u64 = 100;
+
 /// Bound of each shard's inbound queue.
 pub const SHARD_QUEUE_MAX: usize = 4096;
 
@@ -265,6 +268,27 @@ impl ShardState {
             let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir)).await;
             if let Ok(Err(e)) = removed {
                 tracing::warn!(topic = %tp.0, partition = tp.1, error = %e, "remove partition dir");
+            }
+        }
+    }
+
+    /// Periodic duties of every owned log (interval flushes, retention), every
+    /// [`TICK_MS`], until the shard stops.
+    pub async fn run_ticks(self: Rc<Self>) {
+        let mut every = tokio::time::interval(std::time::Duration::from_millis(TICK_MS));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let logs: Vec<(Tp, Rc<Partition>)> = self
+                .partitions
+                .borrow()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            for (tp, p) in logs {
+                if let Err(e) = p.log.tick().await {
+                    tracing::warn!(topic = %tp.0, partition = tp.1, error = %e, "periodic flush/retention");
+                }
             }
         }
     }
