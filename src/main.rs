@@ -4,10 +4,12 @@
 //! Errors travel as `anyhow::Error` up to [`main`], which prints them as one readable line
 //! (`tern: error: <context>: <cause>`) and exits with status 1.
 
-use std::path::PathBuf;
+mod cli;
+
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
 /// Kafka-API-compatible event-streaming broker, thread-per-core, io_uring.
@@ -15,11 +17,13 @@ use clap::{Args, Parser, Subcommand};
 #[command(name = "tern", version, about)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the broker (the default when no subcommand is given).
+    Serve(cli::serve::ServeArgs),
     /// Run benchmarks; every figure is reported next to a baseline measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -58,12 +62,31 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
+    let serve_defaults = cli::serve::ServeArgs {
+        config: None,
+        print_config: false,
+    };
+    match cli.command.unwrap_or(Command::Serve(serve_defaults)) {
+        Command::Serve(args) => cli::serve::run(&args),
         Command::Bench(BenchCommand::Engine(args)) => bench_engine(args),
     }
 }
 
 fn bench_engine(args: EngineArgs) -> anyhow::Result<()> {
+    if let Some(path) = &args.json {
+        // Fail before a run of a minute, not after it.
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        if !parent.is_dir() {
+            bail!(
+                "--json {}: directory {} does not exist",
+                path.display(),
+                parent.display()
+            );
+        }
+    }
     let opts = tern_bench::EngineOptions {
         dir: args.dir,
         quick: args.quick,

@@ -11,6 +11,11 @@
 //! Everything runs on one thread inside one tokio-uring runtime, as one shard of the broker
 //! would, and every engine log uses [`DirectIo::On`] so a filesystem without O_DIRECT fails
 //! the run instead of silently measuring the page cache.
+//!
+//! One figure must not pay for another's data: nothing is deleted until the run is over
+//! (deleting gigabytes on a filesystem mounted with `discard` keeps the disk busy for
+//! seconds, which showed up as multi-millisecond fsync tails), and every figure starts after
+//! a `sync`, which also makes the host flush its cache of a virtual disk.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -62,6 +67,13 @@ impl Plan {
     }
 }
 
+/// Writes back everything written so far (and, through the device flush, the host's cache
+/// of a virtual disk), so that the next figure does not pay for the previous one's data.
+fn settle() {
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+}
+
 /// Runs the whole benchmark (starting its own tokio-uring runtime) and returns the report.
 /// The data directory is removed afterwards, also when a step fails.
 pub fn run(opts: &EngineOptions) -> anyhow::Result<EngineReport> {
@@ -81,16 +93,17 @@ pub fn run(opts: &EngineOptions) -> anyhow::Result<EngineReport> {
     runtime.block_on(async move {
         let storage = UringStorage::new(DirectIo::On);
         let log_dir = dir.join("throughput-log");
+        settle();
         eprintln!("1. sequential append throughput");
         let (throughput, written) =
             throughput::run(&storage, &dir, &log_dir, plan.throughput_bytes).await?;
         eprintln!("4. recovery");
         let recovery = recovery::run(&storage, &log_dir, written).await?;
-        std::fs::remove_dir_all(&log_dir)
-            .with_context(|| format!("{}: remove", log_dir.display()))?;
+        settle();
         eprintln!("2. durable append latency");
         let (durable_latency, raw) =
             latency::run(&storage, &dir, plan.latency_appends, plan.latency_warmup).await?;
+        settle();
         eprintln!("3. group commit");
         let group_commit = group_commit::run(&storage, &dir, plan.group_commit, &raw).await?;
         Ok(EngineReport {

@@ -7,7 +7,9 @@
 //! rewrites the partial last block (its appends are not block-aligned: 16 KiB + the carry).
 //! The baselines write aligned 16 KiB blocks into a fresh file: once with write + fdatasync
 //! (the "raw disk" of the goal: engine p50 and p99 at most 1.3x of it), and once with a
-//! single `RWF_DSYNC` write (the same kind of operation the engine submits).
+//! single `RWF_DSYNC` write (the same kind of operation the engine submits). The three run
+//! in [`ROUNDS`] interleaved rounds, rotating their order, so that disturbances on the shared
+//! disk (journal commits, other tenants) fall on all three alike.
 
 use std::path::Path;
 use std::time::Instant;
@@ -16,7 +18,7 @@ use anyhow::Context;
 use hdrhistogram::Histogram;
 use tern_engine::{FlushPolicy, Log, LogConfig, UringStorage};
 
-use crate::raw::{self, Durability};
+use crate::raw::{Durability, DurableWriter};
 use crate::report::{new_histogram, ratio, DurableLatencyReport, LatencySummary};
 use crate::workload::{batch_of_size, now_ms};
 
@@ -24,6 +26,8 @@ use crate::workload::{batch_of_size, now_ms};
 pub const BATCH_BYTES: usize = 16 * 1024;
 /// Records per batch.
 pub const RECORDS_PER_BATCH: usize = 16;
+/// Rounds the work is split into, alternating engine and raw (absolute speed drifts).
+pub const ROUNDS: usize = 5;
 /// The goal: engine p50 and p99 at most this multiple of raw write + fdatasync.
 pub const GOAL_RATIO_MAX: f64 = 1.3;
 
@@ -34,29 +38,32 @@ pub struct RawLatency {
     pub rwf_dsync: Histogram<u64>,
 }
 
-/// Runs the two raw baselines and then the engine, `count` timed operations each after
-/// `warmup` untimed ones.
+/// Measures the engine and both raw baselines, `count` timed operations each after
+/// `warmup` untimed ones, in [`ROUNDS`] interleaved rounds.
 pub async fn run(
     storage: &UringStorage,
     dir: &Path,
     count: usize,
     warmup: usize,
 ) -> anyhow::Result<(DurableLatencyReport, RawLatency)> {
-    let path = dir.join("raw-latency.dat");
-    eprintln!("  raw: {count} x (16 KiB O_DIRECT write, fdatasync)");
-    let fdatasync = raw::durable_latency(
-        &path,
+    let per_round = count.div_ceil(ROUNDS);
+    let count = per_round * ROUNDS;
+    eprintln!(
+        "  {ROUNDS} rounds of {per_round} x 16 KiB each: raw write + fdatasync, raw \
+         RWF_DSYNC write, engine durable append"
+    );
+    let mut raw_f = DurableWriter::create(
+        &dir.join("raw-fdatasync.dat"),
         BATCH_BYTES,
-        count,
-        warmup,
         Durability::WriteThenFdatasync,
     )
     .await?;
-    eprintln!("  raw: {count} x 16 KiB O_DIRECT write with RWF_DSYNC");
-    let rwf_dsync =
-        raw::durable_latency(&path, BATCH_BYTES, count, warmup, Durability::RwfDsync).await?;
-
-    eprintln!("  engine: {count} durable appends of one 16 KiB batch");
+    let mut raw_d = DurableWriter::create(
+        &dir.join("raw-dsync.dat"),
+        BATCH_BYTES,
+        Durability::RwfDsync,
+    )
+    .await?;
     let config = LogConfig {
         flush: FlushPolicy::Always,
         segment_bytes: i32::MAX as u32,
@@ -67,12 +74,19 @@ pub async fn run(
         .await
         .context("opening the latency log")?;
     let batch = batch_of_size(BATCH_BYTES, RECORDS_PER_BATCH, 2, now_ms());
-    let mut hist = new_histogram()?;
-    for i in 0..warmup + count {
-        let start = Instant::now();
-        log.append(&[&batch[..]]).await.context("durable append")?;
-        if i >= warmup {
-            hist.saturating_record(start.elapsed().as_nanos() as u64);
+
+    raw_f.write(warmup, None).await?;
+    raw_d.write(warmup, None).await?;
+    append_each(&log, &batch, warmup, None).await?;
+    let (mut fdatasync, mut rwf_dsync, mut hist) =
+        (new_histogram()?, new_histogram()?, new_histogram()?);
+    for round in 0..ROUNDS {
+        for k in 0..3 {
+            match (round + k) % 3 {
+                0 => raw_f.write(per_round, Some(&mut fdatasync)).await?,
+                1 => raw_d.write(per_round, Some(&mut rwf_dsync)).await?,
+                _ => append_each(&log, &batch, per_round, Some(&mut hist)).await?,
+            }
         }
     }
     let stats = log.stats();
@@ -107,4 +121,21 @@ pub async fn run(
             rwf_dsync,
         },
     ))
+}
+
+/// `count` appends of `batch`, each awaited before the next; records each latency (ns).
+async fn append_each(
+    log: &Log<UringStorage>,
+    batch: &[u8],
+    count: usize,
+    mut hist: Option<&mut Histogram<u64>>,
+) -> anyhow::Result<()> {
+    for _ in 0..count {
+        let start = Instant::now();
+        log.append(&[batch]).await.context("durable append")?;
+        if let Some(h) = hist.as_deref_mut() {
+            h.saturating_record(start.elapsed().as_nanos() as u64);
+        }
+    }
+    Ok(())
 }

@@ -13,11 +13,13 @@
 //! * [`raw`] is the baseline: the same io_uring O_DIRECT writes without an engine.
 //! * [`workload`] builds the RecordBatches appended; [`machine`] describes the machine a
 //!   result belongs to; [`report`] holds the serde report (units in every field name) and
-//!   the table printed for humans; [`scratch`] owns the data directory.
+//!   the table printed for humans; [`scratch`] owns the data directory; [`cpu`] reads the
+//!   thread's CPU time, which tells a busy engine from a waiting one.
 //!
 //! Criterion micro-benchmarks of the engine's CPU cost live with the engine
 //! (`engine/benches/`).
 
+pub mod cpu;
 pub mod engine;
 pub mod group_commit;
 pub mod latency;

@@ -26,8 +26,6 @@ use tokio_uring::buf::BoundedBuf;
 use tokio_uring::fs::{File, OpenOptions};
 use tokio_uring::{InFlightOneshot, OneshotOutputTransform, UnsubmittedOneshot};
 
-use crate::report::new_histogram;
-
 /// How a durable raw write is made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -169,69 +167,111 @@ pub fn pattern_buf(len: usize, seed: u8) -> AlignedBuf {
     buf
 }
 
-/// Writes `total_bytes` into a fresh `O_DIRECT` file at `path` in `block_bytes` writes with
-/// up to `depth` in flight; returns the time until the last write completed (the final
-/// fdatasync and the file's removal are not timed).
-pub async fn sequential_write(
-    path: &Path,
+/// Sequential `O_DIRECT` writes of whole blocks into a fresh file, continued across calls
+/// so that rounds of raw and engine work can alternate (spreading the disk's drift evenly).
+#[derive(Debug)]
+pub struct SequentialWriter {
+    file: RawFile,
     block_bytes: usize,
-    total_bytes: u64,
-    depth: usize,
-) -> anyhow::Result<Duration> {
-    let file = RawFile::create(path).await?;
-    let depth = depth.max(1);
-    let mut free: Vec<AlignedBuf> = (0..depth)
-        .map(|i| pattern_buf(block_bytes, i as u8))
-        .collect();
-    let mut in_flight: VecDeque<(InFlightWrite, u64)> = VecDeque::with_capacity(depth);
-    let mut pos = 0u64;
-    let start = Instant::now();
-    while pos < total_bytes || !in_flight.is_empty() {
-        while in_flight.len() < depth && pos < total_bytes {
-            let Some(buf) = free.pop() else { break };
-            in_flight.push_back((file.submit_write(buf, pos, false), pos));
-            pos += block_bytes as u64;
-        }
-        if let Some((w, at)) = in_flight.pop_front() {
-            free.push(file.finish(w, at).await?);
-        }
-    }
-    let elapsed = start.elapsed();
-    file.sync_data().await?;
-    remove(path)?;
-    Ok(elapsed)
+    pos: u64,
+    free: Vec<AlignedBuf>,
 }
 
-/// `count` durable writes of `block_bytes` (after `warmup` untimed ones) into a fresh
-/// `O_DIRECT` file, one at a time, each at the next aligned offset; the latency of each (in
-/// nanoseconds) goes into the histogram.
-pub async fn durable_latency(
-    path: &Path,
-    block_bytes: usize,
-    count: usize,
-    warmup: usize,
-    mode: Durability,
-) -> anyhow::Result<Histogram<u64>> {
-    let file = RawFile::create(path).await?;
-    let mut hist = new_histogram()?;
-    let mut buf = pattern_buf(block_bytes, 3);
-    for i in 0..warmup + count {
-        let pos = (i * block_bytes) as u64;
+impl SequentialWriter {
+    /// Creates (truncating) `path`; writes will be `block_bytes` long.
+    pub async fn create(path: &Path, block_bytes: usize) -> anyhow::Result<SequentialWriter> {
+        Ok(SequentialWriter {
+            file: RawFile::create(path).await?,
+            block_bytes,
+            pos: 0,
+            free: Vec::new(),
+        })
+    }
+
+    /// Writes `bytes` more (whole blocks) with up to `depth` writes in flight; returns the
+    /// time until the last one completed.
+    pub async fn write(&mut self, bytes: u64, depth: usize) -> anyhow::Result<Duration> {
+        let depth = depth.max(1);
+        while self.free.len() < depth {
+            self.free
+                .push(pattern_buf(self.block_bytes, self.free.len() as u8));
+        }
+        let end = self.pos + bytes;
+        let mut in_flight: VecDeque<(InFlightWrite, u64)> = VecDeque::with_capacity(depth);
         let start = Instant::now();
-        let dsync = mode == Durability::RwfDsync;
-        buf = file.finish(file.submit_write(buf, pos, dsync), pos).await?;
-        if mode == Durability::WriteThenFdatasync {
-            file.sync_data().await?;
+        while self.pos < end || !in_flight.is_empty() {
+            while in_flight.len() < depth && self.pos < end {
+                let Some(buf) = self.free.pop() else { break };
+                in_flight.push_back((self.file.submit_write(buf, self.pos, false), self.pos));
+                self.pos += self.block_bytes as u64;
+            }
+            if let Some((w, at)) = in_flight.pop_front() {
+                self.free.push(self.file.finish(w, at).await?);
+            }
         }
-        if i >= warmup {
-            hist.saturating_record(start.elapsed().as_nanos() as u64);
-        }
+        Ok(start.elapsed())
     }
-    remove(path)?;
-    Ok(hist)
+
+    /// fdatasync and close the file (not part of any timing). The file stays: deleting
+    /// gigabytes on a filesystem mounted with `discard` stalls the disk for a while, so
+    /// files are removed only when the whole run is over.
+    pub async fn finish(self) -> anyhow::Result<()> {
+        self.file.sync_data().await
+    }
 }
 
-/// Removes a file, with its path in the error.
-pub fn remove(path: &Path) -> anyhow::Result<()> {
-    std::fs::remove_file(path).with_context(|| format!("{}: remove", path.display()))
+/// Durable `O_DIRECT` writes of one aligned block at a time into a fresh file, continued
+/// across calls (for interleaved rounds).
+#[derive(Debug)]
+pub struct DurableWriter {
+    file: RawFile,
+    mode: Durability,
+    pos: u64,
+    buf: Option<AlignedBuf>,
+}
+
+impl DurableWriter {
+    /// Creates (truncating) `path`; each write will be `block_bytes` long.
+    pub async fn create(
+        path: &Path,
+        block_bytes: usize,
+        mode: Durability,
+    ) -> anyhow::Result<DurableWriter> {
+        Ok(DurableWriter {
+            file: RawFile::create(path).await?,
+            mode,
+            pos: 0,
+            buf: Some(pattern_buf(block_bytes, 3)),
+        })
+    }
+
+    /// `count` durable writes, one at a time, each at the next aligned offset; records the
+    /// latency of each (nanoseconds) when `hist` is given.
+    pub async fn write(
+        &mut self,
+        count: usize,
+        mut hist: Option<&mut Histogram<u64>>,
+    ) -> anyhow::Result<()> {
+        let dsync = self.mode == Durability::RwfDsync;
+        for _ in 0..count {
+            let Some(buf) = self.buf.take() else {
+                bail!("{}: a previous write failed", self.file.path.display());
+            };
+            let len = buf.padded_len() as u64;
+            let start = Instant::now();
+            let buf = self
+                .file
+                .finish(self.file.submit_write(buf, self.pos, dsync), self.pos)
+                .await?;
+            if self.mode == Durability::WriteThenFdatasync {
+                self.file.sync_data().await?;
+            }
+            if let Some(h) = hist.as_deref_mut() {
+                h.saturating_record(start.elapsed().as_nanos() as u64);
+            }
+            self.buf = Some(buf);
+            self.pos += len;
+        }
+        Ok(())
+    }
 }

@@ -86,13 +86,20 @@ pub struct ThroughputReport {
     pub batch_bytes: u64,
     pub batches_per_append: u64,
     pub appends_in_flight_max: u64,
+    /// Interleaved rounds (engine and raw alternate).
+    pub rounds: u64,
     pub engine_seconds: f64,
     pub engine_throughput_mb_per_s: f64,
+    /// CPU time of the shard thread (user + system) per MiB appended.
+    pub engine_cpu_ms_per_mib: f64,
+    /// Engine CPU time over engine wall time: near 1 means CPU-bound.
+    pub engine_cpu_busy_fraction: f64,
     pub engine_writes: u64,
     pub engine_write_bytes_mean: f64,
     /// Raw writes of `append_bytes` with `appends_in_flight_max` in flight: the baseline.
     pub raw_seconds: f64,
     pub raw_throughput_mb_per_s: f64,
+    pub raw_cpu_ms_per_mib: f64,
     /// The same raw writes one at a time (context: the engine has one write in flight).
     pub raw_depth1_throughput_mb_per_s: f64,
     pub engine_to_raw_ratio: f64,
@@ -153,8 +160,12 @@ pub struct RecoveryReport {
     pub open_with_indexes_seconds: f64,
     pub open_full_scan_seconds: f64,
     pub full_scan_mb_per_s: f64,
+    /// CPU time of the shard thread (user + system) per MiB during the full-scan open
+    /// (it also counts the close that follows it).
+    pub full_scan_cpu_ms_per_mib: f64,
     /// Sequential buffered read of the same segment file, cold: the baseline.
     pub raw_cold_read_mb_per_s: f64,
+    pub raw_read_cpu_ms_per_mib: f64,
     pub raw_read_chunk_bytes: u64,
     pub full_scan_to_raw_read_ratio: f64,
     /// The reopened log ends where the written one ended (both reopens).
@@ -164,15 +175,12 @@ pub struct RecoveryReport {
 const KIB: u64 = 1024;
 
 fn size(bytes: u64) -> String {
-    if bytes >= KIB * KIB * KIB && bytes % (KIB * KIB * KIB) == 0 {
-        format!("{} GiB", bytes / (KIB * KIB * KIB))
-    } else if bytes >= KIB * KIB && bytes % (KIB * KIB) == 0 {
-        format!("{} MiB", bytes / (KIB * KIB))
-    } else if bytes >= KIB && bytes % KIB == 0 {
-        format!("{} KiB", bytes / KIB)
-    } else {
-        format!("{bytes} B")
+    for (unit, name) in [(KIB * KIB * KIB, "GiB"), (KIB * KIB, "MiB"), (KIB, "KiB")] {
+        if bytes >= unit && bytes.is_multiple_of(unit) {
+            return format!("{} {name}", bytes / unit);
+        }
     }
+    format!("{bytes} B")
 }
 
 fn verdict(ok: bool) -> &'static str {
@@ -269,6 +277,20 @@ impl fmt::Display for ThroughputReport {
         )?;
         row(
             f,
+            "thread CPU ms per MiB",
+            format!("{:.2}", self.engine_cpu_ms_per_mib),
+            format!("{:.2}", self.raw_cpu_ms_per_mib),
+            format!(
+                "{:.1}x",
+                ratio(self.engine_cpu_ms_per_mib, self.raw_cpu_ms_per_mib)
+            ),
+            &format!(
+                "engine CPU busy {:.0}% of its wall time",
+                self.engine_cpu_busy_fraction * 100.0
+            ),
+        )?;
+        row(
+            f,
             "engine writes / mean write",
             format!("{}", self.engine_writes),
             "".into(),
@@ -311,6 +333,17 @@ impl fmt::Display for RecoveryReport {
             format!("{:.0}", self.raw_cold_read_mb_per_s),
             format!("{:.2}x", self.full_scan_to_raw_read_ratio),
             &format!("raw: buffered reads of {}", size(self.raw_read_chunk_bytes)),
+        )?;
+        row(
+            f,
+            "thread CPU ms per MiB",
+            format!("{:.2}", self.full_scan_cpu_ms_per_mib),
+            format!("{:.2}", self.raw_read_cpu_ms_per_mib),
+            format!(
+                "{:.1}x",
+                ratio(self.full_scan_cpu_ms_per_mib, self.raw_read_cpu_ms_per_mib)
+            ),
+            "",
         )?;
         row(
             f,

@@ -27,8 +27,9 @@ pub const fn align_down(n: u64) -> u64 {
 
 /// A growable byte buffer aligned to [`BLOCK_BYTES`], with capacity a multiple of it.
 ///
-/// Invariant: `len <= capacity`, `capacity % BLOCK_BYTES == 0`, `capacity > 0`, and bytes
-/// `len..capacity` are zero (so [`AlignedBuf::padded_len`] bytes can be written as they are).
+/// Invariant: `len <= capacity`, `capacity % BLOCK_BYTES == 0`, `capacity > 0`. Bytes after
+/// `len` are unspecified in a reused buffer: [`AlignedBuf::zero_padding`] zeroes the ones a
+/// direct write sends ([`AlignedBuf::padded`]), and every storage's `write_at` calls it.
 pub struct AlignedBuf {
     ptr: NonNull<u8>,
     len: usize,
@@ -111,18 +112,21 @@ impl AlignedBuf {
         *self = grown;
     }
 
-    /// Shortens to `len` bytes, zeroing what is cut so the padding invariant holds.
+    /// Shortens to `len` bytes.
     pub fn truncate(&mut self, len: usize) {
-        if len < self.len {
-            let old = self.len;
-            self.as_mut_full()[len..old].fill(0);
-            self.len = len;
-        }
+        self.len = self.len.min(len);
     }
 
-    /// Clears the buffer (zeroing its contents) for reuse.
+    /// Empties the buffer for reuse (its memory stays allocated and mapped).
     pub fn clear(&mut self) {
-        self.truncate(0);
+        self.len = 0;
+    }
+
+    /// Zeroes the bytes between `len` and the next block boundary: the padding of a direct
+    /// write.
+    pub fn zero_padding(&mut self) {
+        let (len, padded) = (self.len, self.padded_len());
+        self.as_mut_full()[len..padded].fill(0);
     }
 
     /// The written bytes.
@@ -142,7 +146,8 @@ impl AlignedBuf {
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.capacity) }
     }
 
-    /// The written bytes followed by zero padding up to a whole block.
+    /// The written bytes followed by the padding up to a whole block (zero after
+    /// [`AlignedBuf::zero_padding`]).
     pub fn padded(&self) -> &[u8] {
         // SAFETY: padded_len <= capacity, all initialised.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.padded_len()) }
@@ -171,6 +176,70 @@ impl AlignedBuf {
     /// Freezes the written bytes into shared, immutable [`Bytes`] without copying.
     pub fn freeze(self) -> Bytes {
         Bytes::from_owner(self)
+    }
+}
+
+/// Most buffers a [`BufPool`] keeps for reuse.
+pub const POOL_BUFS_MAX: usize = 4;
+
+/// Write buffers kept for reuse, so that the append path neither allocates nor page-faults
+/// once warm. A buffer frozen with [`BufPool::freeze`] comes back when the last reader of its
+/// bytes lets go, from whichever thread that is (the queue is lock-free).
+#[derive(Debug, Clone)]
+pub struct BufPool {
+    free: std::sync::Arc<crossbeam_queue::ArrayQueue<AlignedBuf>>,
+}
+
+impl Default for BufPool {
+    fn default() -> Self {
+        BufPool {
+            free: std::sync::Arc::new(crossbeam_queue::ArrayQueue::new(POOL_BUFS_MAX)),
+        }
+    }
+}
+
+impl BufPool {
+    /// An empty buffer able to hold `min_bytes` (reused when one is free and big enough).
+    pub fn take(&self, min_bytes: usize) -> AlignedBuf {
+        while let Some(mut b) = self.free.pop() {
+            if b.capacity() >= min_bytes {
+                b.clear();
+                return b;
+            }
+        }
+        AlignedBuf::with_capacity(min_bytes)
+    }
+
+    /// Gives a buffer back.
+    pub fn put(&self, buf: AlignedBuf) {
+        let _ = self.free.push(buf);
+    }
+
+    /// Freezes `buf` into [`Bytes`]; the buffer returns to this pool when they are dropped.
+    pub fn freeze(&self, buf: AlignedBuf) -> Bytes {
+        Bytes::from_owner(Pooled {
+            buf: Some(buf),
+            pool: self.clone(),
+        })
+    }
+}
+
+struct Pooled {
+    buf: Option<AlignedBuf>,
+    pool: BufPool,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        self.buf.as_ref().map_or(&[], |b| b.as_slice())
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if let Some(b) = self.buf.take() {
+            self.pool.put(b);
+        }
     }
 }
 
@@ -212,8 +281,27 @@ mod tests {
         assert_eq!(b.padded_len(), 8192);
         assert!(b.padded()[5000..].iter().all(|&x| x == 0));
         b.truncate(100);
+        b.zero_padding();
         assert!(b.padded()[100..].iter().all(|&x| x == 0));
         let frozen = b.freeze();
         assert_eq!(&frozen[..], &[7; 100][..]);
+    }
+
+    /// Guards buffer reuse: a frozen buffer returns to the pool when its bytes are dropped.
+    #[test]
+    fn pool_reuses_frozen_buffers() {
+        let pool = BufPool::default();
+        let mut b = pool.take(10_000);
+        b.extend_from_slice(&[1; 5000]);
+        let ptr = b.as_ptr();
+        let bytes = pool.freeze(b);
+        let view = bytes.slice(10..20);
+        drop(bytes);
+        assert_eq!(&view[..], &[1; 10][..]);
+        drop(view);
+        let again = pool.take(100);
+        assert_eq!(again.as_ptr(), ptr);
+        assert!(again.is_empty());
+        assert!(pool.take(1 << 20).capacity() >= 1 << 20);
     }
 }

@@ -63,7 +63,7 @@ impl Default for LogConfig {
             flush_interval_ms: 1000,
             timestamp_type: TimestampType::CreateTime,
             hot_bytes_max: 4 << 20,
-            write_bytes_max: 4 << 20,
+            write_bytes_max: 1 << 20,
         }
     }
 }

@@ -132,6 +132,50 @@ fn topic(v: impl Into<String>) -> TopicName {
     TopicName(s(v))
 }
 
+/// A request after its first phase.
+#[derive(Debug)]
+pub enum Started {
+    /// Fully handled.
+    Done(Response),
+    /// A Produce whose appends are queued; the response comes when they complete.
+    Produce {
+        inflight: ProduceInFlight,
+        version: i16,
+        correlation_id: i32,
+    },
+    /// A Produce with acks=0: queued, and no response is sent.
+    ProduceNoAck,
+}
+
+/// Decodes a Produce and queues its appends (the part that must follow request order).
+pub async fn start_produce(
+    shard: &Rc<ShardState>,
+    header: &RequestHeader,
+    mut body: Bytes,
+) -> Result<Started, ApiError> {
+    let v = header.request_api_version;
+    let req: ProduceRequest = decode(&mut body, v)?;
+    let acks = req.acks;
+    let inflight = produce_dispatch(shard, req, v).await;
+    if acks == 0 {
+        return Ok(Started::ProduceNoAck);
+    }
+    Ok(Started::Produce {
+        inflight,
+        version: v,
+        correlation_id: header.correlation_id,
+    })
+}
+
+/// Encodes a finished Produce.
+pub fn produce_response(
+    resp: &ProduceResponse,
+    version: i16,
+    correlation_id: i32,
+) -> Result<Response, ApiError> {
+    respond(ApiKey::Produce, version, correlation_id, resp)
+}
+
 /// Runs the handler of `api`.
 pub async fn handle(
     shard: &Rc<ShardState>,
@@ -151,7 +195,7 @@ pub async fn handle(
         ApiKey::Produce => {
             let req: ProduceRequest = decode(b, v)?;
             let acks = req.acks;
-            let resp = produce(shard, req, v).await;
+            let resp = produce_dispatch(shard, req, v).await.finish().await;
             if acks == 0 {
                 return Ok(Response::None);
             }
@@ -333,10 +377,24 @@ fn split_batches(mut records: Bytes) -> Option<Vec<Bytes>> {
     Some(out)
 }
 
-async fn produce(shard: &Rc<ShardState>, req: ProduceRequest, v: i16) -> ProduceResponse {
+/// A produce request whose appends are queued on their owners, waiting for their results.
+#[derive(Debug)]
+pub struct ProduceInFlight {
+    responses: Vec<TopicProduceResponse>,
+    pending: Vec<(usize, usize, oneshot::Receiver<ProduceResult>)>,
+    version: i16,
+}
+
+/// The first half of a Produce: validates and queues every partition's batches on its owner,
+/// in request order. Awaiting [`ProduceInFlight::finish`] gives the response.
+pub async fn produce_dispatch(
+    shard: &Rc<ShardState>,
+    req: ProduceRequest,
+    v: i16,
+) -> ProduceInFlight {
     let router = &shard.router;
     let snap = router.meta.snapshot();
-    let acks_ok = matches!(req.acks, 0 | 1 | -1);
+    let acks_ok = matches!(req.acks, -1..=1);
     let mut pending: Vec<(usize, usize, oneshot::Receiver<ProduceResult>)> = Vec::new();
     let mut responses = Vec::new();
     for (ti, t) in req.topic_data.into_iter().enumerate() {
@@ -392,22 +450,35 @@ async fn produce(shard: &Rc<ShardState>, req: ProduceRequest, v: i16) -> Produce
                 .with_partition_responses(parts),
         );
     }
-    if req.acks == 0 {
-        return ProduceResponse::default();
+    ProduceInFlight {
+        responses,
+        pending,
+        version: v,
     }
-    for (ti, pi, rx) in pending {
-        let r = &mut responses[ti].partition_responses[pi];
-        match rx.await {
-            Ok(res) => {
-                r.error_code = res.error;
-                r.base_offset = res.base_offset;
-                r.log_append_time_ms = res.log_append_time_ms;
-                r.log_start_offset = if v >= 5 { res.log_start_offset } else { -1 };
+}
+
+impl ProduceInFlight {
+    /// Waits for every queued append and builds the response.
+    pub async fn finish(self) -> ProduceResponse {
+        let ProduceInFlight {
+            mut responses,
+            pending,
+            version: v,
+        } = self;
+        for (ti, pi, rx) in pending {
+            let r = &mut responses[ti].partition_responses[pi];
+            match rx.await {
+                Ok(res) => {
+                    r.error_code = res.error;
+                    r.base_offset = res.base_offset;
+                    r.log_append_time_ms = res.log_append_time_ms;
+                    r.log_start_offset = if v >= 5 { res.log_start_offset } else { -1 };
+                }
+                Err(_) => r.error_code = ResponseError::NotLeaderOrFollower.code(),
             }
-            Err(_) => r.error_code = ResponseError::NotLeaderOrFollower.code(),
         }
+        ProduceResponse::default().with_responses(responses)
     }
-    ProduceResponse::default().with_responses(responses)
 }
 
 fn topic_max_message_bytes(

@@ -15,7 +15,12 @@ use kafka_protocol::protocol::Decodable;
 use tokio_uring::buf::BoundedBuf;
 use tokio_uring::net::TcpStream;
 
-use crate::api::{self, Response};
+use std::future::Future;
+use std::pin::Pin;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::api::{self, ApiError, Response, Started};
 use crate::shard::ShardState;
 use crate::wire::send::{send_pieces, SplicePipe};
 
@@ -38,23 +43,120 @@ pub enum ConnError {
     Io(#[from] io::Error),
 }
 
+/// Responses a connection may have queued (produce requests in flight) before the broker
+/// stops reading further requests from it.
+pub const PIPELINE_MAX: usize = 64;
+
+/// What the connection's writer sends next, in request order.
+enum Outgoing {
+    Ready(Response),
+    /// A produce waiting for its appends.
+    Produce(Pin<Box<dyn Future<Output = Result<Response, ApiError>>>>),
+    /// Signals the reader once everything before it has been written.
+    Barrier(oneshot::Sender<()>),
+}
+
 /// Serves one connection until the peer closes it, an error closes it, or the shard stops.
+///
+/// Produce requests are pipelined: the reader queues each one's appends (in request order)
+/// and goes on reading while a writer task sends the responses in order as the appends
+/// complete, so a client with several requests in flight is not held to one fsync per
+/// request. Every other request waits until all earlier responses are written and is then
+/// handled alone, exactly as Kafka handles requests on a connection one at a time.
 pub async fn serve(shard: Rc<ShardState>, stream: TcpStream) -> Result<(), ConnError> {
     let _ = stream.set_nodelay(true);
-    let mut pipe = None;
+    let stream = Rc::new(stream);
+    let (tx, rx) = mpsc::channel::<Outgoing>(PIPELINE_MAX);
+    let writer = tokio_uring::spawn(write_responses(stream.clone(), rx));
+    let r = read_requests(&shard, &stream, &tx).await;
+    drop(tx);
+    if r.is_err() {
+        // A refused frame closes the connection at once; queued responses are dropped.
+        writer.abort();
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+        return r;
+    }
+    match writer.await {
+        Ok(w) => w.map_err(ConnError::from),
+        Err(_) => Ok(()),
+    }
+}
+
+async fn read_requests(
+    shard: &Rc<ShardState>,
+    stream: &TcpStream,
+    tx: &mpsc::Sender<Outgoing>,
+) -> Result<(), ConnError> {
     let max = shard.router.config.socket_request_max_bytes as i64;
     loop {
-        let Some(len_bytes) = read_exact(&stream, 4).await? else {
+        let Some(len_bytes) = read_exact(stream, 4).await? else {
             return Ok(());
         };
         let len = i32::from_be_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]);
         if len < 0 || len as i64 > max {
             return Err(ConnError::FrameSize(len as i64));
         }
-        let Some(frame) = read_exact(&stream, len as usize).await? else {
+        let Some(frame) = read_exact(stream, len as usize).await? else {
             return Ok(());
         };
-        let response = handle_frame(&shard, Bytes::from(frame)).await?;
+        let out = match parse_frame(Bytes::from(frame))? {
+            Parsed::Request { api, header, body } if api == ApiKey::Produce => {
+                let version = header.request_api_version;
+                let malformed = |e: ApiError| ConnError::Malformed {
+                    api,
+                    version,
+                    reason: e.to_string(),
+                };
+                match api::start_produce(shard, &header, body)
+                    .await
+                    .map_err(malformed)?
+                {
+                    Started::Produce {
+                        inflight,
+                        version,
+                        correlation_id,
+                    } => Outgoing::Produce(Box::pin(async move {
+                        let resp = inflight.finish().await;
+                        api::produce_response(&resp, version, correlation_id)
+                    })),
+                    Started::ProduceNoAck => continue,
+                    Started::Done(r) => Outgoing::Ready(r),
+                }
+            }
+            parsed => {
+                let (done_tx, done_rx) = oneshot::channel();
+                if tx.send(Outgoing::Barrier(done_tx)).await.is_err() || done_rx.await.is_err() {
+                    return Ok(());
+                }
+                Outgoing::Ready(handle_parsed(shard, parsed).await?)
+            }
+        };
+        if tx.send(out).await.is_err() {
+            return Ok(());
+        }
+    }
+}
+
+async fn write_responses(
+    stream: Rc<TcpStream>,
+    mut rx: mpsc::Receiver<Outgoing>,
+) -> io::Result<()> {
+    let mut pipe = None;
+    while let Some(out) = rx.recv().await {
+        let response = match out {
+            Outgoing::Ready(r) => r,
+            Outgoing::Produce(f) => match f.await {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = stream.shutdown(std::net::Shutdown::Both);
+                    return Err(io::Error::other(e.to_string()));
+                }
+            },
+            Outgoing::Barrier(done) => {
+                let _ = done.send(());
+                continue;
+            }
+        };
         match response {
             Response::None => {}
             Response::Bytes(b) => {
@@ -71,6 +173,7 @@ pub async fn serve(shard: Rc<ShardState>, stream: TcpStream) -> Result<(), ConnE
             }
         }
     }
+    Ok(())
 }
 
 /// A request frame after its header was checked.
@@ -126,7 +229,11 @@ pub fn parse_frame(mut frame: Bytes) -> Result<Parsed, ConnError> {
 
 /// Decodes the header, checks the API and version, and runs the handler.
 pub async fn handle_frame(shard: &Rc<ShardState>, frame: Bytes) -> Result<Response, ConnError> {
-    match parse_frame(frame)? {
+    handle_parsed(shard, parse_frame(frame)?).await
+}
+
+async fn handle_parsed(shard: &Rc<ShardState>, parsed: Parsed) -> Result<Response, ConnError> {
+    match parsed {
         Parsed::ApiVersionsUnsupported { correlation_id } => {
             Ok(api::api_versions_unsupported(correlation_id))
         }

@@ -44,6 +44,9 @@ use crate::storage::Storage;
 pub use read::{ReadResult, Slice};
 use segment::{BatchMeta, HotCache, Segment};
 
+/// Smallest write buffer taken for a unit: big enough that a busy log rarely grows one.
+const UNIT_BYTES_MIN: usize = 256 * 1024;
+
 /// A Kafka offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Offset(pub i64);
@@ -159,6 +162,8 @@ struct Inner<S: Storage> {
     closing: bool,
     writer_running: bool,
     hot: HotCache,
+    /// Write buffers for reuse.
+    pool: crate::buf::BufPool,
     /// Written but not yet synced data (flush = interval / never).
     dirty: bool,
     /// Bytes of the active segment known durable. Index entries are persisted only up to
@@ -290,11 +295,12 @@ impl<S: Storage> Inner<S> {
             u.buf.len() + b.len() <= self.config.write_bytes_max || u.batches.is_empty()
         });
         if tail.end_pos > 0 && full {
+            let buf = self.pool.take(UNIT_BYTES_MIN.max(b.len()));
             self.queue.push_back(Unit {
                 segment_base: self.next_offset,
                 new_segment: true,
                 file_pos: 0,
-                buf: AlignedBuf::with_capacity(b.len()),
+                buf,
                 batches: Vec::new(),
                 end_offset: self.next_offset,
                 roll_base_ms: now_ms,
@@ -302,7 +308,7 @@ impl<S: Storage> Inner<S> {
         } else if !back_fits {
             let file_pos = align_down(tail.end_pos);
             let partial = self.tail_partial();
-            let mut buf = AlignedBuf::with_capacity(partial.len() + b.len());
+            let mut buf = self.pool.take(UNIT_BYTES_MIN.max(partial.len() + b.len()));
             buf.extend_from_slice(partial);
             self.queue.push_back(Unit {
                 segment_base: tail.segment_base,

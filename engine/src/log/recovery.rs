@@ -153,6 +153,7 @@ impl<S: Storage> Log<S> {
             closing: false,
             writer_running: true,
             hot: HotCache::default(),
+            pool: Default::default(),
             dirty: false,
             synced_size,
             last_flush_ms: now_ms,

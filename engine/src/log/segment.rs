@@ -192,6 +192,8 @@ pub(crate) struct HotCache {
 struct HotChunk {
     file_pos: u64,
     data: Bytes,
+    /// Memory this chunk holds (its buffer's capacity when shared).
+    charge: usize,
     batches: Vec<BatchMeta>,
 }
 
@@ -205,19 +207,27 @@ pub(crate) struct HotRead {
 impl HotCache {
     /// Adds a completed write, evicting the oldest chunks beyond `bytes_max` (the newest
     /// chunk always stays).
-    pub fn push(&mut self, file_pos: u64, data: Bytes, batches: Vec<BatchMeta>, bytes_max: usize) {
+    pub fn push(
+        &mut self,
+        file_pos: u64,
+        data: Bytes,
+        charge: usize,
+        batches: Vec<BatchMeta>,
+        bytes_max: usize,
+    ) {
         if batches.is_empty() {
             return;
         }
-        self.bytes += data.len();
+        self.bytes += charge;
         self.chunks.push_back(HotChunk {
             file_pos,
             data,
+            charge,
             batches,
         });
         while self.bytes > bytes_max && self.chunks.len() > 1 {
             if let Some(c) = self.chunks.pop_front() {
-                self.bytes -= c.data.len();
+                self.bytes -= c.charge;
             }
         }
     }

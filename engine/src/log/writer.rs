@@ -14,7 +14,7 @@ use crate::index::{encode_header, IndexKind, HEADER_BYTES, OFFSET_ENTRY_BYTES, T
 use crate::storage::{FileMode, Storage, StorageFile};
 
 /// Index entries pending before they are appended to the index files.
-const INDEX_PERSIST_ENTRIES: usize = 32;
+const INDEX_PERSIST_ENTRIES: usize = 1024;
 
 /// Runs until the log closes or every handle to it is gone.
 pub(super) async fn run<S: Storage>(weak: Weak<Shared<S>>, wake: Rc<Notify>) {
@@ -81,7 +81,18 @@ impl<S: Storage> Inner<S> {
             self.synced_size = self.active().size;
         }
         let hot_max = self.config.hot_bytes_max;
-        self.hot.push(file_pos, buf.freeze(), batches, hot_max);
+        // A mostly empty buffer is copied out (small) and reused at once; a full one is
+        // shared with readers and comes back to the pool when they are done.
+        let (data, charge) = if buf.len() * 4 < buf.capacity() {
+            let data = bytes::Bytes::copy_from_slice(buf.as_slice());
+            self.pool.put(buf);
+            let len = data.len();
+            (data, len)
+        } else {
+            let charge = buf.capacity();
+            (self.pool.freeze(buf), charge)
+        };
+        self.hot.push(file_pos, data, charge, batches, hot_max);
         self.complete_waiters(end_offset);
         persist.then_some(seg_base)
     }

@@ -458,7 +458,8 @@ impl StorageFile for MemFile {
         pos: u64,
         dsync: bool,
     ) -> (io::Result<()>, AlignedBuf) {
-        let r = self.write_direct(&buf, pos, dsync);
+        let mut buf = buf;
+        let r = self.write_direct(&mut buf, pos, dsync);
         (r, buf)
     }
 
@@ -502,7 +503,8 @@ impl StorageFile for MemFile {
 }
 
 impl MemFile {
-    fn write_direct(&self, buf: &AlignedBuf, pos: u64, dsync: bool) -> io::Result<()> {
+    fn write_direct(&self, buf: &mut AlignedBuf, pos: u64, dsync: bool) -> io::Result<()> {
+        buf.zero_padding();
         if self.mode == FileMode::Direct && !pos.is_multiple_of(BLOCK_BYTES as u64) {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }

@@ -74,7 +74,8 @@ pub trait Storage: Clone + 'static {
 #[allow(async_fn_in_trait)]
 #[allow(clippy::len_without_is_empty)]
 pub trait StorageFile: 'static {
-    /// Writes `buf.padded()` (the written bytes plus zero padding to a whole block) at `pos`,
+    /// Zeroes the padding and writes `buf.padded()` (the written bytes plus zero padding to a
+    /// whole block) at `pos`,
     /// which must be block-aligned. With `dsync`, the bytes are durable when this returns
     /// `Ok` (RWF_DSYNC). The buffer is handed back in every case.
     async fn write_at(

@@ -283,6 +283,8 @@ impl StorageFile for UringFile {
         pos: u64,
         dsync: bool,
     ) -> (io::Result<()>, AlignedBuf) {
+        let mut buf = buf;
+        buf.zero_padding();
         let total = buf.padded_len();
         if align_down(pos) != pos {
             let err = invalid_input(format!("write_at offset {pos} is not block-aligned"));
