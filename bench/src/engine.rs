@@ -85,7 +85,7 @@ pub fn run(opts: &EngineOptions) -> anyhow::Result<EngineReport> {
             machine.dir
         );
     }
-    let runtime = tokio_uring::Runtime::new(&tokio_uring::builder())
+    let runtime = tern_engine::storage::uring::new_runtime()
         .context("starting the io_uring runtime (is io_uring disabled on this kernel?)")?;
     let started = now_ms();
     let plan = Plan::of(opts.quick);

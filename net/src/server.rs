@@ -89,7 +89,12 @@ impl Broker {
                     if let Some(core) = core {
                         core_affinity::set_for_current(core);
                     }
-                    tokio_uring::start(run_shard(shard));
+                    match tern_engine::storage::uring::new_runtime() {
+                        Ok(rt) => rt.block_on(run_shard(shard)),
+                        Err(e) => {
+                            let _ = shard.ready.send(Err(format!("io_uring runtime: {e}")));
+                        }
+                    }
                 })
                 .map_err(|e| StartError::Shard {
                     shard: i,

@@ -39,6 +39,69 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// tokio-uring pushes operations onto its ring but tells the kernel about them only when the
+/// thread is about to sleep (or the submission queue is full): on a busy shard every write
+/// would wait for all other ready tasks to run first. So the runtime is created through
+/// [`new_runtime`], which finds its ring's descriptor, and a segment write is submitted with
+/// `io_uring_enter` as soon as it is pushed.
+static RING_START: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+thread_local! {
+    static RING_FD: std::cell::Cell<Option<RawFd>> = const { std::cell::Cell::new(None) };
+}
+
+/// The io_uring descriptors of this process.
+fn ring_fds() -> std::collections::BTreeSet<RawFd> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return Default::default();
+    };
+    dir.filter_map(|e| e.ok())
+        .filter(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|t| t.as_os_str() == "anon_inode:[io_uring]")
+        })
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// A tokio-uring runtime for the calling thread whose segment writes are submitted at once.
+/// (Without it, writes still work; they are submitted when the thread goes idle.)
+pub fn new_runtime() -> io::Result<tokio_uring::Runtime> {
+    let _one_at_a_time = RING_START.lock().unwrap_or_else(|p| p.into_inner());
+    let before = ring_fds();
+    let rt = tokio_uring::Runtime::new(&tokio_uring::builder())?;
+    let new: Vec<RawFd> = ring_fds().difference(&before).copied().collect();
+    RING_FD.with(|r| r.set(if new.len() == 1 { Some(new[0]) } else { None }));
+    Ok(rt)
+}
+
+/// Runs `f` on a runtime from [`new_runtime`]; panics like `tokio_uring::start` if io_uring
+/// is unavailable (tests and tools only; the broker reports the error).
+pub fn start<F: std::future::Future>(f: F) -> F::Output {
+    match new_runtime() {
+        Ok(rt) => rt.block_on(f),
+        Err(e) => panic!("cannot create an io_uring runtime: {e}"),
+    }
+}
+
+/// Tells the kernel about every operation pushed so far on this thread's ring.
+pub fn submit_now() {
+    if let Some(fd) = RING_FD.with(|r| r.get()) {
+        // SAFETY: io_uring_enter on our own ring with no argument pointer; the kernel reads
+        // the submission queue tail that tokio-uring published when it pushed the entry.
+        unsafe {
+            libc::syscall(
+                libc::SYS_io_uring_enter,
+                fd,
+                u32::MAX,
+                0u32,
+                0u32,
+                std::ptr::null::<libc::c_void>(),
+                0usize,
+            );
+        }
+    }
+}
+
 use bytes::Bytes;
 use io_uring::{cqueue, opcode, types};
 use tokio_uring::buf::BoundedBuf;
@@ -312,9 +375,9 @@ impl StorageFile for UringFile {
                 .build();
             // `data` keeps the buffer and the descriptor alive until the completion, even if
             // this future is dropped meanwhile.
-            let (res, back) = UnsubmittedOneshot::new(data, WriteDone, entry)
-                .submit()
-                .await;
+            let inflight = UnsubmittedOneshot::new(data, WriteDone, entry).submit();
+            submit_now();
+            let (res, back) = inflight.await;
             data = back;
             match res {
                 Ok(0) => {
