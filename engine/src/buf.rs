@@ -117,6 +117,16 @@ impl AlignedBuf {
         self.len = self.len.min(len);
     }
 
+    /// Sets the length to `len`, the new bytes zero.
+    pub fn resize_zeroed(&mut self, len: usize) {
+        if len > self.len {
+            self.reserve(len - self.len);
+            let old = self.len;
+            self.as_mut_full()[old..len].fill(0);
+        }
+        self.len = len;
+    }
+
     /// Empties the buffer for reuse (its memory stays allocated and mapped).
     pub fn clear(&mut self) {
         self.len = 0;

@@ -47,6 +47,11 @@ pub struct LogConfig {
     pub hot_bytes_max: usize,
     /// Largest single coalesced write (group commit bound).
     pub write_bytes_max: usize,
+    /// Under `flush = always`, bytes of the active segment written with zeros (and synced)
+    /// ahead of the data, so that durable writes land on allocated, already written blocks
+    /// and need no file-size or extent change: each such write then costs one device flush
+    /// and no journal commit. 0 disables.
+    pub prepare_bytes: u64,
 }
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
@@ -64,6 +69,7 @@ impl Default for LogConfig {
             timestamp_type: TimestampType::CreateTime,
             hot_bytes_max: 4 << 20,
             write_bytes_max: 1 << 20,
+            prepare_bytes: 4 << 20,
         }
     }
 }

@@ -90,6 +90,7 @@ impl<S: Storage> Log<S> {
         }
         self.shared.wake.notify_one();
         self.shared.writer_idle().await;
+        self.shared.wait_for_preparation(0, u64::MAX).await;
         self.shared.poisoned()?;
         let (base, file, dirty, path) = {
             let mut i = self.shared.inner.borrow_mut();
@@ -131,6 +132,7 @@ impl<S: Storage> Log<S> {
             i.truncating = true;
         }
         self.shared.writer_idle().await;
+        self.shared.wait_for_preparation(0, u64::MAX).await;
         let r = self.truncate_idle(offset.0).await;
         self.shared.inner.borrow_mut().truncating = false;
         r
@@ -218,6 +220,7 @@ impl<S: Storage> Log<S> {
         i.next_offset = seg.next_offset;
         i.readable_end = seg.next_offset;
         i.synced_size = seg.size;
+        i.prepared_end = 0;
         // A batch straddling the log start went whole: the log is empty from its base.
         i.log_start = i.log_start.min(seg.next_offset);
         i.written_partial = partial.to_vec();

@@ -102,6 +102,8 @@ struct Shared<S: Storage> {
     wake: Rc<Notify>,
     /// Notified whenever the writer becomes idle.
     idle: Rc<Notify>,
+    /// Notified when a segment preparation ends.
+    prepared: Notify,
 }
 
 impl<S: Storage> Drop for Shared<S> {
@@ -164,6 +166,10 @@ struct Inner<S: Storage> {
     hot: HotCache,
     /// Write buffers for reuse.
     pool: crate::buf::BufPool,
+    /// End of the zero-written, synced region ahead of the active segment's data.
+    prepared_end: u64,
+    /// The region being prepared, while a preparation runs.
+    preparing: Option<(u64, u64)>,
     /// Written but not yet synced data (flush = interval / never).
     dirty: bool,
     /// Bytes of the active segment known durable. Index entries are persisted only up to

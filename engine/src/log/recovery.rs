@@ -154,6 +154,8 @@ impl<S: Storage> Log<S> {
             writer_running: true,
             hot: HotCache::default(),
             pool: Default::default(),
+            prepared_end: 0,
+            preparing: None,
             dirty: false,
             synced_size,
             last_flush_ms: now_ms,
@@ -163,6 +165,7 @@ impl<S: Storage> Log<S> {
             inner: RefCell::new(inner),
             wake: Rc::new(Notify::new()),
             idle: Rc::new(Notify::new()),
+            prepared: Notify::new(),
         });
         storage.spawn(writer::run(Rc::downgrade(&shared), shared.wake.clone()));
         Ok(Log { shared })

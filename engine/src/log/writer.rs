@@ -7,7 +7,7 @@ use tokio::sync::Notify;
 
 use super::segment::{segment_path, Segment};
 use super::{InFlight, Inner, Shared, Unit};
-use crate::buf::align_down;
+use crate::buf::{align_down, align_up, AlignedBuf};
 use crate::config::FlushPolicy;
 use crate::error::AppendError;
 use crate::index::{encode_header, IndexKind, HEADER_BYTES, OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES};
@@ -146,6 +146,10 @@ impl<S: Storage> Shared<S> {
             end_offset,
             ..
         } = u;
+        let unit_end = file_pos + buf.len() as u64;
+        self.wait_for_preparation(file_pos, align_up(unit_end))
+            .await;
+        self.maybe_prepare(unit_end);
         let (res, buf) = file.write_at(buf, file_pos, dsync).await;
         let persist_base = {
             let mut i = self.inner.borrow_mut();
@@ -218,6 +222,60 @@ impl<S: Storage> Shared<S> {
         Ok(())
     }
 
+    /// Waits while a preparation writes zeros into `start..end`.
+    pub(super) async fn wait_for_preparation(&self, start: u64, end: u64) {
+        loop {
+            let done = self.prepared.notified();
+            let busy = match self.inner.borrow().preparing {
+                Some((s, e)) => s < end && start < e,
+                None => false,
+            };
+            if !busy {
+                return;
+            }
+            done.await;
+        }
+    }
+
+    /// Starts preparing the next region of the active segment when the data comes within
+    /// half a region of the prepared end (flush = always only).
+    fn maybe_prepare(self: &Rc<Self>, data_end: u64) {
+        let (file, start, end) = {
+            let mut i = self.inner.borrow_mut();
+            let chunk = i.config.prepare_bytes;
+            let segment_end = align_up(i.config.segment_bytes as u64);
+            if i.config.flush != FlushPolicy::Always || chunk == 0 || i.preparing.is_some() {
+                return;
+            }
+            if i.prepared_end >= data_end + chunk / 2 {
+                return;
+            }
+            let start = i.prepared_end.max(align_up(data_end));
+            let end = (start + chunk).min(segment_end);
+            if end <= start {
+                return;
+            }
+            i.preparing = Some((start, end));
+            (i.active().file.clone(), start, end)
+        };
+        let weak = Rc::downgrade(self);
+        let storage = self.inner.borrow().storage.clone();
+        storage.spawn(async move {
+            let r = write_zeros(&*file, start, end).await;
+            let Some(shared) = weak.upgrade() else { return };
+            let mut i = shared.inner.borrow_mut();
+            i.preparing = None;
+            let same_file = Rc::ptr_eq(&i.active().file, &file);
+            match r {
+                Ok(()) if same_file => i.prepared_end = i.prepared_end.max(end),
+                Ok(()) => {}
+                Err(e) => tracing::debug!(error = %e, "segment preparation failed"),
+            }
+            drop(i);
+            shared.prepared.notify_waiters();
+        });
+    }
+
     /// Closes the active segment (data synced, indexes complete and synced) and creates
     /// the segment `base` as the new active one, its directory entry durable.
     async fn roll(&self, base: i64, roll_base_ms: i64) -> io::Result<()> {
@@ -228,7 +286,13 @@ impl<S: Storage> Shared<S> {
             seg.push_time_entry();
             (seg.base, seg.file.clone(), sync_old)
         };
-        if sync_old {
+        self.wait_for_preparation(0, u64::MAX).await;
+        let old_size = self.inner.borrow().active().size;
+        if self.inner.borrow().prepared_end > 0 {
+            // The closed segment keeps its data only, not the prepared zeros.
+            old_file.set_len(old_size).await?;
+        }
+        if sync_old || self.inner.borrow().prepared_end > 0 {
             old_file.sync_data().await?;
             let mut i = self.inner.borrow_mut();
             i.stats.syncs += 1;
@@ -247,8 +311,28 @@ impl<S: Storage> Shared<S> {
         i.written_partial.clear();
         i.dirty = false;
         i.synced_size = 0;
+        i.prepared_end = 0;
         Ok(())
     }
+}
+
+/// Bytes of each zero write of a preparation.
+const PREPARE_WRITE_BYTES: usize = 1 << 20;
+
+/// Writes zeros over `start..end` (block-aligned) and makes them durable.
+async fn write_zeros<F: StorageFile>(file: &F, start: u64, end: u64) -> io::Result<()> {
+    let mut zeros = AlignedBuf::with_capacity(PREPARE_WRITE_BYTES);
+    let mut at = start;
+    while at < end {
+        let n = ((end - at) as usize).min(PREPARE_WRITE_BYTES);
+        zeros.clear();
+        zeros.resize_zeroed(n);
+        let (r, back) = file.write_at(zeros, at, false).await;
+        r?;
+        zeros = back;
+        at += n as u64;
+    }
+    file.sync_data().await
 }
 
 /// Creates the three files of an empty segment (directory entries not yet synced).
