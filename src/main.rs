@@ -6,6 +6,10 @@
 
 mod cli;
 
+/// Huge allocations are reserved lazily: see `tern_net::alloc`.
+#[global_allocator]
+static ALLOCATOR: tern_net::alloc::LazyHugeAlloc = tern_net::alloc::LazyHugeAlloc;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -24,6 +28,12 @@ struct Cli {
 enum Command {
     /// Run the broker (the default when no subcommand is given).
     Serve(cli::serve::ServeArgs),
+    /// Create, list, describe, grow and delete topics (on any Kafka-compatible broker).
+    Topic(cli::topic::TopicArgs),
+    /// Write lines from stdin to a topic as records (key<SEP>value or value).
+    Produce(cli::produce::ProduceArgs),
+    /// Print a topic's records.
+    Consume(cli::consume::ConsumeArgs),
     /// Run benchmarks; every figure is reported next to a baseline measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -68,6 +78,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     };
     match cli.command.unwrap_or(Command::Serve(serve_defaults)) {
         Command::Serve(args) => cli::serve::run(&args),
+        Command::Topic(args) => cli::topic::run(args),
+        Command::Produce(args) => cli::produce::run(args),
+        Command::Consume(args) => cli::consume::run(args),
         Command::Bench(BenchCommand::Engine(args)) => bench_engine(args),
     }
 }

@@ -538,7 +538,8 @@ async fn fetch(
         let total: u64 = results.iter().flatten().map(|r| r.bytes).sum();
         let errors = results.iter().flatten().any(|r| r.error != 0);
         let now = tokio::time::Instant::now();
-        if total >= min_bytes || errors || now >= deadline || signals.is_empty() {
+        let stopping = *shard.stop.borrow();
+        if total >= min_bytes || errors || now >= deadline || signals.is_empty() || stopping {
             return encode_fetch(&req, results, v, correlation_id, max_bytes);
         }
         let any = poll_fn(|cx| {
@@ -549,9 +550,11 @@ async fn fetch(
             }
             Poll::Pending
         });
+        let mut stop = shard.stop.clone();
         tokio::select! {
             _ = any => {}
             _ = tokio::time::sleep_until(deadline) => {}
+            _ = stop.wait_for(|s| *s) => {}
         }
     }
 }

@@ -18,7 +18,7 @@ use tokio_uring::net::TcpStream;
 use std::future::Future;
 use std::pin::Pin;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::api::{self, ApiError, Response, Started};
 use crate::shard::ShardState;
@@ -63,12 +63,19 @@ enum Outgoing {
 /// complete, so a client with several requests in flight is not held to one fsync per
 /// request. Every other request waits until all earlier responses are written and is then
 /// handled alone, exactly as Kafka handles requests on a connection one at a time.
-pub async fn serve(shard: Rc<ShardState>, stream: TcpStream) -> Result<(), ConnError> {
+///
+/// When `stop` turns true the connection stops reading: the request being handled finishes,
+/// queued responses are written, then the connection closes (graceful shutdown).
+pub async fn serve(
+    shard: Rc<ShardState>,
+    stream: TcpStream,
+    stop: watch::Receiver<bool>,
+) -> Result<(), ConnError> {
     let _ = stream.set_nodelay(true);
     let stream = Rc::new(stream);
     let (tx, rx) = mpsc::channel::<Outgoing>(PIPELINE_MAX);
     let writer = tokio_uring::spawn(write_responses(stream.clone(), rx));
-    let r = read_requests(&shard, &stream, &tx).await;
+    let r = read_requests(&shard, &stream, &tx, stop).await;
     drop(tx);
     if r.is_err() {
         // A refused frame closes the connection at once; queued responses are dropped.
@@ -86,10 +93,15 @@ async fn read_requests(
     shard: &Rc<ShardState>,
     stream: &TcpStream,
     tx: &mpsc::Sender<Outgoing>,
+    mut stop: watch::Receiver<bool>,
 ) -> Result<(), ConnError> {
     let max = shard.router.config.socket_request_max_bytes as i64;
     loop {
-        let Some(len_bytes) = read_exact(stream, 4).await? else {
+        let next = tokio::select! {
+            r = read_exact(stream, 4) => r?,
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+        };
+        let Some(len_bytes) = next else {
             return Ok(());
         };
         let len = i32::from_be_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]);

@@ -18,6 +18,7 @@
 //! reachable from network input; a partition's appends are queued in arrival order.
 
 pub mod admin;
+pub mod alloc;
 pub mod api;
 pub mod client;
 pub mod config_map;

@@ -190,7 +190,7 @@ struct ShardConfig {
 }
 
 async fn run_shard(cfg: ShardConfig) {
-    let state = ShardState::new(cfg.index, cfg.router.clone(), cfg.direct);
+    let state = ShardState::new(cfg.index, cfg.router.clone(), cfg.direct, cfg.stop.clone());
     if let Err(e) = state.open_owned().await {
         let _ = cfg.ready.send(Err(e));
         return;
@@ -210,17 +210,12 @@ async fn run_shard(cfg: ShardConfig) {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
                     let state = state.clone();
-                    let mut stop = cfg.stop.clone();
+                    let stop = cfg.stop.clone();
                     let (active, idle) = (active.clone(), idle.clone());
                     active.set(active.get() + 1);
                     tokio_uring::spawn(async move {
-                        tokio::select! {
-                            r = crate::conn::serve(state, stream) => {
-                                if let Err(e) = r {
-                                    tracing::debug!(error = %e, "connection closed");
-                                }
-                            }
-                            _ = stop.wait_for(|s| *s) => {}
+                        if let Err(e) = crate::conn::serve(state, stream, stop).await {
+                            tracing::debug!(error = %e, "connection closed");
                         }
                         active.set(active.get() - 1);
                         idle.notify_waiters();

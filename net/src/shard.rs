@@ -108,6 +108,8 @@ struct Partition {
 pub struct ShardState {
     pub index: usize,
     pub router: Arc<Router>,
+    /// Turns true when the broker is stopping (long polls answer at once).
+    pub stop: tokio::sync::watch::Receiver<bool>,
     storage: UringStorage,
     partitions: RefCell<HashMap<Tp, Rc<Partition>>>,
 }
@@ -117,10 +119,16 @@ fn code(e: ResponseError) -> i16 {
 }
 
 impl ShardState {
-    pub fn new(index: usize, router: Arc<Router>, direct: DirectIo) -> Rc<ShardState> {
+    pub fn new(
+        index: usize,
+        router: Arc<Router>,
+        direct: DirectIo,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Rc<ShardState> {
         Rc::new(ShardState {
             index,
             router,
+            stop,
             storage: UringStorage::new(direct),
             partitions: RefCell::new(HashMap::new()),
         })

@@ -1,3 +1,7 @@
 //! The subcommands of `tern`, one module each.
 
+pub mod consume;
+mod kafka;
+pub mod produce;
 pub mod serve;
+pub mod topic;

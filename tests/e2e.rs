@@ -1,0 +1,1043 @@
+//! End-to-end tests: a real `tern serve` process driven by librdkafka (the `rdkafka` crate)
+//! and, for bad input, by raw sockets. Consumers use manual assignment (`assign`), never
+//! `subscribe`: consumer groups are not implemented yet.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::Broker;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, MetadataRequest, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader,
+    TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, NewTopic, OwnedResourceSpecifier, ResourceSpecifier,
+    TopicReplication,
+};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{
+    BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig,
+};
+use rdkafka::{Offset, TopicPartitionList};
+
+/// How long any single wait on the broker may take before the test fails. Generous: the
+/// machines are shared and slow at times; no test asserts on elapsed time.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+// ------------------------------------------------------------------------------ records
+
+/// A record as produced, compared with what is consumed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Rec {
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    headers: Vec<(String, Option<Vec<u8>>)>,
+    timestamp: Option<i64>,
+}
+
+impl Rec {
+    fn value(v: impl Into<Vec<u8>>) -> Rec {
+        Rec {
+            key: None,
+            value: Some(v.into()),
+            headers: Vec::new(),
+            timestamp: None,
+        }
+    }
+
+    fn keyed(k: impl Into<Vec<u8>>, v: impl Into<Vec<u8>>) -> Rec {
+        Rec {
+            key: Some(k.into()),
+            ..Rec::value(v)
+        }
+    }
+}
+
+/// A consumed record with its position.
+#[derive(Debug, Clone)]
+struct Got {
+    partition: i32,
+    offset: i64,
+    rec: Rec,
+}
+
+// ------------------------------------------------------------------------------ producer
+
+/// Outcome of one send: (partition, offset) or the delivery error.
+type Outcome = Result<(i32, i64), KafkaError>;
+
+/// Delivery reports in arrival order: (send id, outcome).
+type Reports = Arc<Mutex<Vec<(usize, Outcome)>>>;
+
+/// Collects every delivery report, keyed by the id given at send time.
+#[derive(Default)]
+struct Recorder {
+    outcomes: Reports,
+}
+
+impl ClientContext for Recorder {}
+
+impl ProducerContext for Recorder {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, id: usize) {
+        let outcome = match result {
+            Ok(m) => Ok((m.partition(), m.offset())),
+            Err((e, _)) => Err(e.clone()),
+        };
+        self.outcomes.lock().unwrap().push((id, outcome));
+    }
+}
+
+type Prod = BaseProducer<Recorder>;
+
+fn client_config(b: &Broker, extra: &[(&str, &str)]) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", b.addr());
+    for (k, v) in extra {
+        c.set(*k, *v);
+    }
+    c
+}
+
+/// A producer with acks=all (unless `extra` says otherwise).
+fn producer(b: &Broker, extra: &[(&str, &str)]) -> Prod {
+    let mut c = client_config(b, &[("acks", "all"), ("linger.ms", "5")]);
+    for (k, v) in extra {
+        c.set(*k, *v);
+    }
+    c.create_with_context(Recorder::default())
+        .expect("producer")
+}
+
+/// Enqueues one record, waiting (serving delivery reports) while the local queue is full.
+fn send(p: &Prod, topic: &str, partition: Option<i32>, rec: &Rec, id: usize) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let mut r = BaseRecord::<[u8], [u8], usize>::with_opaque_to(topic, id);
+        if let Some(k) = &rec.key {
+            r = r.key(k.as_slice());
+        }
+        if let Some(v) = &rec.value {
+            r = r.payload(v.as_slice());
+        }
+        if let Some(ts) = rec.timestamp {
+            r = r.timestamp(ts);
+        }
+        if let Some(part) = partition {
+            r = r.partition(part);
+        }
+        if !rec.headers.is_empty() {
+            let mut h = OwnedHeaders::new_with_capacity(rec.headers.len());
+            for (key, value) in &rec.headers {
+                h = h.insert(Header {
+                    key: key.as_str(),
+                    value: value.as_deref(),
+                });
+            }
+            r = r.headers(h);
+        }
+        match p.send(r) {
+            Ok(()) => return,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))
+                if Instant::now() < deadline =>
+            {
+                p.poll(Duration::from_millis(10));
+            }
+            Err((e, _)) => panic!("send to {topic}: {e}"),
+        }
+    }
+}
+
+/// Waits until every enqueued record has a delivery report.
+fn flush(p: &Prod) {
+    p.flush(DEADLINE).expect("flush");
+}
+
+/// Delivery reports so far, by send id.
+fn outcomes(p: &Prod) -> BTreeMap<usize, Outcome> {
+    p.context()
+        .outcomes
+        .lock()
+        .unwrap()
+        .iter()
+        .cloned()
+        .collect()
+}
+
+/// Produces `recs` (ids 0..n), waits for all deliveries and returns (partition, offset) per
+/// record; every delivery must have succeeded.
+fn produce_all(p: &Prod, topic: &str, partition: Option<i32>, recs: &[Rec]) -> Vec<(i32, i64)> {
+    let base = p.context().outcomes.lock().unwrap().len();
+    for (i, r) in recs.iter().enumerate() {
+        send(p, topic, partition, r, base + i);
+    }
+    flush(p);
+    let all = outcomes(p);
+    assert_eq!(
+        all.len(),
+        base + recs.len(),
+        "a record has no delivery report"
+    );
+    (0..recs.len())
+        .map(|i| match &all[&(base + i)] {
+            Ok(pos) => *pos,
+            Err(e) => panic!("record {i} to {topic} not delivered: {e}"),
+        })
+        .collect()
+}
+
+// ------------------------------------------------------------------------------ consumer
+
+/// A consumer for manual assignment: a group.id is set (librdkafka wants one) but unused,
+/// no offsets are committed.
+fn consumer(b: &Broker, extra: &[(&str, &str)]) -> BaseConsumer {
+    let mut c = client_config(
+        b,
+        &[
+            ("group.id", "tern-e2e-unused"),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "error"),
+        ],
+    );
+    for (k, v) in extra {
+        c.set(*k, *v);
+    }
+    c.create().expect("consumer")
+}
+
+fn assign(c: &BaseConsumer, topic: &str, parts: &[(i32, Offset)]) {
+    let mut tpl = TopicPartitionList::new();
+    for (p, o) in parts {
+        tpl.add_partition_offset(topic, *p, *o).unwrap();
+    }
+    c.assign(&tpl).expect("assign");
+}
+
+/// Polls until `n` records arrived (failing at the deadline or on any consumer error).
+fn consume(c: &BaseConsumer, n: usize) -> Vec<Got> {
+    let deadline = Instant::now() + DEADLINE;
+    let mut got = Vec::with_capacity(n);
+    while got.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "consumed only {} of {n} records",
+            got.len()
+        );
+        match c.poll(Duration::from_millis(500)) {
+            None => {}
+            Some(Err(e)) => panic!("consumer error after {} records: {e}", got.len()),
+            Some(Ok(m)) => {
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                got.push(Got {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    rec: Rec {
+                        key: m.key().map(<[u8]>::to_vec),
+                        value: m.payload().map(<[u8]>::to_vec),
+                        headers,
+                        timestamp: m.timestamp().to_millis(),
+                    },
+                });
+            }
+        }
+    }
+    got
+}
+
+/// A fresh consumer reading `topic`/`partition` from `from` until `n` records arrived.
+fn read_partition(b: &Broker, topic: &str, partition: i32, from: i64, n: usize) -> Vec<Got> {
+    let c = consumer(b, &[]);
+    assign(&c, topic, &[(partition, Offset::Offset(from))]);
+    consume(&c, n)
+}
+
+/// (low, high) watermarks through a fresh client.
+fn watermarks(b: &Broker, topic: &str, partition: i32) -> (i64, i64) {
+    consumer(b, &[])
+        .fetch_watermarks(topic, partition, DEADLINE)
+        .expect("watermarks")
+}
+
+fn assert_contiguous(got: &[Got], from: i64) {
+    for (i, g) in got.iter().enumerate() {
+        assert_eq!(
+            g.offset,
+            from + i as i64,
+            "offsets not contiguous at index {i}"
+        );
+    }
+}
+
+// ------------------------------------------------------------------------------ admin
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+fn admin(b: &Broker) -> AdminClient<DefaultClientContext> {
+    client_config(b, &[]).create().expect("admin client")
+}
+
+fn create_topic(b: &Broker, name: &str, partitions: i32) {
+    let opts = AdminOptions::new().operation_timeout(Some(DEADLINE));
+    let results = block_on(admin(b).create_topics(
+        &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+        &opts,
+    ))
+    .expect("CreateTopics");
+    assert_eq!(results.len(), 1);
+    results[0]
+        .as_ref()
+        .unwrap_or_else(|(t, e)| panic!("create {t}: {e}"));
+}
+
+// ------------------------------------------------------------------------------ tests
+
+/// Guards the full produce → consume path through librdkafka: keys, values, headers and
+/// explicit timestamps come back identical, at contiguous offsets.
+#[test]
+fn round_trip_10k_records_with_keys_headers_timestamps() {
+    let b = Broker::start("");
+    let topic = "roundtrip";
+    let n = 10_000;
+    let t0 = 1_700_000_000_000i64;
+    let recs: Vec<Rec> = (0..n)
+        .map(|i| Rec {
+            key: (i % 10 != 0).then(|| format!("key-{}", i % 97).into_bytes()),
+            value: (i % 50 != 7).then(|| format!("value-{i}-{}", "x".repeat(i % 300)).into()),
+            headers: (0..i % 4)
+                .map(|h| {
+                    let value = (h != 2).then(|| format!("hv-{i}-{h}").into_bytes());
+                    (format!("h{h}"), value)
+                })
+                .collect(),
+            timestamp: Some(t0 + i as i64 * 3),
+        })
+        .collect();
+    let p = producer(&b, &[]);
+    let positions = produce_all(&p, topic, None, &recs);
+    // One partition: every record has its own offset, all of 0..n.
+    assert!(positions.iter().all(|&(part, _)| part == 0));
+    let offsets: HashSet<i64> = positions.iter().map(|&(_, o)| o).collect();
+    assert_eq!(offsets, (0..n as i64).collect());
+    let got = read_partition(&b, topic, 0, 0, n);
+    assert_contiguous(&got, 0);
+    let by_offset: HashMap<i64, &Rec> = positions.iter().map(|(_, o)| *o).zip(&recs).collect();
+    for g in &got {
+        assert_eq!(
+            &g.rec, by_offset[&g.offset],
+            "record at offset {}",
+            g.offset
+        );
+    }
+    assert_eq!(watermarks(&b, topic, 0), (0, n as i64));
+    b.assert_no_refused_frames();
+}
+
+/// Guards compressed batches: each codec librdkafka offers is stored and served so that
+/// the consumer decompresses exactly what was produced.
+#[test]
+fn all_compression_codecs_round_trip() {
+    let b = Broker::start("");
+    for codec in ["gzip", "snappy", "lz4", "zstd"] {
+        let topic = format!("codec-{codec}");
+        let recs: Vec<Rec> = (0..2_000)
+            .map(|i| Rec {
+                headers: vec![("codec".into(), Some(codec.as_bytes().to_vec()))],
+                timestamp: Some(1_600_000_000_000 + i),
+                ..Rec::keyed(
+                    format!("k{}", i % 13),
+                    format!("{codec} record {i} {}", "compressible ".repeat(20)),
+                )
+            })
+            .collect();
+        let p = producer(&b, &[("compression.type", codec), ("linger.ms", "20")]);
+        let positions = produce_all(&p, &topic, None, &recs);
+        assert!(positions.iter().all(|&(part, _)| part == 0));
+        let got = read_partition(&b, &topic, 0, 0, recs.len());
+        assert_contiguous(&got, 0);
+        let by_offset: HashMap<i64, &Rec> = positions.iter().map(|(_, o)| *o).zip(&recs).collect();
+        for g in &got {
+            assert_eq!(&g.rec, by_offset[&g.offset], "{codec}: offset {}", g.offset);
+        }
+    }
+    b.assert_no_refused_frames();
+}
+
+/// Guards per-key ordering: with librdkafka's default partitioner every record of a key lands
+/// in one partition of a 4-partition topic (made by CreateTopics) and is read in produce order.
+#[test]
+fn keyed_records_keep_partition_and_order() {
+    let b = Broker::start("");
+    let topic = "keyed";
+    create_topic(&b, topic, 4);
+    let keys: Vec<String> = (0..8).map(|k| format!("customer-{k}")).collect();
+    let per_key = 250;
+    let recs: Vec<Rec> = (0..per_key)
+        .flat_map(|seq| {
+            keys.iter()
+                .map(move |k| Rec::keyed(k.clone(), format!("{k}#{seq}")))
+        })
+        .collect();
+    let p = producer(&b, &[]);
+    let positions = produce_all(&p, topic, None, &recs);
+    let mut key_partition: HashMap<&[u8], i32> = HashMap::new();
+    for (r, (part, _)) in recs.iter().zip(&positions) {
+        let prev = key_partition.insert(r.key.as_deref().unwrap(), *part);
+        assert!(
+            prev.is_none_or(|p| p == *part),
+            "key split across partitions"
+        );
+    }
+    let used: HashSet<i32> = key_partition.values().copied().collect();
+    assert!(used.len() > 1, "all keys hashed to one partition: {used:?}");
+
+    let c = consumer(&b, &[]);
+    assign(
+        &c,
+        topic,
+        &(0..4).map(|p| (p, Offset::Beginning)).collect::<Vec<_>>(),
+    );
+    let got = consume(&c, recs.len());
+    let mut seqs: HashMap<Vec<u8>, Vec<(i32, usize)>> = HashMap::new();
+    let mut per_partition: HashMap<i32, Vec<i64>> = HashMap::new();
+    for g in &got {
+        let value = String::from_utf8(g.rec.value.clone().unwrap()).unwrap();
+        let (k, seq) = value.split_once('#').unwrap();
+        assert_eq!(g.rec.key.as_deref(), Some(k.as_bytes()));
+        seqs.entry(k.as_bytes().to_vec())
+            .or_default()
+            .push((g.partition, seq.parse().unwrap()));
+        per_partition.entry(g.partition).or_default().push(g.offset);
+    }
+    for (key, list) in &seqs {
+        let part = key_partition[key.as_slice()];
+        assert!(
+            list.iter().all(|(p, _)| *p == part),
+            "key consumed from two partitions"
+        );
+        let order: Vec<usize> = list.iter().map(|(_, s)| *s).collect();
+        assert_eq!(order, (0..per_key).collect::<Vec<_>>(), "key order");
+    }
+    assert_eq!(seqs.len(), keys.len());
+    for (part, offsets) in &per_partition {
+        assert_eq!(
+            offsets,
+            &(0..offsets.len() as i64).collect::<Vec<_>>(),
+            "partition {part}"
+        );
+    }
+    b.assert_no_refused_frames();
+}
+
+/// Guards ListOffsets: by time it gives the first offset whose timestamp is ≥ T (inside a
+/// batch too, and "end" after the last), and the earliest/latest offsets are the watermarks.
+#[test]
+fn list_offsets_by_time_and_watermarks() {
+    let b = Broker::start("");
+    let topic = "times";
+    let t0 = 1_650_000_000_000i64;
+    let p = producer(&b, &[]);
+    // Ten batches of ten records (a flush between them), timestamps t0, t0+10, ...
+    for batch in 0..10 {
+        let recs: Vec<Rec> = (0..10)
+            .map(|i| {
+                let n = batch * 10 + i;
+                Rec {
+                    timestamp: Some(t0 + 10 * n),
+                    ..Rec::value(format!("r{n}"))
+                }
+            })
+            .collect();
+        produce_all(&p, topic, Some(0), &recs);
+    }
+    let c = consumer(&b, &[]);
+    assert_eq!(c.fetch_watermarks(topic, 0, DEADLINE).unwrap(), (0, 100));
+    let cases: [(i64, Offset); 7] = [
+        (t0 - 1_000, Offset::Offset(0)),
+        (t0, Offset::Offset(0)),
+        (t0 + 1, Offset::Offset(1)),
+        (t0 + 10 * 30, Offset::Offset(30)),
+        (t0 + 10 * 37 + 5, Offset::Offset(38)),
+        (t0 + 10 * 99, Offset::Offset(99)),
+        (t0 + 10 * 99 + 1, Offset::End),
+    ];
+    for (ts, expected) in cases {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, Offset::Offset(ts))
+            .unwrap();
+        let found = c
+            .offsets_for_times(tpl, DEADLINE)
+            .expect("offsets_for_times");
+        let e = found.find_partition(topic, 0).unwrap();
+        e.error().expect("partition error");
+        assert_eq!(e.offset(), expected, "first offset with timestamp >= {ts}");
+    }
+    // The offset found by time is where a consumer starts reading.
+    let c2 = consumer(&b, &[]);
+    assign(&c2, topic, &[(0, Offset::Offset(38))]);
+    let got = consume(&c2, 1);
+    assert_eq!((got[0].offset, got[0].rec.timestamp), (38, Some(t0 + 380)));
+    b.assert_no_refused_frames();
+}
+
+/// Guards the long-poll wake-up: a fetch parked at the end of the log returns the record
+/// produced after it. The fetch may wait longer (60 s) than the consumer polls (30 s), so
+/// only a wake-up on the produce lets the record arrive.
+#[test]
+fn long_poll_fetch_wakes_on_produce() {
+    let b = Broker::start("");
+    let topic = "longpoll";
+    let p = producer(&b, &[]);
+    produce_all(&p, topic, Some(0), &[Rec::value("first")]);
+    let c = consumer(
+        &b,
+        &[
+            ("fetch.wait.max.ms", "60000"),
+            ("socket.timeout.ms", "120000"),
+        ],
+    );
+    assign(&c, topic, &[(0, Offset::Offset(0))]);
+    // Receiving the first record means the fetcher runs; its next fetch, at offset 1, waits.
+    assert_eq!(consume(&c, 1)[0].rec.value.as_deref(), Some(&b"first"[..]));
+    produce_all(&p, topic, Some(0), &[Rec::value("second")]);
+    match c.poll(Duration::from_secs(30)) {
+        Some(Ok(m)) => {
+            assert_eq!((m.offset(), m.payload()), (1, Some(&b"second"[..])));
+        }
+        Some(Err(e)) => panic!("consumer error: {e}"),
+        None => panic!("the parked fetch did not return the new record within 30 s"),
+    }
+    b.assert_no_refused_frames();
+}
+
+/// A producer thread sending numbered records to `topic`/0 until `stop` is set; it then
+/// drops what is still queued or in flight and returns every delivery outcome by record
+/// number (records not reported as delivered may or may not have been written). The reports
+/// are shared so the test can watch them arrive.
+fn spawn_stream_producer(
+    b: &Broker,
+    topic: &'static str,
+    stop: Arc<AtomicBool>,
+) -> (std::thread::JoinHandle<BTreeMap<usize, Outcome>>, Reports) {
+    let p = producer(
+        b,
+        &[
+            // Many small batches, so that several produce requests are in flight at the kill.
+            ("linger.ms", "1"),
+            ("batch.num.messages", "50"),
+            ("message.timeout.ms", "10000"),
+            ("queue.buffering.max.messages", "5000"),
+        ],
+    );
+    let reports = p.context().outcomes.clone();
+    let handle = std::thread::spawn(move || {
+        let mut id = 0;
+        while !stop.load(Ordering::SeqCst) {
+            let key = format!("k{id}");
+            let value = stream_value(id);
+            let record = BaseRecord::<[u8], [u8], usize>::with_opaque_to(topic, id)
+                .partition(0)
+                .key(key.as_bytes())
+                .payload(value.as_bytes());
+            match p.send(record) {
+                Ok(()) => id += 1,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    p.poll(Duration::from_millis(5));
+                }
+                Err((e, _)) => panic!("send: {e}"),
+            }
+            p.poll(Duration::ZERO);
+        }
+        p.purge(PurgeConfig::default().queue());
+        let _ = p.flush(DEADLINE);
+        let all = outcomes(&p);
+        assert_eq!(all.len(), id, "a record has no delivery report");
+        all
+    });
+    (handle, reports)
+}
+
+fn stream_value(id: usize) -> String {
+    format!("record {id} {}", "payload ".repeat(id % 16))
+}
+
+/// Waits until `n` records were reported delivered.
+fn wait_delivered(reports: &Reports, n: usize) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let ok = reports
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, o)| o.is_ok())
+            .count();
+        if ok >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "only {ok} deliveries");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// After a crash or a stop: the log is 0..hw without holes or damage, every delivered
+/// record is at the offset its delivery reported, and every record present is one that was
+/// sent (in send order). Returns hw.
+fn check_after_restart(b: &Broker, topic: &str, outcomes: &BTreeMap<usize, Outcome>) -> i64 {
+    let delivered: BTreeMap<i64, usize> = outcomes
+        .iter()
+        .filter_map(|(id, o)| o.as_ref().ok().map(|(_, off)| (*off, *id)))
+        .collect();
+    let ok = outcomes.values().filter(|o| o.is_ok()).count();
+    assert!(ok > 0, "nothing was delivered");
+    assert_eq!(
+        delivered.len(),
+        ok,
+        "two deliveries reported the same offset"
+    );
+    let (low, hw) = watermarks(b, topic, 0);
+    assert_eq!(low, 0);
+    let last_delivered = *delivered.keys().next_back().unwrap();
+    assert!(
+        hw > last_delivered,
+        "hw {hw} but offset {last_delivered} was acknowledged"
+    );
+    eprintln!(
+        "{topic}: {} records sent, {ok} acknowledged, {hw} in the log after restart",
+        outcomes.len()
+    );
+    let got = read_partition(b, topic, 0, 0, hw as usize);
+    assert_contiguous(&got, 0);
+    let mut prev_id = None;
+    for g in &got {
+        let value = String::from_utf8(g.rec.value.clone().unwrap()).unwrap();
+        let id: usize = value.split(' ').nth(1).unwrap().parse().unwrap();
+        assert_eq!(
+            value,
+            stream_value(id),
+            "damaged record at offset {}",
+            g.offset
+        );
+        assert_eq!(g.rec.key.as_deref(), Some(format!("k{id}").as_bytes()));
+        if let Some(&want) = delivered.get(&g.offset) {
+            assert_eq!(
+                id, want,
+                "offset {} holds another record than acknowledged",
+                g.offset
+            );
+        }
+        assert!(prev_id.is_none_or(|p| p < id), "records out of send order");
+        prev_id = Some(id);
+    }
+    hw
+}
+
+/// Guards durability under `flush = "always"`: after SIGKILL in the middle of a stream of
+/// acks=all produces, a restarted broker serves every acknowledged record, undamaged, at
+/// contiguous offsets, and appends after them.
+#[test]
+fn crash_keeps_every_acknowledged_record() {
+    let mut b = Broker::start("flush = \"always\"");
+    let topic = "crash";
+    let stop = Arc::new(AtomicBool::new(false));
+    let (handle, reports) = spawn_stream_producer(&b, topic, stop.clone());
+    // Kill once a good number of acknowledgements came back, while sends continue.
+    wait_delivered(&reports, 3_000);
+    b.kill9();
+    stop.store(true, Ordering::SeqCst);
+    let outcomes = handle.join().expect("producer thread");
+    b.restart();
+    let hw = check_after_restart(&b, topic, &outcomes);
+    // The log goes on where it stopped.
+    let p = producer(&b, &[]);
+    let pos = produce_all(&p, topic, Some(0), &[Rec::value("after restart")]);
+    assert_eq!(pos, vec![(0, hw)]);
+    b.assert_no_refused_frames();
+}
+
+/// Guards the graceful stop: SIGTERM while acks=all produces are in flight; the broker exits
+/// with status 0 and after a restart every acknowledged record is there.
+#[test]
+fn sigterm_during_produce_keeps_acknowledged_records() {
+    let mut b = Broker::start("");
+    let topic = "graceful";
+    let stop = Arc::new(AtomicBool::new(false));
+    let (handle, reports) = spawn_stream_producer(&b, topic, stop.clone());
+    wait_delivered(&reports, 2_000);
+    let status = b.stop();
+    stop.store(true, Ordering::SeqCst);
+    assert!(
+        status.success(),
+        "broker exited with {status}:\n{}",
+        b.log()
+    );
+    let outcomes = handle.join().expect("producer thread");
+    b.restart();
+    check_after_restart(&b, topic, &outcomes);
+    b.assert_no_refused_frames();
+}
+
+// ------------------------------------------------------------------------------ raw socket
+
+fn raw_connect(b: &Broker) -> TcpStream {
+    let s = TcpStream::connect(b.addr()).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+    s
+}
+
+/// A request frame: length, header (in the header version of `api`/`version`), body bytes.
+fn frame_with_body(api_key: i16, version: i16, header_version: i16, body: &[u8]) -> Vec<u8> {
+    let header = RequestHeader::default()
+        .with_request_api_key(api_key)
+        .with_request_api_version(version)
+        .with_correlation_id(42)
+        .with_client_id(Some(StrBytes::from_static_str("e2e-raw")));
+    let mut buf = vec![0u8; 4];
+    header.encode(&mut buf, header_version).unwrap();
+    buf.extend_from_slice(body);
+    let len = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    buf
+}
+
+fn request_frame<T: Encodable>(api: ApiKey, version: i16, body: &T) -> Vec<u8> {
+    let mut b = Vec::new();
+    body.encode(&mut b, version).unwrap();
+    frame_with_body(api as i16, version, api.request_header_version(version), &b)
+}
+
+/// Asserts the broker closes the socket without answering.
+fn expect_closed(s: &mut TcpStream, what: &str) {
+    let mut buf = [0u8; 4096];
+    match s.read(&mut buf) {
+        Ok(0) => {}
+        Ok(n) => panic!("{what}: the broker answered ({n} bytes) instead of closing"),
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            panic!("{what}: the connection is still open after 30 s")
+        }
+        Err(_) => {} // reset: closed too
+    }
+}
+
+/// Sends one request and reads its response body (after the response header).
+fn round_trip(s: &mut TcpStream, api: ApiKey, version: i16, frame: &[u8]) -> Bytes {
+    s.write_all(frame).unwrap();
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).unwrap();
+    let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).unwrap();
+    let mut body = Bytes::from(body);
+    let header = ResponseHeader::decode(&mut body, api.response_header_version(version)).unwrap();
+    assert_eq!(header.correlation_id, 42);
+    body
+}
+
+fn batch(values: &[&str]) -> Vec<u8> {
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: i as i32,
+            timestamp: 1_700_000_000_000 + i as i64,
+            key: None,
+            value: Some(Bytes::copy_from_slice(v.as_bytes())),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = Vec::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
+    buf
+}
+
+/// ProduceRequest v3 of one batch to `topic`/0; returns (error code, base offset).
+fn raw_produce(b: &Broker, topic: &str, batch: Vec<u8>) -> (i16, i64) {
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(Bytes::from(batch)))])]);
+    let mut s = raw_connect(b);
+    let mut body = round_trip(
+        &mut s,
+        ApiKey::Produce,
+        3,
+        &request_frame(ApiKey::Produce, 3, &req),
+    );
+    let resp = ProduceResponse::decode(&mut body, 3).unwrap();
+    let p = &resp.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+/// A produce and a consume through new librdkafka clients (new connections) work.
+fn assert_still_serving(b: &Broker, topic: &str, what: &str) {
+    let p = producer(b, &[]);
+    let value = format!("after {what}");
+    let pos = produce_all(&p, topic, Some(0), &[Rec::value(value.clone())]);
+    let got = read_partition(b, topic, 0, pos[0].1, 1);
+    assert_eq!(
+        got[0].rec.value.as_deref(),
+        Some(value.as_bytes()),
+        "after {what}"
+    );
+}
+
+/// Guards bad input: each bad frame closes only its own connection and the broker keeps
+/// serving new clients; an unknown topic (auto-create off) is refused with
+/// UNKNOWN_TOPIC_OR_PARTITION; a batch with a wrong CRC gets CORRUPT_MESSAGE and writes nothing.
+#[test]
+fn bad_input_is_refused_and_the_broker_keeps_serving() {
+    let mut b =
+        Broker::start("auto.create.topics.enable = false\nsocket.request.max.bytes = 1048576");
+    let topic = "sane";
+    create_topic(&b, topic, 1);
+    assert_still_serving(&b, topic, "start");
+
+    let metadata = MetadataRequest::default();
+    let mut metadata_v99 = request_frame(ApiKey::Metadata, 9, &metadata);
+    metadata_v99[6..8].copy_from_slice(&99i16.to_be_bytes());
+    // Topics: a compact array announcing 4 entries, then the frame ends.
+    let garbage_metadata = frame_with_body(ApiKey::Metadata as i16, 9, 2, &[0x05, 0xff]);
+    let truncated_produce = {
+        let req = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(1000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str(topic)))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(Bytes::from(batch(&["x"]))))])]);
+        let mut body = Vec::new();
+        req.encode(&mut body, 3).unwrap();
+        body.truncate(body.len() - 20);
+        frame_with_body(ApiKey::Produce as i16, 3, 1, &body)
+    };
+    let oversized = {
+        let mut f = (1_048_577i32).to_be_bytes().to_vec();
+        f.extend_from_slice(&frame_with_body(ApiKey::Metadata as i16, 9, 2, &[0; 64])[4..]);
+        f
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("a frame over socket.request.max.bytes", oversized),
+        ("a negative frame size", (-1i32).to_be_bytes().to_vec()),
+        ("an unknown API key", frame_with_body(999, 0, 1, &[])),
+        ("Metadata v99", metadata_v99),
+        ("a Metadata body cut short", garbage_metadata),
+        ("a truncated Produce body", truncated_produce),
+    ];
+    for (what, bytes) in cases {
+        let mut s = raw_connect(&b);
+        s.write_all(&bytes).unwrap();
+        expect_closed(&mut s, what);
+        b.assert_alive();
+        assert_still_serving(&b, topic, what);
+    }
+
+    // Unknown topic with auto-creation off: librdkafka learns it from Metadata (it fails the
+    // record once the topic stays unknown for topic.metadata.propagation.max.ms); a Produce
+    // sent anyway gets UNKNOWN_TOPIC_OR_PARTITION (3). Neither creates the topic.
+    let p = producer(
+        &b,
+        &[
+            ("message.timeout.ms", "50000"),
+            ("topic.metadata.propagation.max.ms", "100"),
+        ],
+    );
+    send(&p, "no-such-topic", Some(0), &Rec::value("lost"), 0);
+    flush(&p);
+    match &outcomes(&p)[&0] {
+        Err(KafkaError::MessageProduction(
+            RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic,
+        )) => {}
+        other => panic!("produce to an unknown topic: {other:?}"),
+    }
+    assert_eq!(raw_produce(&b, "no-such-topic", batch(&["x"])).0, 3);
+    let md = consumer(&b, &[])
+        .fetch_metadata(Some("no-such-topic"), DEADLINE)
+        .expect("metadata");
+    assert_eq!(
+        md.topics()[0].error(),
+        Some(rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART),
+        "the unknown topic was created"
+    );
+    assert_still_serving(&b, topic, "an unknown topic");
+
+    // A batch with a wrong CRC is refused and nothing is written; the same batch intact is
+    // accepted (so the refusal is for the CRC, not for the request).
+    let (_, hw) = watermarks(&b, topic, 0);
+    let good = batch(&["raw one", "raw two"]);
+    let mut corrupt = good.clone();
+    *corrupt.last_mut().unwrap() ^= 0x20;
+    assert_eq!(
+        raw_produce(&b, topic, corrupt),
+        (2, -1),
+        "CORRUPT_MESSAGE expected"
+    );
+    assert_eq!(
+        watermarks(&b, topic, 0).1,
+        hw,
+        "a corrupt batch moved the high watermark"
+    );
+    assert_eq!(raw_produce(&b, topic, good), (0, hw));
+    let got = read_partition(&b, topic, 0, hw, 2);
+    assert_eq!(got[1].rec.value.as_deref(), Some(&b"raw two"[..]));
+    assert_eq!(watermarks(&b, topic, 0).1, hw + 2);
+}
+
+/// Guards placement: pins and `balanced` decide which shard owns each partition, the
+/// broker reports it in DescribeConfigs, and one connection reaches partitions on both shards.
+#[test]
+fn placement_pins_and_cross_shard_traffic() {
+    let b = Broker::start(
+        "cores = [0, 1]\nplacement = \"balanced\"\n[pins]\n\"pinned/0\" = 1\n\"pinned/1\" = 1",
+    );
+    let topic = "pinned";
+    create_topic(&b, topic, 4);
+    let a = admin(&b);
+    let opts = AdminOptions::new().request_timeout(Some(DEADLINE));
+    // The shards report what they own; wait until all four partitions are open.
+    let deadline = Instant::now() + DEADLINE;
+    let owners: Vec<(i32, usize)> = loop {
+        let results =
+            block_on(a.describe_configs(&[ResourceSpecifier::Topic(topic)], &opts)).unwrap();
+        let res = results[0].as_ref().expect("DescribeConfigs");
+        assert_eq!(res.specifier, OwnedResourceSpecifier::Topic(topic.into()));
+        let entry = res
+            .get("tern.partition.shards")
+            .expect("tern.partition.shards entry");
+        assert!(entry.is_read_only);
+        let value = entry.value.clone().unwrap_or_default();
+        let owners: Vec<(i32, usize)> = value
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                let (p, shard) = s.split_once(':').expect("partition:shard");
+                (p.parse().unwrap(), shard.parse().unwrap())
+            })
+            .collect();
+        if owners.len() >= 4 || Instant::now() >= deadline {
+            break owners;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut partitions: Vec<i32> = owners.iter().map(|(p, _)| *p).collect();
+    partitions.sort();
+    assert_eq!(
+        partitions,
+        vec![0, 1, 2, 3],
+        "each partition exactly once: {owners:?}"
+    );
+    let shard_of: HashMap<i32, usize> = owners.iter().copied().collect();
+    assert_eq!((shard_of[&0], shard_of[&1]), (1, 1), "pins: {owners:?}");
+    assert!(shard_of.values().all(|s| *s < 2), "{owners:?}");
+    assert!(
+        shard_of.values().any(|s| *s == 0),
+        "balanced placement put no partition on shard 0: {owners:?}"
+    );
+
+    let p = producer(&b, &[]);
+    let mut expected: HashMap<i32, Vec<Rec>> = HashMap::new();
+    for i in 0..400 {
+        let part = i % 4;
+        let r = Rec::keyed(format!("k{i}"), format!("p{part} r{i}"));
+        send(&p, topic, Some(part), &r, i as usize);
+        expected.entry(part).or_default().push(r);
+    }
+    flush(&p);
+    for (id, o) in outcomes(&p) {
+        let (part, _) = o.unwrap_or_else(|e| panic!("record {id}: {e}"));
+        assert_eq!(part, id as i32 % 4);
+    }
+    let c = consumer(&b, &[]);
+    assign(
+        &c,
+        topic,
+        &(0..4).map(|p| (p, Offset::Beginning)).collect::<Vec<_>>(),
+    );
+    let got = consume(&c, 400);
+    let mut by_part: HashMap<i32, Vec<Rec>> = HashMap::new();
+    for g in got {
+        by_part.entry(g.partition).or_default().push(g.rec);
+    }
+    for part in 0..4 {
+        let mut want = expected[&part].clone();
+        let mut have = by_part.remove(&part).unwrap_or_default();
+        want.iter_mut()
+            .chain(have.iter_mut())
+            .for_each(|r| r.timestamp = None);
+        assert_eq!(have, want, "partition {part} (shard {})", shard_of[&part]);
+    }
+    b.assert_no_refused_frames();
+}
+
+/// Guards bodies whose array lengths are absurd (a 12-byte Metadata v1 announcing 2^31 - 1
+/// topics, a Metadata v9 of 0xff bytes): the connection is closed, the broker survives.
+#[test]
+fn absurd_array_lengths_do_not_kill_the_broker() {
+    let mut b = Broker::start("");
+    let topic = "survivor";
+    create_topic(&b, topic, 1);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "Metadata v1 with 2^31 - 1 topics",
+            frame_with_body(ApiKey::Metadata as i16, 1, 1, &[0x7f, 0xff, 0xff, 0xff]),
+        ),
+        (
+            "Metadata v9 body of 0xff bytes",
+            frame_with_body(ApiKey::Metadata as i16, 9, 2, &[0xff; 16]),
+        ),
+    ];
+    for (what, bytes) in cases {
+        let mut s = raw_connect(&b);
+        s.write_all(&bytes).unwrap();
+        expect_closed(&mut s, what);
+        b.assert_alive();
+        assert_still_serving(&b, topic, what);
+    }
+}
