@@ -665,17 +665,17 @@ async fn list_offsets(
         let name = t.name.to_string();
         let mut parts = Vec::new();
         for p in t.partitions {
-            let (tx, rx) = oneshot::channel();
-            let msg = ShardMsg::ListOffsets {
-                tp: (name.clone(), p.partition_index),
-                timestamp: p.timestamp,
-                reply: tx,
-            };
-            let owner = router.owner(&name, p.partition_index);
-            let r = match router.dispatch(shard, owner, msg).await {
-                Ok(()) => rx.await.ok(),
-                Err(_) => None,
-            };
+            let tp = (name.clone(), p.partition_index);
+            let timestamp = p.timestamp;
+            let r = router
+                .ask(shard, &name, p.partition_index, |reply| {
+                    ShardMsg::ListOffsets {
+                        tp,
+                        timestamp,
+                        reply,
+                    }
+                })
+                .await;
             let r = r.unwrap_or(ListOffsetsResult {
                 error: ResponseError::NotLeaderOrFollower.code(),
                 offset: -1,
@@ -854,19 +854,14 @@ async fn delete_records(
         let name = t.name.to_string();
         let mut parts = Vec::new();
         for p in t.partitions {
-            let (tx, rx) = oneshot::channel();
-            let msg = ShardMsg::DeleteRecords {
-                tp: (name.clone(), p.partition_index),
-                offset: p.offset,
-                reply: tx,
-            };
-            let owner = router.owner(&name, p.partition_index);
-            let r = match router.dispatch(shard, owner, msg).await {
-                Ok(()) => rx
-                    .await
-                    .unwrap_or(Err(ResponseError::NotLeaderOrFollower.code())),
-                Err(_) => Err(ResponseError::NotLeaderOrFollower.code()),
-            };
+            let tp = (name.clone(), p.partition_index);
+            let offset = p.offset;
+            let r = router
+                .ask(shard, &name, p.partition_index, |reply| {
+                    ShardMsg::DeleteRecords { tp, offset, reply }
+                })
+                .await
+                .unwrap_or(Err(ResponseError::NotLeaderOrFollower.code()));
             let (low, code) = match r {
                 Ok(low) => (low, 0),
                 Err(code) => (-1, code),

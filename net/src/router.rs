@@ -79,6 +79,21 @@ impl Router {
         tx.send(msg).await.map_err(|_| ShardGone(shard))
     }
 
+    /// Asks the owner of `topic`/`partition` and waits for its answer; `None` if that shard
+    /// is gone.
+    pub async fn ask<T>(
+        &self,
+        local: &Rc<ShardState>,
+        topic: &str,
+        partition: i32,
+        make: impl FnOnce(oneshot::Sender<T>) -> ShardMsg,
+    ) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        let owner = self.owner(topic, partition);
+        self.dispatch(local, owner, make(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
     /// Sends a request to the metadata writer and waits for its answer.
     pub async fn meta<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> MetaMsg) -> Option<T> {
         let (tx, rx) = oneshot::channel();
