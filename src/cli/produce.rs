@@ -37,8 +37,9 @@ pub struct ProduceArgs {
     #[arg(long, short = 'p')]
     partition: Option<i32>,
     /// Separates the key from the value on a line [default: TAB]; a line without it is a
-    /// value without key. Keyed records go to partition murmur2(key) mod partitions, as with
-    /// the Java client's default partitioner.
+    /// value without key. Without --partition, keyed records go to partition murmur2(key) mod
+    /// partitions, as with the Java client's default partitioner; records without a key go
+    /// to one partition per batch, the next partition for the next batch.
     #[arg(
         long,
         value_name = "SEP",

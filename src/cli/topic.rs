@@ -43,6 +43,7 @@ pub struct TopicArgs {
 enum TopicCommand {
     /// Create a topic.
     Create {
+        /// Topic name: ASCII letters, digits, '.', '_' and '-', at most 249 characters.
         name: String,
         /// Number of partitions (default: the broker's num.partitions).
         #[arg(long)]
@@ -64,11 +65,18 @@ enum TopicCommand {
         internal: bool,
     },
     /// Show a topic's partitions (leader, replicas, in-sync replicas) and configuration.
-    Describe { name: String },
+    Describe {
+        /// Topic name.
+        name: String,
+    },
     /// Delete a topic and its data.
-    Delete { name: String },
+    Delete {
+        /// Topic name.
+        name: String,
+    },
     /// Change a topic: raise its partition count (partitions cannot be removed).
     Alter {
+        /// Topic name.
         name: String,
         /// The new, larger number of partitions.
         #[arg(long)]

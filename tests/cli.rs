@@ -1,0 +1,505 @@
+//! End-to-end tests of the client commands (`tern topic`, `tern produce`, `tern consume`)
+//! against a real `tern serve` process: results, round trips, and one-line errors.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use common::Broker;
+
+/// How long one command may run (a consume waits for records that must come).
+const COMMAND_DEADLINE: Duration = Duration::from_secs(60);
+
+/// A running `tern` command: stdout collected, stderr lines streamed.
+struct Running {
+    child: Child,
+    stdout: JoinHandle<Vec<u8>>,
+    stderr: mpsc::Receiver<String>,
+    stderr_seen: Vec<String>,
+    what: String,
+}
+
+/// What a finished command left.
+#[derive(Debug)]
+struct Output {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Output {
+    /// Asserts success and returns stdout.
+    fn ok(self) -> String {
+        assert!(
+            self.status.success(),
+            "command failed ({}):\n{}",
+            self.status,
+            self.stderr
+        );
+        self.stdout
+    }
+
+    /// Asserts failure with exactly one line on stderr, `tern: error: …`, and returns it.
+    fn one_line_error(self) -> String {
+        assert!(
+            !self.status.success(),
+            "command succeeded:\n{}",
+            self.stdout
+        );
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "expected one stderr line, got:\n{}",
+            self.stderr
+        );
+        assert!(lines[0].starts_with("tern: error: "), "{}", lines[0]);
+        lines[0].to_string()
+    }
+}
+
+fn spawn(args: &[&str], stdin: &[u8]) -> Running {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tern");
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    thread::spawn(move || {
+        // A command that fails early closes its stdin: a write error is expected then.
+        let _ = input.write_all(&data);
+    });
+    let mut out = child.stdout.take().unwrap();
+    let stdout = thread::spawn(move || {
+        let mut buf = Vec::new();
+        out.read_to_end(&mut buf).unwrap();
+        buf
+    });
+    let err = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(err).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Running {
+        child,
+        stdout,
+        stderr: rx,
+        stderr_seen: Vec::new(),
+        what: args.join(" "),
+    }
+}
+
+impl Running {
+    /// Waits (bounded) for a stderr line starting with `prefix`.
+    fn wait_stderr(&mut self, prefix: &str) {
+        let deadline = Instant::now() + COMMAND_DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => {
+                    let found = line.starts_with(prefix);
+                    self.stderr_seen.push(line);
+                    if found {
+                        return;
+                    }
+                }
+                Err(_) => {
+                    let _ = self.child.kill();
+                    panic!(
+                        "`tern {}` printed no {prefix:?} line:\n{}",
+                        self.what,
+                        self.stderr_seen.join("\n")
+                    );
+                }
+            }
+        }
+    }
+
+    /// Waits (bounded) for the command to exit.
+    fn finish(mut self) -> Output {
+        let deadline = Instant::now() + COMMAND_DEADLINE;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("`tern {}` did not finish in time", self.what);
+            }
+            thread::sleep(Duration::from_millis(10));
+        };
+        let stdout = String::from_utf8(self.stdout.join().unwrap()).unwrap();
+        // The reader thread ends at EOF, which follows the exit.
+        self.stderr_seen.extend(self.stderr.iter());
+        Output {
+            status,
+            stdout,
+            stderr: self.stderr_seen.join("\n"),
+        }
+    }
+}
+
+/// Runs `tern ARGS -b ADDR` with `stdin` and waits for it.
+fn tern(broker: &Broker, args: &[&str], stdin: &str) -> Output {
+    let addr = broker.addr();
+    let mut all = args.to_vec();
+    all.extend(["-b", &addr]);
+    spawn(&all, stdin.as_bytes()).finish()
+}
+
+fn start() -> Broker {
+    Broker::start("cores = [0, 1]")
+}
+
+/// Guards topic create/list/describe/alter/delete and the broker's refusals as one line.
+#[test]
+fn topic_admin() {
+    let b = start();
+    let out = tern(
+        &b,
+        &[
+            "topic",
+            "create",
+            "orders",
+            "--partitions",
+            "3",
+            "--config",
+            "retention.ms=60000",
+        ],
+        "",
+    );
+    assert_eq!(
+        out.ok(),
+        "created topic \"orders\" (3 partitions, replication factor 1)\n"
+    );
+
+    let err = tern(&b, &["topic", "create", "orders"], "").one_line_error();
+    assert_eq!(err, "tern: error: topic \"orders\" already exists");
+    let err = tern(&b, &["topic", "create", "bad name"], "").one_line_error();
+    assert!(err.contains("INVALID_TOPIC_EXCEPTION"), "{err}");
+    let err = tern(
+        &b,
+        &["topic", "create", "x", "--config", "retention.ms=abc"],
+        "",
+    );
+    assert!(err.one_line_error().contains("INVALID_CONFIG"));
+    let err = tern(
+        &b,
+        &["topic", "create", "x", "--config", "no.such.key=1"],
+        "",
+    );
+    assert!(err.one_line_error().contains("INVALID_CONFIG"));
+    let err = tern(&b, &["topic", "create", "x", "--partitions", "0"], "").one_line_error();
+    assert!(err.contains("INVALID_PARTITIONS"), "{err}");
+    let err = tern(
+        &b,
+        &["topic", "create", "x", "--replication-factor", "3"],
+        "",
+    );
+    assert!(err.one_line_error().contains("INVALID_REPLICATION_FACTOR"));
+    let out = tern(&b, &["topic", "create", "maybe", "--validate-only"], "").ok();
+    assert!(out.contains("nothing was created"), "{out}");
+
+    assert_eq!(tern(&b, &["topic", "list"], "").ok(), "orders\n");
+
+    let out = tern(&b, &["topic", "describe", "orders"], "").ok();
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("topic: orders  partitions: 3  replication factor: 1"));
+    let head: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(head, ["PARTITION", "LEADER", "REPLICAS", "ISR", "SHARD"]);
+    let shards: BTreeSet<&str> = lines[2..5]
+        .iter()
+        .map(|l| l.split_whitespace().nth(4).unwrap())
+        .collect();
+    assert_eq!(shards, BTreeSet::from(["0", "1"]), "{out}");
+    let config = |key: &str| -> Vec<String> {
+        out.lines()
+            .find(|l| l.split_whitespace().next() == Some(key))
+            .unwrap_or_else(|| panic!("no {key} in:\n{out}"))
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(
+        config("retention.ms"),
+        ["retention.ms", "60000", "override"]
+    );
+    assert_eq!(
+        config("cleanup.policy"),
+        ["cleanup.policy", "delete", "default"]
+    );
+    assert!(!out.contains("tern.partition.shards"), "{out}");
+
+    let out = tern(&b, &["topic", "alter", "orders", "--partitions", "5"], "").ok();
+    assert_eq!(out, "topic \"orders\" now has 5 partitions\n");
+    let out = tern(&b, &["topic", "describe", "orders"], "").ok();
+    assert!(out.starts_with("topic: orders  partitions: 5"), "{out}");
+    let err = tern(&b, &["topic", "alter", "orders", "--partitions", "2"], "");
+    assert!(err.one_line_error().contains("INVALID_PARTITIONS"));
+
+    assert_eq!(
+        tern(&b, &["topic", "delete", "orders"], "").ok(),
+        "deleted topic \"orders\"\n"
+    );
+    assert_eq!(tern(&b, &["topic", "list"], "").ok(), "");
+    let gone = "tern: error: topic \"orders\" does not exist";
+    for args in [
+        &["topic", "describe", "orders"][..],
+        &["topic", "delete", "orders"],
+        &["topic", "alter", "orders", "--partitions", "9"],
+    ] {
+        assert_eq!(tern(&b, args, "").one_line_error(), gone, "{args:?}");
+    }
+}
+
+/// Guards the keyed round trip: 1,000 lines produced, the same 1,000 consumed back, every key
+/// in one partition and in its order; and reading from an offset of one partition.
+#[test]
+fn produce_consume_keyed_round_trip() {
+    let b = start();
+    tern(&b, &["topic", "create", "events", "--partitions", "3"], "").ok();
+    let lines: Vec<String> = (0..1000)
+        .map(|i| format!("key{}\tvalue{i}", i % 37))
+        .collect();
+    let input = lines.join("\n") + "\n";
+    let out = tern(&b, &["produce", "events", "--batch-records", "300"], &input);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(
+        out.stderr.starts_with("produced 1000 records in ") && out.stderr.contains("3 partitions"),
+        "{}",
+        out.stderr
+    );
+
+    let args = [
+        "consume",
+        "events",
+        "--from",
+        "beginning",
+        "--count",
+        "1000",
+        "--format",
+        "kv",
+    ];
+    let got = tern(&b, &args, "").ok();
+    let mut got_sorted: Vec<&str> = got.lines().collect();
+    got_sorted.sort_unstable();
+    let mut want_sorted: Vec<&str> = lines.iter().map(String::as_str).collect();
+    want_sorted.sort_unstable();
+    assert_eq!(got_sorted, want_sorted);
+    let by_key = |text: &[&str]| {
+        let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for l in text {
+            let (k, v) = l.split_once('\t').unwrap();
+            m.entry(k.to_string()).or_default().push(v.to_string());
+        }
+        m
+    };
+    let want_lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    assert_eq!(
+        by_key(&got.lines().collect::<Vec<_>>()),
+        by_key(&want_lines)
+    );
+
+    let args = [
+        "consume",
+        "events",
+        "--from",
+        "beginning",
+        "--exit-at-end",
+        "--format",
+        "json",
+    ];
+    let json = tern(&b, &args, "").ok();
+    let mut partition_of: BTreeMap<String, i64> = BTreeMap::new();
+    let mut count = 0;
+    for l in json.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        let key = v["key"].as_str().unwrap().to_string();
+        let p = v["partition"].as_i64().unwrap();
+        assert_eq!(
+            *partition_of.entry(key).or_insert(p),
+            p,
+            "a key in two partitions"
+        );
+        count += 1;
+    }
+    assert_eq!(count, 1000);
+
+    let args = [
+        "consume", "events", "-p", "2", "--from", "5", "--count", "2", "--format", "json",
+    ];
+    let json = tern(&b, &args, "").ok();
+    let offsets: Vec<(i64, i64)> = json
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["partition"].as_i64().unwrap(),
+                v["offset"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(offsets, [(2, 5), (2, 6)]);
+}
+
+/// Guards every codec: records written compressed come back identical, keyed or not (the
+/// topic is auto-created with one partition, so order is kept).
+#[test]
+fn compression_codecs() {
+    let b = start();
+    let lines: Vec<String> = (0..300)
+        .map(|i| match i % 3 {
+            0 => format!("value only {i}"),
+            _ => format!("k{i}\t{}", "x".repeat(i % 50)),
+        })
+        .collect();
+    let input = lines.join("\n") + "\n";
+    for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
+        let topic = format!("codec-{codec}");
+        let args = [
+            "produce",
+            &topic,
+            "--compression",
+            codec,
+            "--batch-records",
+            "64",
+        ];
+        let out = tern(&b, &args, &input);
+        assert!(out.status.success(), "{codec}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("300 records in 5 batches"),
+            "{}",
+            out.stderr
+        );
+        let args = [
+            "consume",
+            &topic,
+            "--from",
+            "beginning",
+            "--exit-at-end",
+            "--format",
+            "kv",
+        ];
+        assert_eq!(tern(&b, &args, "").ok(), input, "{codec}");
+    }
+    // acks=0: nothing confirms, so wait for the records rather than for the end.
+    tern(&b, &["produce", "fire", "--acks", "0"], &input).ok();
+    let args = [
+        "consume",
+        "fire",
+        "--from",
+        "beginning",
+        "--count",
+        "300",
+        "--format",
+        "kv",
+    ];
+    assert_eq!(tern(&b, &args, "").ok(), input);
+}
+
+/// Guards `--from end`: a consumer started after old records sees only the new ones.
+#[test]
+fn consume_from_end_sees_only_new_records() {
+    let b = start();
+    tern(&b, &["topic", "create", "live", "--partitions", "2"], "").ok();
+    let old: String = (0..20).map(|i| format!("old{i}\n")).collect();
+    tern(&b, &["produce", "live"], &old).ok();
+    let addr = b.addr();
+    let args = [
+        "consume", "live", "--from", "end", "--count", "5", "-b", &addr,
+    ];
+    let mut consumer = spawn(&args, b"");
+    // Once it says where it starts, the end offsets are fixed.
+    consumer.wait_stderr("consuming topic \"live\"");
+    let new: String = (0..5).map(|i| format!("new{i}\n")).collect();
+    tern(&b, &["produce", "live", "--batch-records", "1"], &new).ok();
+    let out = consumer.finish().ok();
+    let mut got: Vec<&str> = out.lines().collect();
+    got.sort_unstable();
+    assert_eq!(got, ["new0", "new1", "new2", "new3", "new4"]);
+}
+
+/// Guards that bad arguments and missing things give one `tern: error:` line and exit 1.
+#[test]
+fn bad_arguments_give_one_line_errors() {
+    let b = start();
+    let cases: [(&[&str], &str); 8] = [
+        (
+            &["consume", "t", "--from", "foo"],
+            "--from: \"foo\" is not beginning, end or an offset",
+        ),
+        (
+            &["consume", "t", "--format", "xml"],
+            "--format: \"xml\" is not value, kv or json",
+        ),
+        (
+            &["produce", "t", "--acks", "2"],
+            "--acks: \"2\" is not 0, 1 or all",
+        ),
+        (
+            &["produce", "t", "--compression", "brotli"],
+            "--compression: \"brotli\" is not none, gzip, snappy, lz4 or zstd",
+        ),
+        (
+            &["produce", "t", "--batch-records", "0"],
+            "--batch-records must be at least 1",
+        ),
+        (
+            &["produce", "t", "--key-separator", ""],
+            "--key-separator must not be empty",
+        ),
+        (
+            &["topic", "create", "t", "--config", "retention.ms"],
+            "--config \"retention.ms\": expected KEY=VALUE",
+        ),
+        (
+            &["consume", "nope", "--exit-at-end"],
+            "topic \"nope\" does not exist",
+        ),
+    ];
+    for (args, want) in cases {
+        let err = tern(&b, args, "").one_line_error();
+        assert_eq!(err, format!("tern: error: {want}"), "{args:?}");
+    }
+    tern(&b, &["topic", "create", "one"], "").ok();
+    let err = tern(&b, &["produce", "one", "-p", "4"], "x\n").one_line_error();
+    assert_eq!(
+        err,
+        "tern: error: --partition 4: topic \"one\" has 1 partition"
+    );
+    // Unknown broker: the connection error, once.
+    let out = spawn(&["topic", "list", "-b", "127.0.0.1:1"], b"").finish();
+    let err = out.one_line_error();
+    assert!(
+        err.starts_with("tern: error: cannot connect to 127.0.0.1:1: "),
+        "{err}"
+    );
+    assert_eq!(err.matches("refused").count(), 1, "{err}");
+    // Past the end of a partition: the broker's OFFSET_OUT_OF_RANGE, named.
+    let out = tern(&b, &["consume", "one", "--from", "99", "--exit-at-end"], "");
+    assert!(!out.status.success());
+    let last = out.stderr.lines().last().unwrap();
+    assert!(
+        last.contains("offset 99 is out of range (OFFSET_OUT_OF_RANGE)"),
+        "{last}"
+    );
+    // What clap refuses (missing topic) fails too.
+    let out = spawn(&["consume"], b"").finish();
+    assert!(!out.status.success());
+}
