@@ -21,10 +21,10 @@ const RESPONSE_BYTES_MAX: usize = 256 << 20;
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot connect to {addr}: {source}")]
-    Connect { addr: String, source: io::Error },
-    #[error("connection to {addr}: {source}")]
-    Io { addr: String, source: io::Error },
+    #[error("cannot connect to {addr}: {cause}")]
+    Connect { addr: String, cause: io::Error },
+    #[error("connection to {addr}: {cause}")]
+    Io { addr: String, cause: io::Error },
     #[error(
         "{addr} does not support {api:?} in versions {want_min}..={want_max} (it offers {have:?})"
     )]
@@ -54,9 +54,9 @@ pub struct Client {
 impl Client {
     /// Connects and negotiates API versions.
     pub fn connect(addr: &str, timeout: Duration) -> Result<Client, ClientError> {
-        let err = |source| ClientError::Connect {
+        let err = |cause| ClientError::Connect {
             addr: addr.to_string(),
-            source,
+            cause,
         };
         let sock = addr
             .to_socket_addrs()
@@ -95,9 +95,9 @@ impl Client {
     pub fn set_timeout(&mut self, timeout: Duration) -> Result<(), ClientError> {
         self.stream
             .set_read_timeout(Some(timeout))
-            .map_err(|source| ClientError::Io {
+            .map_err(|cause| ClientError::Io {
                 addr: self.addr.clone(),
-                source,
+                cause,
             })
     }
 
@@ -184,17 +184,17 @@ impl Client {
     pub fn write_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
         self.stream
             .write_all(bytes)
-            .map_err(|source| ClientError::Io {
+            .map_err(|cause| ClientError::Io {
                 addr: self.addr.clone(),
-                source,
+                cause,
             })
     }
 
     /// Reads one response frame (without its length prefix).
     pub fn receive(&mut self) -> Result<Bytes, ClientError> {
-        let io = |source| ClientError::Io {
+        let io = |cause| ClientError::Io {
             addr: self.addr.clone(),
-            source,
+            cause,
         };
         let mut len = [0u8; 4];
         self.stream.read_exact(&mut len).map_err(io)?;

@@ -74,8 +74,8 @@ struct TopicRecord {
 /// Why metadata could not be loaded or saved.
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
-    #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
+    #[error("{}: {cause}", path.display())]
+    Io { path: PathBuf, cause: io::Error },
     #[error("{}: not a Tern topics file ({reason})", path.display())]
     Format { path: PathBuf, reason: String },
 }
@@ -91,9 +91,9 @@ impl MetaStore {
     /// Loads `<data_dir>/__tern/topics.json` (an empty snapshot if missing).
     pub fn load(data_dir: &Path) -> Result<MetaStore, MetaError> {
         let dir = data_dir.join(META_DIR);
-        fs::create_dir_all(&dir).map_err(|source| MetaError::Io {
+        fs::create_dir_all(&dir).map_err(|cause| MetaError::Io {
             path: dir.clone(),
-            source,
+            cause,
         })?;
         let path = dir.join(TOPICS_FILE);
         let mut snap = Snapshot::default();
@@ -115,7 +115,7 @@ impl MetaStore {
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(source) => return Err(MetaError::Io { path, source }),
+            Err(cause) => return Err(MetaError::Io { path, cause }),
         }
         Ok(MetaStore {
             current: ArcSwap::from_pointee(snap),
@@ -204,7 +204,7 @@ fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), MetaErro
     let dst = dir.join(name);
     let io = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| MetaError::Io { path, source }
+        move |cause| MetaError::Io { path, cause }
     };
     let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
     f.write_all(bytes).map_err(io(&tmp))?;

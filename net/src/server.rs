@@ -23,12 +23,12 @@ use crate::shard::{ShardMsg, ShardState, SHARD_QUEUE_MAX};
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: io::Error },
+    #[error("cannot listen on {addr}: {cause}")]
+    Listen { addr: SocketAddr, cause: io::Error },
     #[error(transparent)]
     Meta(#[from] MetaError),
-    #[error("data directory {path}: {source}")]
-    DataDir { path: String, source: io::Error },
+    #[error("data directory {path}: {cause}")]
+    DataDir { path: String, cause: io::Error },
     #[error("shard {shard} failed to start: {reason}")]
     Shard { shard: usize, reason: String },
 }
@@ -46,9 +46,9 @@ impl Broker {
     /// Starts every shard and returns once all of them serve.
     pub fn start(config: BrokerConfig) -> Result<Broker, StartError> {
         let config = Arc::new(config);
-        std::fs::create_dir_all(&config.log_dir).map_err(|source| StartError::DataDir {
+        std::fs::create_dir_all(&config.log_dir).map_err(|cause| StartError::DataDir {
             path: config.log_dir.display().to_string(),
-            source,
+            cause,
         })?;
         let meta = Arc::new(MetaStore::load(&config.log_dir)?);
         let listeners = bind_all(config.listener, config.cores.len())?;
@@ -162,7 +162,7 @@ fn bind_all(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListener>, St
     let mut out = Vec::new();
     let mut at = addr;
     for _ in 0..n.max(1) {
-        let err = |source| StartError::Listen { addr: at, source };
+        let err = |cause| StartError::Listen { addr: at, cause };
         let sock =
             Socket::new(Domain::for_address(at), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
         sock.set_reuse_address(true).map_err(err)?;

@@ -16,7 +16,7 @@ use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::ResponseError;
-use tern_net::client::{Client, ClientError};
+use tern_net::client::Client;
 
 /// How long connecting to a broker may take.
 const CONNECT_TIMEOUT_MS: u64 = 10_000;
@@ -222,21 +222,16 @@ impl Cluster {
 }
 
 fn connect(addr: &str) -> anyhow::Result<Client> {
-    let mut c = Client::connect(addr, Duration::from_millis(CONNECT_TIMEOUT_MS)).map_err(flat)?;
+    let mut c = Client::connect(addr, Duration::from_millis(CONNECT_TIMEOUT_MS))
+        .map_err(anyhow::Error::from)?;
     c.set_timeout(Duration::from_millis(REQUEST_TIMEOUT_MS))
-        .map_err(flat)?;
+        .map_err(anyhow::Error::from)?;
     Ok(c)
-}
-
-/// A [`ClientError`] as one cause: its message already ends with its source's, which a
-/// cause chain (`{:#}`) would print a second time.
-fn flat(e: ClientError) -> anyhow::Error {
-    anyhow!("{e}")
 }
 
 /// The highest version of `api` in `min..=max` that the broker supports.
 pub fn version(client: &Client, api: ApiKey, min: i16, max: i16) -> anyhow::Result<i16> {
-    client.version(api, min, max).map_err(flat)
+    client.version(api, min, max).map_err(anyhow::Error::from)
 }
 
 /// Sends `req` as `api` version `v` and waits for the response.
@@ -248,7 +243,7 @@ pub fn request<Req: Encodable, Resp: Decodable>(
 ) -> anyhow::Result<Resp> {
     client
         .request(api, v, req)
-        .map_err(|e| flat(e).context(format!("{api:?}")))
+        .map_err(|e| anyhow::Error::from(e).context(format!("{api:?}")))
 }
 
 /// Sends a request that gets no response (Produce with acks=0).
@@ -260,7 +255,7 @@ pub fn send_only<Req: Encodable>(
 ) -> anyhow::Result<()> {
     client
         .send_only(api, v, req)
-        .map_err(|e| flat(e).context(format!("{api:?}")))
+        .map_err(|e| anyhow::Error::from(e).context(format!("{api:?}")))
 }
 
 /// Sends `req` as the highest version of `api` in `min..=max` the broker supports.
