@@ -69,7 +69,7 @@ impl Default for LogConfig {
             timestamp_type: TimestampType::CreateTime,
             hot_bytes_max: 4 << 20,
             write_bytes_max: 1 << 20,
-            prepare_bytes: 4 << 20,
+            prepare_bytes: 1 << 20,
         }
     }
 }

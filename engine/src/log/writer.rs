@@ -317,7 +317,7 @@ impl<S: Storage> Shared<S> {
 }
 
 /// Bytes of each zero write of a preparation.
-const PREPARE_WRITE_BYTES: usize = 1 << 20;
+const PREPARE_WRITE_BYTES: usize = 256 << 10;
 
 /// Writes zeros over `start..end` (block-aligned) and makes them durable.
 async fn write_zeros<F: StorageFile>(file: &F, start: u64, end: u64) -> io::Result<()> {
