@@ -190,7 +190,7 @@ impl AlignedBuf {
 }
 
 /// Most buffers a [`BufPool`] keeps for reuse.
-pub const POOL_BUFS_MAX: usize = 4;
+pub const POOL_BUFS_MAX: usize = 8;
 
 /// Write buffers kept for reuse, so that the append path neither allocates nor page-faults
 /// once warm. A buffer frozen with [`BufPool::freeze`] comes back when the last reader of its

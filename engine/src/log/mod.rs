@@ -166,6 +166,8 @@ struct Inner<S: Storage> {
     hot: HotCache,
     /// Write buffers for reuse.
     pool: crate::buf::BufPool,
+    /// Bytes of the last unit taken by the writer (sizes the next buffers).
+    last_unit_bytes: usize,
     /// End of the zero-written, synced region ahead of the active segment's data.
     prepared_end: u64,
     /// The region being prepared, while a preparation runs.
@@ -236,6 +238,16 @@ impl<S: Storage> Inner<S> {
         }
     }
 
+    /// Capacity of a new unit's buffer: small for a quiet log, a full unit (so it never
+    /// grows) once units have been large.
+    fn unit_capacity(&self) -> usize {
+        if self.last_unit_bytes >= UNIT_BYTES_MIN {
+            self.config.write_bytes_max + crate::buf::BLOCK_BYTES
+        } else {
+            UNIT_BYTES_MIN
+        }
+    }
+
     /// The bytes of the tail's partial last block: what a new unit must carry.
     fn tail_partial(&self) -> &[u8] {
         if let Some(u) = self.queue.back() {
@@ -301,7 +313,7 @@ impl<S: Storage> Inner<S> {
             u.buf.len() + b.len() <= self.config.write_bytes_max || u.batches.is_empty()
         });
         if tail.end_pos > 0 && full {
-            let buf = self.pool.take(UNIT_BYTES_MIN.max(b.len()));
+            let buf = self.pool.take(self.unit_capacity().max(b.len()));
             self.queue.push_back(Unit {
                 segment_base: self.next_offset,
                 new_segment: true,
@@ -313,9 +325,9 @@ impl<S: Storage> Inner<S> {
             });
         } else if !back_fits {
             let file_pos = align_down(tail.end_pos);
-            let partial = self.tail_partial();
-            let mut buf = self.pool.take(UNIT_BYTES_MIN.max(partial.len() + b.len()));
-            buf.extend_from_slice(partial);
+            let need = self.tail_partial().len() + b.len();
+            let mut buf = self.pool.take(self.unit_capacity().max(need));
+            buf.extend_from_slice(self.tail_partial());
             self.queue.push_back(Unit {
                 segment_base: tail.segment_base,
                 new_segment: false,

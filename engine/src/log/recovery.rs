@@ -154,6 +154,7 @@ impl<S: Storage> Log<S> {
             writer_running: true,
             hot: HotCache::default(),
             pool: Default::default(),
+            last_unit_bytes: 0,
             prepared_end: 0,
             preparing: None,
             dirty: false,

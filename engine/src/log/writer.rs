@@ -42,6 +42,7 @@ impl<S: Storage> Inner<S> {
     fn take_unit(&mut self) -> Option<Unit> {
         let u = self.queue.pop_front()?;
         let len = u.buf.len();
+        self.last_unit_bytes = len;
         let cut = align_down(len as u64) as usize;
         self.in_flight = Some(InFlight {
             segment_base: u.segment_base,
@@ -75,7 +76,15 @@ impl<S: Storage> Inner<S> {
         let cut = align_down(buf.len() as u64) as usize;
         self.written_partial = buf.as_slice()[cut..].to_vec();
         self.readable_end = end_offset;
-        self.in_flight = None;
+        let unit_end = file_pos + self.written_partial.len() as u64 + cut as u64;
+        if self
+            .in_flight
+            .as_ref()
+            .is_some_and(|t| t.end_pos == unit_end)
+        {
+            // This was the last unit taken; none is in flight any more.
+            self.in_flight = None;
+        }
         self.dirty |= !dsync;
         if dsync {
             self.synced_size = self.active().size;
@@ -151,12 +160,32 @@ impl<S: Storage> Shared<S> {
             .await;
         self.maybe_prepare(unit_end);
         let (res, buf) = file.write_at(buf, file_pos, dsync).await;
+        self.finish_write(res, file_pos, buf, batches, end_offset, dsync, &path)
+            .await;
+    }
+
+    /// Completes a unit's appends after its write (or fails them); false if it failed.
+    #[allow(clippy::too_many_arguments)]
+    async fn finish_write(
+        self: &Rc<Self>,
+        res: io::Result<()>,
+        file_pos: u64,
+        buf: AlignedBuf,
+        batches: Vec<super::segment::BatchMeta>,
+        end_offset: i64,
+        dsync: bool,
+        path: &std::path::Path,
+    ) -> bool {
         let persist_base = {
             let mut i = self.inner.borrow_mut();
+            if i.poisoned.is_some() {
+                // An earlier failure already refused this unit.
+                return false;
+            }
             match res {
                 Err(e) => {
-                    i.on_write_error(e, &path);
-                    return;
+                    i.on_write_error(e, path);
+                    return false;
                 }
                 Ok(()) => i.complete_write(file_pos, buf, batches, end_offset, dsync),
             }
@@ -166,8 +195,10 @@ impl<S: Storage> Shared<S> {
                 // Indexes are rebuilt by recovery; a failure here is still a failing disk.
                 let path = segment_path(&self.inner.borrow().dir, seg_base, "index");
                 self.inner.borrow_mut().on_write_error(e, &path);
+                return false;
             }
         }
+        true
     }
 
     /// Appends a segment's unpersisted index entries to its index files; with `sync`, also

@@ -463,6 +463,32 @@ impl StorageFile for MemFile {
         (r, buf)
     }
 
+    async fn write_range_at(
+        &self,
+        buf: std::rc::Rc<AlignedBuf>,
+        range: std::ops::Range<usize>,
+        pos: u64,
+        dsync: bool,
+    ) -> io::Result<()> {
+        if self.mode == FileMode::Direct && !pos.is_multiple_of(BLOCK_BYTES as u64) {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let data = buf
+            .padded()
+            .get(range)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?
+            .to_vec();
+        let mut s = self.state.borrow_mut();
+        s.count_write()?;
+        let op = Op::Write { pos, data };
+        if dsync {
+            let durable = s.count_sync()?;
+            s.push(self.id, op, durable)
+        } else {
+            s.push(self.id, op, false)
+        }
+    }
+
     async fn write_bytes_at(&self, data: Vec<u8>, pos: u64) -> io::Result<()> {
         let mut s = self.state.borrow_mut();
         s.count_write()?;

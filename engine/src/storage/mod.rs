@@ -85,6 +85,17 @@ pub trait StorageFile: 'static {
         dsync: bool,
     ) -> (io::Result<()>, AlignedBuf);
 
+    /// Writes `buf`'s bytes `range` (block-aligned start; the caller zeroed any padding in
+    /// it) at `pos` (block-aligned). The buffer is shared, so that two writes of one buffer
+    /// can be in flight at once; the durability contract is `write_at`'s.
+    async fn write_range_at(
+        &self,
+        buf: std::rc::Rc<AlignedBuf>,
+        range: std::ops::Range<usize>,
+        pos: u64,
+        dsync: bool,
+    ) -> io::Result<()>;
+
     /// Buffered write of `data` at any `pos` (for [`FileMode::Buffered`] files).
     async fn write_bytes_at(&self, data: Vec<u8>, pos: u64) -> io::Result<()>;
 

@@ -302,7 +302,7 @@ impl UringFile {
 struct WriteData {
     /// Held, never read: keeps the descriptor open while the kernel writes to it.
     _file: Rc<File>,
-    buf: AlignedBuf,
+    buf: Rc<AlignedBuf>,
 }
 
 /// Turns the completion of a write into its byte count, handing the owned data back.
@@ -349,13 +349,38 @@ impl StorageFile for UringFile {
         let mut buf = buf;
         buf.zero_padding();
         let total = buf.padded_len();
-        if align_down(pos) != pos {
-            let err = invalid_input(format!("write_at offset {pos} is not block-aligned"));
-            return (Err(err), buf);
+        let shared = Rc::new(buf);
+        let r = self
+            .write_range_at(shared.clone(), 0..total, pos, dsync)
+            .await;
+        // Every operation holding a clone has completed (or was never submitted).
+        match Rc::try_unwrap(shared) {
+            Ok(buf) => (r, buf),
+            Err(shared) => {
+                let mut copy = AlignedBuf::with_capacity(shared.capacity());
+                copy.extend_from_slice(shared.as_slice());
+                (r, copy)
+            }
         }
-        if pos.checked_add(total as u64).is_none() {
-            let err = invalid_input(format!("write_at of {total} bytes at {pos} overflows"));
-            return (Err(err), buf);
+    }
+
+    async fn write_range_at(
+        &self,
+        buf: Rc<AlignedBuf>,
+        range: std::ops::Range<usize>,
+        pos: u64,
+        dsync: bool,
+    ) -> io::Result<()> {
+        let total = range.len();
+        if align_down(pos) != pos || align_down(range.start as u64) != range.start as u64 {
+            return Err(invalid_input(format!(
+                "write at offset {pos} is not block-aligned"
+            )));
+        }
+        if range.end > buf.capacity() || pos.checked_add(total as u64).is_none() {
+            return Err(invalid_input(format!(
+                "write of {total} bytes at {pos} is out of range"
+            )));
         }
         let flags = if dsync { libc::RWF_DSYNC } else { 0 };
         let fd = types::Fd(self.write.as_raw_fd());
@@ -366,9 +391,9 @@ impl StorageFile for UringFile {
         let mut done = 0usize;
         while done < total {
             let chunk = (total - done).min(MAX_CHUNK);
-            // SAFETY: done < total = padded_len <= capacity, so the pointer stays inside the
-            // allocation; the kernel reads `chunk` bytes from it, all within padded().
-            let ptr = unsafe { data.buf.as_ptr().add(done) };
+            // SAFETY: range.start + done < range.end <= capacity, so the pointer stays inside
+            // the allocation, and the kernel reads `chunk` bytes, all before range.end.
+            let ptr = unsafe { data.buf.as_ptr().add(range.start + done) };
             let entry = opcode::Write::new(fd, ptr, chunk as u32)
                 .offset(pos + done as u64)
                 .rw_flags(flags)
@@ -379,32 +404,25 @@ impl StorageFile for UringFile {
             submit_now();
             let (res, back) = inflight.await;
             data = back;
-            match res {
-                Ok(0) => {
-                    let err = io::Error::new(
+            match res? {
+                0 => {
+                    return Err(io::Error::new(
                         io::ErrorKind::WriteZero,
-                        format!(
-                            "write_at wrote 0 of {} bytes at {}",
-                            total - done,
-                            pos + done as u64
-                        ),
-                    );
-                    return (Err(err), data.buf);
+                        format!("wrote 0 of {} bytes at {}", total - done, pos + done as u64),
+                    ))
                 }
-                Ok(n) => {
+                n => {
                     done += n;
                     if self.direct && done < total && align_down(done as u64) != done as u64 {
-                        let err = io::Error::other(format!(
+                        return Err(io::Error::other(format!(
                             "short O_DIRECT write: {done} of {total} bytes at {pos}, \
                              the remainder is not block-aligned"
-                        ));
-                        return (Err(err), data.buf);
+                        )));
                     }
                 }
-                Err(e) => return (Err(e), data.buf),
             }
         }
-        (Ok(()), data.buf)
+        Ok(())
     }
 
     async fn write_bytes_at(&self, data: Vec<u8>, pos: u64) -> io::Result<()> {
