@@ -929,11 +929,27 @@ async fn describe_configs(
         let entries = match res.resource_type {
             RESOURCE_TOPIC => match snap.topics.get(res.resource_name.as_str()) {
                 Some(t) => match crate::config_map::topic_config(config, &t.overrides) {
-                    Ok(tc) => Ok(tc
-                        .entries()
-                        .into_iter()
-                        .map(|e| (e, SOURCE_TOPIC))
-                        .collect::<Vec<_>>()),
+                    Ok(tc) => {
+                        // A key the topic does not set comes from the broker's config file
+                        // when it differs from the built-in default.
+                        let builtin = tern_tuning::BrokerConfig::with_cores(config.cores.clone());
+                        let builtin = tern_tuning::TopicConfig::defaults_from(&builtin).entries();
+                        Ok(tc
+                            .entries()
+                            .into_iter()
+                            .map(|mut e| {
+                                let from_file = e.is_default
+                                    && builtin
+                                        .iter()
+                                        .any(|b| b.name == e.name && b.value != e.value);
+                                if from_file {
+                                    e.is_default = false;
+                                    return (e, SOURCE_STATIC_BROKER);
+                                }
+                                (e, SOURCE_TOPIC)
+                            })
+                            .collect::<Vec<_>>())
+                    }
                     Err(e) => Err((ResponseError::InvalidConfig, e.to_string())),
                 },
                 None => Err((
@@ -966,7 +982,10 @@ async fn describe_configs(
         match entries {
             Ok(entries) => {
                 let keys = res.configuration_keys.as_ref();
-                let wanted = |name: &str| keys.is_none_or(|k| k.iter().any(|k| k.as_str() == name));
+                // No keys (null or an empty list) means every key, as in Kafka.
+                let wanted = |name: &str| {
+                    keys.is_none_or(|k| k.is_empty() || k.iter().any(|k| k.as_str() == name))
+                };
                 let shards = if res.resource_type == RESOURCE_TOPIC && wanted(SHARDS_CONFIG) {
                     let value = partition_shards(shard, res.resource_name.as_str()).await;
                     Some(

@@ -186,3 +186,49 @@ fn long_poll_wakes_on_produce() {
     assert_eq!(producer.join().unwrap(), (0, 0));
     broker.shutdown();
 }
+
+/// Guards DescribeConfigs sources: a topic override is the topic's, a value from the
+/// broker's configuration is the broker's, anything else is a default.
+#[test]
+fn describe_configs_marks_sources() {
+    use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let mut config = BrokerConfig::with_cores(vec![0]);
+    config.listener = "127.0.0.1:0".parse().unwrap();
+    config.log_dir = dir.path().join("data");
+    config.log_retention_ms = 3_600_000;
+    let broker = Broker::start(config).unwrap();
+    let mut c = Client::connect(&broker.local_addr().to_string(), Duration::from_secs(10)).unwrap();
+    let create = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+        .with_name(name("cfg"))
+        .with_num_partitions(1)
+        .with_replication_factor(1)
+        .with_configs(vec![CreatableTopicConfig::default()
+            .with_name(StrBytes::from_static_str("segment.bytes"))
+            .with_value(Some(StrBytes::from_static_str("1048576")))])]);
+    let resp: CreateTopicsResponse = c.request(ApiKey::CreateTopics, 5, &create).unwrap();
+    assert_eq!(resp.topics[0].error_code, 0);
+    let req =
+        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("cfg"))]);
+    let resp: DescribeConfigsResponse = c.request(ApiKey::DescribeConfigs, 4, &req).unwrap();
+    assert_eq!(
+        resp.results[0].error_code, 0,
+        "{:?}",
+        resp.results[0].error_message
+    );
+    let source = |n: &str| {
+        let e = resp.results[0]
+            .configs
+            .iter()
+            .find(|e| e.name.as_str() == n)
+            .unwrap();
+        (e.value.as_ref().map(|v| v.to_string()), e.config_source)
+    };
+    assert_eq!(source("segment.bytes"), (Some("1048576".into()), 1));
+    assert_eq!(source("retention.ms"), (Some("3600000".into()), 4));
+    assert_eq!(source("retention.bytes"), (Some("-1".into()), 5));
+    broker.shutdown();
+}
