@@ -702,6 +702,15 @@ async fn list_offsets(
 // ---------------------------------------------------------------------------------------
 // Admin: CreateTopics, DeleteTopics, CreatePartitions, DeleteRecords, DescribeConfigs
 
+/// An admin request's answer as the value, or Kafka's error code and message.
+fn admin_answer<T>(r: Option<Result<T, AdminError>>) -> Result<T, (i16, Option<StrBytes>)> {
+    match r {
+        Some(Ok(v)) => Ok(v),
+        Some(Err(e)) => Err((e.code, Some(s(e.message)))),
+        None => Err((ResponseError::RequestTimedOut.code(), None)),
+    }
+}
+
 async fn create_topics(
     shard: &Rc<ShardState>,
     req: CreateTopicsRequest,
@@ -745,8 +754,8 @@ async fn create_topics(
                 reply,
             })
             .await;
-        match r {
-            Some(Ok(m)) => {
+        match admin_answer(r) {
+            Ok(m) => {
                 if v >= 7 {
                     result.topic_id = m.id;
                 }
@@ -755,11 +764,10 @@ async fn create_topics(
                     result.replication_factor = 1;
                 }
             }
-            Some(Err(e)) => {
-                result.error_code = e.code;
-                result.error_message = Some(s(e.message));
+            Err((code, message)) => {
+                result.error_code = code;
+                result.error_message = message;
             }
-            None => result.error_code = ResponseError::RequestTimedOut.code(),
         }
         results.push(result);
     }
@@ -795,13 +803,12 @@ async fn delete_topics(
             .router
             .meta(|reply| MetaMsg::Delete { name, reply })
             .await;
-        match res {
-            Some(Ok(id)) => r.topic_id = id,
-            Some(Err(e)) => {
-                r.error_code = e.code;
-                r.error_message = Some(s(e.message));
+        match admin_answer(res) {
+            Ok(id) => r.topic_id = id,
+            Err((code, message)) => {
+                r.error_code = code;
+                r.error_message = message;
             }
-            None => r.error_code = ResponseError::RequestTimedOut.code(),
         }
         if v < 6 {
             r.topic_id = uuid::Uuid::nil();
@@ -831,13 +838,9 @@ async fn create_partitions(
                 reply,
             })
             .await;
-        match res {
-            Some(Ok(())) => {}
-            Some(Err(e)) => {
-                r.error_code = e.code;
-                r.error_message = Some(s(e.message));
-            }
-            None => r.error_code = ResponseError::RequestTimedOut.code(),
+        if let Err((code, message)) = admin_answer(res) {
+            r.error_code = code;
+            r.error_message = message;
         }
         results.push(r);
     }
