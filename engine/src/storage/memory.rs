@@ -556,9 +556,29 @@ impl SegmentHandle for MemHandle {
 
     fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<usize> {
         let d = self.data.read().map_err(|_| eio("read"))?;
-        let start = (pos as usize).min(d.len());
-        let n = buf.len().min(d.len() - start);
-        buf[..n].copy_from_slice(&d[start..start + n]);
-        Ok(n)
+        Ok(copy_at(&d, pos, buf))
+    }
+}
+
+/// Copies `data[pos..]` into `buf` as far as both go; the byte count.
+fn copy_at(data: &[u8], pos: u64, buf: &mut [u8]) -> usize {
+    let start = usize::try_from(pos).unwrap_or(usize::MAX).min(data.len());
+    let n = buf.len().min(data.len() - start);
+    buf[..n].copy_from_slice(&data[start..start + n]);
+    n
+}
+
+/// A segment "file" held in memory, without a descriptor: read slices over it are served by
+/// copying (tests of the wire layer use it as a cold slice that cannot be spliced).
+#[derive(Debug, Clone)]
+pub struct VecHandle(pub Vec<u8>);
+
+impl SegmentHandle for VecHandle {
+    fn raw_fd(&self) -> Option<RawFd> {
+        None
+    }
+
+    fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<usize> {
+        Ok(copy_at(&self.0, pos, buf))
     }
 }

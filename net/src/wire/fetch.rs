@@ -262,8 +262,6 @@ fn put_string(buf: &mut BytesMut, s: &[u8], flexible: bool) -> Result<(), FetchE
 
 #[cfg(test)]
 mod tests {
-    use std::io;
-    use std::os::fd::RawFd;
     use std::sync::Arc;
 
     use bytes::Bytes;
@@ -274,22 +272,7 @@ mod tests {
 
     use super::*;
 
-    /// A segment "file" in memory (no descriptor), like the in-memory storage's handle.
-    #[derive(Debug)]
-    struct VecHandle(Vec<u8>);
-
-    impl SegmentHandle for VecHandle {
-        fn raw_fd(&self) -> Option<RawFd> {
-            None
-        }
-
-        fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<usize> {
-            let start = (pos as usize).min(self.0.len());
-            let n = buf.len().min(self.0.len() - start);
-            buf[..n].copy_from_slice(&self.0[start..start + n]);
-            Ok(n)
-        }
-    }
+    use tern_engine::storage::memory::VecHandle;
 
     fn materialize(pieces: &[Piece]) -> Vec<u8> {
         let mut out = Vec::new();

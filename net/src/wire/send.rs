@@ -466,22 +466,7 @@ mod tests {
         }
     }
 
-    /// A segment in memory, without a descriptor.
-    #[derive(Debug)]
-    struct VecHandle(Vec<u8>);
-
-    impl SegmentHandle for VecHandle {
-        fn raw_fd(&self) -> Option<RawFd> {
-            None
-        }
-
-        fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<usize> {
-            let start = (pos as usize).min(self.0.len());
-            let n = buf.len().min(self.0.len() - start);
-            buf[..n].copy_from_slice(&self.0[start..start + n]);
-            Ok(n)
-        }
-    }
+    use tern_engine::storage::memory::VecHandle;
 
     fn pattern(len: usize, seed: u32) -> Vec<u8> {
         (0..len as u32)
