@@ -459,7 +459,8 @@ impl StorageFile for MemFile {
         dsync: bool,
     ) -> (io::Result<()>, AlignedBuf) {
         let mut buf = buf;
-        let r = self.write_direct(&mut buf, pos, dsync);
+        buf.zero_padding();
+        let r = self.write_direct(buf.padded(), pos, dsync);
         (r, buf)
     }
 
@@ -470,23 +471,11 @@ impl StorageFile for MemFile {
         pos: u64,
         dsync: bool,
     ) -> io::Result<()> {
-        if self.mode == FileMode::Direct && !pos.is_multiple_of(BLOCK_BYTES as u64) {
-            return Err(io::Error::from_raw_os_error(libc::EINVAL));
-        }
-        let data = buf
+        let bytes = buf
             .padded()
             .get(range)
-            .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?
-            .to_vec();
-        let mut s = self.state.borrow_mut();
-        s.count_write()?;
-        let op = Op::Write { pos, data };
-        if dsync {
-            let durable = s.count_sync()?;
-            s.push(self.id, op, durable)
-        } else {
-            s.push(self.id, op, false)
-        }
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+        self.write_direct(bytes, pos, dsync)
     }
 
     async fn write_bytes_at(&self, data: Vec<u8>, pos: u64) -> io::Result<()> {
@@ -529,8 +518,8 @@ impl StorageFile for MemFile {
 }
 
 impl MemFile {
-    fn write_direct(&self, buf: &mut AlignedBuf, pos: u64, dsync: bool) -> io::Result<()> {
-        buf.zero_padding();
+    /// A write of whole blocks: the shape of every direct write.
+    fn write_direct(&self, bytes: &[u8], pos: u64, dsync: bool) -> io::Result<()> {
         if self.mode == FileMode::Direct && !pos.is_multiple_of(BLOCK_BYTES as u64) {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
@@ -538,7 +527,7 @@ impl MemFile {
         s.count_write()?;
         let op = Op::Write {
             pos,
-            data: buf.padded().to_vec(),
+            data: bytes.to_vec(),
         };
         if dsync {
             let durable = s.count_sync()?;
