@@ -334,6 +334,19 @@ pub mod build {
         batch(base_timestamp_ms, &recs)
     }
 
+    /// `b` stamped as an idempotent producer's batch (producer id, epoch, first sequence),
+    /// CRC updated.
+    pub fn with_producer(mut b: Vec<u8>, producer_id: i64, epoch: i16, sequence: i32) -> Vec<u8> {
+        if b.len() >= super::HEADER_BYTES {
+            b[43..51].copy_from_slice(&producer_id.to_be_bytes());
+            b[51..53].copy_from_slice(&epoch.to_be_bytes());
+            b[53..57].copy_from_slice(&sequence.to_be_bytes());
+            let crc = crc32c::crc32c(&b[super::CRC_START..]);
+            b[17..21].copy_from_slice(&crc.to_be_bytes());
+        }
+        b
+    }
+
     fn put_varint(out: &mut Vec<u8>, v: i64) {
         let mut z = ((v << 1) ^ (v >> 63)) as u64;
         while z >= 0x80 {

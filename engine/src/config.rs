@@ -52,6 +52,9 @@ pub struct LogConfig {
     /// and need no file-size or extent change: each such write then costs one device flush
     /// and no journal commit. 0 disables.
     pub prepare_bytes: u64,
+    /// Forget an idempotent producer's sequence state after this long without a batch
+    /// (`producer.id.expiration.ms`).
+    pub producer_id_expiration_ms: i64,
 }
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
@@ -70,6 +73,7 @@ impl Default for LogConfig {
             hot_bytes_max: 4 << 20,
             write_bytes_max: 1 << 20,
             prepare_bytes: 1 << 20,
+            producer_id_expiration_ms: DAY_MS,
         }
     }
 }

@@ -26,6 +26,8 @@ pub enum AppendError {
         dir: PathBuf,
         source: Arc<io::Error>,
     },
+    #[error(transparent)]
+    Sequence(#[from] crate::producer::SequenceError),
     #[error("log is being truncated; retry the append")]
     Truncating,
     #[error("log is closed")]

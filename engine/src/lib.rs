@@ -38,6 +38,7 @@ pub mod config;
 pub mod error;
 pub mod index;
 pub mod log;
+pub mod producer;
 pub mod storage;
 
 pub use config::{FlushPolicy, LogConfig, TimestampType};

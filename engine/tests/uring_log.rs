@@ -231,6 +231,7 @@ async fn append_one(log: &ULog, model: &mut Vec<Sent>, bytes: Vec<u8>) -> Append
         first_offset: Offset(s.base),
         last_offset: Offset(s.last),
         log_append_time_ms: -1,
+        duplicate: false,
     }
 }
 

@@ -114,6 +114,8 @@ impl<S: Storage> Log<S> {
             .persist_indexes(base, true)
             .await
             .map_err(|e| LogError::io(&path, e))?;
+        let end = self.shared.inner.borrow().readable_end;
+        self.snapshot_producers(end).await?;
         let mut i = self.shared.inner.borrow_mut();
         i.fail_waiters(&AppendError::Closed);
         Ok(())
@@ -133,7 +135,16 @@ impl<S: Storage> Log<S> {
         }
         self.shared.writer_idle().await;
         self.shared.wait_for_preparation(0, u64::MAX).await;
-        let r = self.truncate_idle(offset.0).await;
+        let mut r = self.truncate_idle(offset.0).await;
+        if r.is_ok() {
+            // Snapshots past the new end describe batches that are gone.
+            let end = {
+                let mut i = self.shared.inner.borrow_mut();
+                i.producer_snapshot = i.producer_snapshot.min(i.next_offset);
+                i.next_offset
+            };
+            r = self.remove_producer_snapshots(|o| o > end).await;
+        }
         self.shared.inner.borrow_mut().truncating = false;
         r
     }
@@ -219,6 +230,7 @@ impl<S: Storage> Log<S> {
         let mut i = self.shared.inner.borrow_mut();
         i.next_offset = seg.next_offset;
         i.readable_end = seg.next_offset;
+        i.producers.truncate_from(seg.next_offset);
         i.synced_size = seg.size;
         i.prepared_end = 0;
         // A batch straddling the log start went whole: the log is empty from its base.

@@ -20,6 +20,7 @@
 //! until the writer is idle and refuses appends meanwhile.
 
 mod maintenance;
+mod producers;
 mod read;
 mod recovery;
 mod segment;
@@ -39,6 +40,7 @@ use crate::batch::{self, BatchHeader};
 use crate::buf::{align_down, AlignedBuf};
 use crate::config::{FlushPolicy, LogConfig, TimestampType};
 use crate::error::AppendError;
+use crate::producer::{self, Check, ProducerTable, SequenceError};
 use crate::storage::Storage;
 
 pub use read::{ReadResult, Slice};
@@ -60,6 +62,9 @@ pub struct AppendInfo {
     pub last_offset: Offset,
     /// The LogAppendTime stamped on the batches, or -1 under CreateTime.
     pub log_append_time_ms: i64,
+    /// The batches were a retry of an idempotent producer's batches already in the log:
+    /// nothing was written and the offsets are the original ones.
+    pub duplicate: bool,
 }
 
 /// Counters for benchmarks and metrics.
@@ -179,6 +184,10 @@ struct Inner<S: Storage> {
     synced_size: u64,
     last_flush_ms: i64,
     stats: LogStats,
+    /// Idempotent producers' sequence state (see [`crate::producer`]).
+    producers: ProducerTable,
+    /// Offset of the newest producer snapshot written (or loaded).
+    producer_snapshot: i64,
 }
 
 impl<S: Storage> Inner<S> {
@@ -286,10 +295,15 @@ impl<S: Storage> Inner<S> {
             });
         }
         let now_ms = self.storage.now_ms();
+        if let Some((first, last)) = self.check_sequences(&headers)? {
+            return Ok(self.duplicate(first, last));
+        }
         let append_time = self.config.timestamp_type == TimestampType::LogAppendTime;
         let first = self.next_offset;
         for (b, h) in batches.iter().zip(&headers) {
+            let base = self.next_offset;
             self.queue_batch(b.as_ref(), h, now_ms, append_time);
+            self.producers.record(h, base, now_ms);
         }
         let (tx, rx) = oneshot::channel();
         self.waiters.push_back((self.next_offset, tx));
@@ -298,8 +312,72 @@ impl<S: Storage> Inner<S> {
             first_offset: Offset(first),
             last_offset: Offset(self.next_offset - 1),
             log_append_time_ms: if append_time { now_ms } else { -1 },
+            duplicate: false,
         };
         Ok((info, rx))
+    }
+
+    /// Checks idempotent producers' sequences: `Some(first, last offset)` when the batches
+    /// are all retries of batches already queued or written.
+    fn check_sequences(
+        &self,
+        headers: &[BatchHeader],
+    ) -> Result<Option<(i64, i64)>, SequenceError> {
+        if !headers.iter().any(producer::is_idempotent) {
+            return Ok(None);
+        }
+        if let [h] = headers {
+            return Ok(match self.producers.check(h)? {
+                Check::Append => None,
+                Check::Duplicate(r) => Some((r.first_offset, r.last_offset)),
+            });
+        }
+        // Several batches in one append (Kafka clients send one per partition): each is
+        // checked against the table as the ones before it would leave it.
+        let mut scratch = self.producers.clone();
+        let mut offset = self.next_offset;
+        let mut dups = Vec::with_capacity(headers.len());
+        for h in headers {
+            match scratch.check(h)? {
+                Check::Append => {
+                    scratch.record(h, offset, 0);
+                    offset += h.last_offset_delta as i64 + 1;
+                    dups.push(None);
+                }
+                Check::Duplicate(r) => dups.push(Some(r)),
+            }
+        }
+        match (dups.first(), dups.last()) {
+            (Some(Some(a)), Some(Some(b))) if dups.iter().all(Option::is_some) => {
+                Ok(Some((a.first_offset, b.last_offset)))
+            }
+            _ if dups.iter().all(Option::is_none) => Ok(None),
+            _ => Err(SequenceError::MixedRetry {
+                producer_id: headers[0].producer_id,
+            }),
+        }
+    }
+
+    /// The answer to a retry: the original offsets, complete once they are durable.
+    fn duplicate(
+        &mut self,
+        first: i64,
+        last: i64,
+    ) -> (AppendInfo, oneshot::Receiver<Result<(), AppendError>>) {
+        let (tx, rx) = oneshot::channel();
+        if last < self.readable_end {
+            let _ = tx.send(Ok(()));
+        } else {
+            // Still queued or in flight: complete with everything queued so far.
+            self.waiters.push_back((self.next_offset, tx));
+        }
+        let info = AppendInfo {
+            first_offset: Offset(first),
+            last_offset: Offset(last),
+            log_append_time_ms: -1,
+            duplicate: true,
+        };
+        (info, rx)
     }
 
     fn queue_batch(&mut self, b: &[u8], h: &BatchHeader, now_ms: i64, append_time: bool) {
@@ -473,7 +551,8 @@ impl<S: Storage> Log<S> {
         if due {
             self.flush().await?;
         }
-        self.enforce_retention().await.map(|_| ())
+        self.enforce_retention().await?;
+        self.producers_tick().await
     }
 }
 

@@ -133,6 +133,8 @@ impl<S: Storage> Log<S> {
             .await
             .map_err(|e| OpenError::io(&path, e))?;
         let synced_size = active.size;
+        let (producers, producer_snapshot) =
+            super::producers::load(&storage, &dir, &names, &segments, end).await?;
         let first_base = segments.keys().next().copied().unwrap_or(0);
         let log_start = checkpoint.unwrap_or(first_base).max(first_base).min(end);
         let now_ms = storage.now_ms();
@@ -161,6 +163,8 @@ impl<S: Storage> Log<S> {
             synced_size,
             last_flush_ms: now_ms,
             stats: Default::default(),
+            producers,
+            producer_snapshot,
         };
         let shared = Rc::new(Shared {
             inner: RefCell::new(inner),

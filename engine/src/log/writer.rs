@@ -111,6 +111,8 @@ impl<S: Storage> Inner<S> {
         self.queue.clear();
         self.in_flight = None;
         self.next_offset = self.readable_end;
+        let end = self.readable_end;
+        self.producers.truncate_from(end);
         let refusal = if err.raw_os_error() == Some(libc::ENOSPC) {
             tracing::warn!(path = %path.display(), "disk full: appends refused until space returns");
             AppendError::DiskFull {
