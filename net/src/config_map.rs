@@ -40,6 +40,7 @@ pub fn log_config(
             tern_tuning::TimestampType::LogAppendTime => TimestampType::LogAppendTime,
         },
         hot_bytes_max: broker.log_hot_bytes,
+        producer_id_expiration_ms: broker.producer_id_expiration_ms,
         ..LogConfig::default()
     })
 }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
+use tern_engine::producer::SequenceError;
 use tern_engine::{AppendError, DirectIo, Log, LogError, Offset, Slice, UringStorage};
 use tokio::sync::{mpsc, oneshot, Notify};
 
@@ -321,6 +322,10 @@ pub fn append_error_code(e: &AppendError) -> i16 {
         AppendError::Poisoned { .. } => code(ResponseError::KafkaStorageError),
         AppendError::Truncating => code(ResponseError::NotLeaderOrFollower),
         AppendError::Closed => code(ResponseError::NotLeaderOrFollower),
+        AppendError::Sequence(SequenceError::StaleEpoch { .. }) => {
+            code(ResponseError::InvalidProducerEpoch)
+        }
+        AppendError::Sequence(_) => code(ResponseError::OutOfOrderSequenceNumber),
     }
 }
 

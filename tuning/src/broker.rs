@@ -47,6 +47,15 @@ pub const BROKER_KEYS: &[&str] = &[
     "flush",
     "io.direct",
     "log.hot.bytes",
+    "producer.id.expiration.ms",
+    "offsets.topic.num.partitions",
+    "offsets.topic.segment.bytes",
+    "offsets.retention.minutes",
+    "offsets.retention.check.interval.ms",
+    "group.initial.rebalance.delay.ms",
+    "group.min.session.timeout.ms",
+    "group.max.session.timeout.ms",
+    "group.max.size",
     "cores",
     "placement",
     PINS,
@@ -119,6 +128,11 @@ pub struct BrokerConfig {
     pub direct_io: DirectIo,
     /// `log.hot.bytes`: recent bytes per partition kept in memory for fetches. Default 4 MiB.
     pub log_hot_bytes: usize,
+    /// `producer.id.expiration.ms`: an idempotent producer's sequence state is forgotten
+    /// after this long without a batch. Default 1 day.
+    pub producer_id_expiration_ms: i64,
+    /// Consumer groups and committed offsets.
+    pub groups: GroupSettings,
     /// `cores`: one shard per entry, shard `i` pinned to CPU `cores[i]`. Default every CPU
     /// this process may run on. Never empty, no duplicates.
     pub cores: Vec<usize>,
@@ -133,6 +147,42 @@ impl Default for BrokerConfig {
     /// The built-in defaults, with every CPU this process may run on.
     fn default() -> Self {
         BrokerConfig::with_cores(available_cores())
+    }
+}
+
+/// The group coordinator's settings (Kafka's keys and defaults).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSettings {
+    /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets` when it is created.
+    pub offsets_topic_partitions: i32,
+    /// `offsets.topic.segment.bytes`: segment size of `__consumer_offsets`.
+    pub offsets_topic_segment_bytes: u32,
+    /// `offsets.retention.minutes`, in ms: committed offsets of an empty group expire.
+    pub offsets_retention_ms: i64,
+    /// `offsets.retention.check.interval.ms`: how often expired offsets are removed.
+    pub offsets_retention_check_interval_ms: i64,
+    /// `group.initial.rebalance.delay.ms`: the first rebalance of an empty group waits this
+    /// long for more members.
+    pub initial_rebalance_delay_ms: i64,
+    /// `group.min.session.timeout.ms` and `group.max.session.timeout.ms`.
+    pub min_session_timeout_ms: i32,
+    pub max_session_timeout_ms: i32,
+    /// `group.max.size`: members per group.
+    pub max_size: i32,
+}
+
+impl Default for GroupSettings {
+    fn default() -> Self {
+        GroupSettings {
+            offsets_topic_partitions: 50,
+            offsets_topic_segment_bytes: 100 << 20,
+            offsets_retention_ms: 7 * MS_PER_DAY,
+            offsets_retention_check_interval_ms: 600_000,
+            initial_rebalance_delay_ms: 3000,
+            min_session_timeout_ms: 6000,
+            max_session_timeout_ms: 1_800_000,
+            max_size: i32::MAX,
+        }
     }
 }
 
@@ -172,6 +222,8 @@ impl BrokerConfig {
             flush: FlushMode::Always,
             direct_io: DirectIo::On,
             log_hot_bytes: 4 << 20,
+            producer_id_expiration_ms: MS_PER_DAY,
+            groups: GroupSettings::default(),
             cores,
             placement: PlacementPolicy::Balanced,
             pins: Pins::new(),
@@ -324,6 +376,7 @@ impl BrokerConfig {
         let int = |v: i64| Value::Integer(v);
         let size = |v: usize| Value::Integer(i64::try_from(v).unwrap_or(i64::MAX));
         let string = |s: &str| Value::String(s.to_owned());
+        let g = &self.groups;
         let mut values = vec![
             ("node.id", int(self.node_id.into())),
             (
@@ -369,6 +422,39 @@ impl BrokerConfig {
             ("flush", string(self.flush.as_str())),
             ("io.direct", string(self.direct_io.as_str())),
             ("log.hot.bytes", size(self.log_hot_bytes)),
+            (
+                "producer.id.expiration.ms",
+                int(self.producer_id_expiration_ms),
+            ),
+            (
+                "offsets.topic.num.partitions",
+                int(g.offsets_topic_partitions.into()),
+            ),
+            (
+                "offsets.topic.segment.bytes",
+                int(g.offsets_topic_segment_bytes.into()),
+            ),
+            (
+                "offsets.retention.minutes",
+                int(g.offsets_retention_ms / MS_PER_MINUTE),
+            ),
+            (
+                "offsets.retention.check.interval.ms",
+                int(g.offsets_retention_check_interval_ms),
+            ),
+            (
+                "group.initial.rebalance.delay.ms",
+                int(g.initial_rebalance_delay_ms),
+            ),
+            (
+                "group.min.session.timeout.ms",
+                int(g.min_session_timeout_ms.into()),
+            ),
+            (
+                "group.max.session.timeout.ms",
+                int(g.max_session_timeout_ms.into()),
+            ),
+            ("group.max.size", int(g.max_size.into())),
             (
                 "cores",
                 Value::Array(self.cores.iter().map(|c| size(*c)).collect()),
@@ -530,9 +616,58 @@ impl Reader<'_> {
             flush: self.choice("flush", d.flush)?,
             direct_io: self.choice("io.direct", d.direct_io)?,
             log_hot_bytes: self.int("log.hot.bytes", Bounds::at_least(0), d.log_hot_bytes)?,
+            producer_id_expiration_ms: self.int(
+                "producer.id.expiration.ms",
+                Bounds::at_least(1),
+                d.producer_id_expiration_ms,
+            )?,
+            groups: self.groups(&d.groups)?,
             cores: self.cores(allowed_cores)?,
             placement: self.choice("placement", d.placement)?,
             pins: Pins::new(),
+        })
+    }
+
+    fn groups(&self, d: &GroupSettings) -> Result<GroupSettings, ConfigErrorKind> {
+        let positive32 = Bounds::between(1, INT32_MAX);
+        let min_session_timeout_ms = self.int(
+            "group.min.session.timeout.ms",
+            positive32,
+            d.min_session_timeout_ms,
+        )?;
+        Ok(GroupSettings {
+            offsets_topic_partitions: self.int(
+                "offsets.topic.num.partitions",
+                Bounds::between(1, 10_000),
+                d.offsets_topic_partitions,
+            )?,
+            offsets_topic_segment_bytes: self.int(
+                "offsets.topic.segment.bytes",
+                Bounds::between(4096, INT32_MAX),
+                d.offsets_topic_segment_bytes,
+            )?,
+            offsets_retention_ms: self.millis(
+                &[("offsets.retention.minutes", MS_PER_MINUTE)],
+                false,
+                d.offsets_retention_ms,
+            )?,
+            offsets_retention_check_interval_ms: self.int(
+                "offsets.retention.check.interval.ms",
+                Bounds::at_least(1),
+                d.offsets_retention_check_interval_ms,
+            )?,
+            initial_rebalance_delay_ms: self.int(
+                "group.initial.rebalance.delay.ms",
+                Bounds::between(0, INT32_MAX),
+                d.initial_rebalance_delay_ms,
+            )?,
+            min_session_timeout_ms,
+            max_session_timeout_ms: self.int(
+                "group.max.session.timeout.ms",
+                Bounds::between(min_session_timeout_ms.into(), INT32_MAX),
+                d.max_session_timeout_ms,
+            )?,
+            max_size: self.int("group.max.size", positive32, d.max_size)?,
         })
     }
 

@@ -41,7 +41,9 @@ mod topic;
 mod topic_name;
 mod value;
 
-pub use broker::{BrokerConfig, ConfigEntry, BROKER_KEYS, DEFAULT_LISTENER, DEFAULT_LOG_DIR};
+pub use broker::{
+    BrokerConfig, ConfigEntry, GroupSettings, BROKER_KEYS, DEFAULT_LISTENER, DEFAULT_LOG_DIR,
+};
 pub use choice::{CleanupPolicy, DirectIo, FlushMode, PlacementPolicy, TimestampType};
 pub use cores::{available_cores, format_cpu_list, parse_cpu_list};
 pub use error::{ConfigError, ConfigErrorKind};
