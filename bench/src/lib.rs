@@ -19,16 +19,23 @@
 //! Criterion micro-benchmarks of the engine's CPU cost live with the engine
 //! (`engine/benches/`).
 
+pub mod batcher;
+pub mod broker_report;
 pub mod cpu;
 pub mod engine;
 pub mod group_commit;
 pub mod latency;
 pub mod machine;
+pub mod producer;
 pub mod raw;
 pub mod recovery;
 pub mod report;
+pub mod run;
 pub mod scratch;
+pub mod spec;
+pub mod stats;
 pub mod throughput;
+pub mod wire;
 pub mod workload;
 
 pub use engine::{run as run_engine, EngineOptions};
