@@ -10,10 +10,10 @@ mod cli;
 #[global_allocator]
 static ALLOCATOR: tern_net::alloc::LazyHugeAlloc = tern_net::alloc::LazyHugeAlloc;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 /// Kafka-API-compatible event-streaming broker, thread-per-core, io_uring.
@@ -44,6 +44,14 @@ enum BenchCommand {
     /// Partition log on this machine's disk: append throughput, durable append latency,
     /// group commit and recovery, each against raw io_uring O_DIRECT IO.
     Engine(EngineArgs),
+    /// One workload file against a Kafka-compatible broker: publish and end-to-end latency,
+    /// throughput, optionally with the raw disk baseline or a second broker.
+    Run(cli::bench::RunArgs),
+    /// The standard workloads against local `tern serve` processes started for them, with
+    /// the disk baseline; writes a report directory.
+    Suite(cli::bench::SuiteArgs),
+    /// Two JSON reports side by side, with ratios.
+    Compare(cli::bench::CompareArgs),
 }
 
 #[derive(Debug, Args)]
@@ -82,24 +90,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Produce(args) => cli::produce::run(args),
         Command::Consume(args) => cli::consume::run(args),
         Command::Bench(BenchCommand::Engine(args)) => bench_engine(args),
+        Command::Bench(BenchCommand::Run(args)) => cli::bench::run(args),
+        Command::Bench(BenchCommand::Suite(args)) => cli::bench::suite(args),
+        Command::Bench(BenchCommand::Compare(args)) => cli::bench::compare(args),
     }
 }
 
 fn bench_engine(args: EngineArgs) -> anyhow::Result<()> {
-    if let Some(path) = &args.json {
-        // Fail before a run of a minute, not after it.
-        let parent = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        if !parent.is_dir() {
-            bail!(
-                "--json {}: directory {} does not exist",
-                path.display(),
-                parent.display()
-            );
-        }
-    }
+    cli::bench::check_output("--json", args.json.as_deref())?;
     let opts = tern_bench::EngineOptions {
         dir: args.dir,
         quick: args.quick,

@@ -285,11 +285,7 @@ impl ProduceConn {
             // more may wait in the channel.
             let (tx, rx) = sync_channel((max_in_flight as usize).saturating_sub(1));
             let read_stream = stream.try_clone().map_err(io)?;
-            let (addr2, rec, clk) = (
-                addr.to_string(),
-                std::sync::Arc::clone(&recorder),
-                clock,
-            );
+            let (addr2, rec, clk) = (addr.to_string(), std::sync::Arc::clone(&recorder), clock);
             let handle = std::thread::Builder::new()
                 .name("bench-acks".into())
                 .spawn(move || read_acks(read_stream, addr2, rx, &rec, &clk))

@@ -1,5 +1,6 @@
 //! The subcommands of `tern`, one module each.
 
+pub mod bench;
 pub mod consume;
 mod kafka;
 pub mod produce;

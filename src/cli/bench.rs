@@ -1,0 +1,241 @@
+//! `tern bench run`, `tern bench suite` and `tern bench compare`: the broker benchmarks of
+//! `tern-bench`, driven through the Kafka protocol, so they measure any Kafka-compatible
+//! broker (`--broker`, `--vs`) as well as Tern itself (`suite` starts its own).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use tern_bench::broker_report::{self, BrokerReport};
+use tern_bench::disk::{self, DiskPlan};
+use tern_bench::run::RunOptions;
+use tern_bench::spec::Workload;
+
+/// A baseline measured in the same run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Baseline {
+    /// Raw io_uring O_DIRECT writes (write + fdatasync latency, sequential bandwidth) in
+    /// --dir, before and after the broker run.
+    Disk,
+}
+
+/// Options of `tern bench run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Workload file (OpenMessaging Benchmark shape plus a `driver` section).
+    #[arg(long, value_name = "FILE")]
+    workload: PathBuf,
+    /// Broker to benchmark.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9092")]
+    broker: String,
+    /// Also measure this baseline, before and after the run, and report ratios.
+    #[arg(long, value_enum)]
+    baseline: Option<Baseline>,
+    /// Directory for the disk baseline (on the broker's disk); removed afterwards.
+    #[arg(long, value_name = "DIR", default_value = "./tern-bench-data")]
+    dir: PathBuf,
+    /// Run the same workload against this second broker afterwards and print both side by
+    /// side (its JSON goes next to --json with a `-vs` suffix).
+    #[arg(long, value_name = "HOST:PORT")]
+    vs: Option<String>,
+    /// Write the report as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Write the plot (SVG) to FILE.
+    #[arg(long, value_name = "FILE")]
+    plot: Option<PathBuf>,
+    /// Replace the workload's test duration (seconds), e.g. for a quick run.
+    #[arg(long, value_name = "S")]
+    duration_s: Option<f64>,
+    /// Replace the workload's warm-up (seconds).
+    #[arg(long, value_name = "S")]
+    warmup_s: Option<f64>,
+    /// Replace the workload's consumerBacklogSizeGB.
+    #[arg(long, value_name = "GB")]
+    backlog_gb: Option<f64>,
+    /// Length of the reported windows (seconds).
+    #[arg(long, value_name = "S", default_value_t = 10.0)]
+    window_s: f64,
+    /// Keep the topics instead of deleting them after the run.
+    #[arg(long)]
+    keep_topics: bool,
+    /// A smaller disk baseline (256 MiB, 1000 durable writes).
+    #[arg(long)]
+    quick: bool,
+}
+
+/// Options of `tern bench suite`.
+#[derive(Debug, clap::Args)]
+pub struct SuiteArgs {
+    /// Report directory: one JSON and SVG per workload, baseline.json, summary.md.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Where the brokers' data and the disk baseline go (on the disk to measure).
+    #[arg(long, value_name = "DIR", default_value = "./tern-bench-data")]
+    dir: PathBuf,
+    /// Short runs (15 s each after 3 s of warm-up, 0.25 GB backlog, smaller disk baseline).
+    #[arg(long)]
+    quick: bool,
+    /// Replace every workload's test duration (seconds).
+    #[arg(long, value_name = "S")]
+    duration_s: Option<f64>,
+    /// Only the standard workloads whose file name contains one of these (repeatable).
+    #[arg(long, value_name = "TEXT")]
+    only: Vec<String>,
+    /// A TOML file whose lines are added to every broker's config.
+    #[arg(long, value_name = "FILE")]
+    broker_config: Option<PathBuf>,
+}
+
+/// Options of `tern bench compare`.
+#[derive(Debug, clap::Args)]
+pub struct CompareArgs {
+    /// The first report (JSON from `tern bench run --json` or a suite).
+    a: PathBuf,
+    /// The second report; ratios are b / a.
+    b: PathBuf,
+}
+
+/// Fails before a long run, not after it, when an output file's directory is missing.
+pub fn check_output(flag: &str, path: Option<&Path>) -> anyhow::Result<()> {
+    let Some(path) = path else { return Ok(()) };
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !parent.is_dir() {
+        bail!(
+            "{flag} {}: directory {} does not exist",
+            path.display(),
+            parent.display()
+        );
+    }
+    Ok(())
+}
+
+/// Runs `tern bench run`.
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    check_output("--json", args.json.as_deref())?;
+    check_output("--plot", args.plot.as_deref())?;
+    let w = Workload::from_file(&args.workload)?;
+    let opts = RunOptions {
+        broker: args.broker.clone(),
+        duration_s: args.duration_s,
+        warmup_s: args.warmup_s,
+        backlog_gb: args.backlog_gb,
+        window_s: args.window_s,
+        keep_topics: args.keep_topics,
+        progress: true,
+        broker_software: None,
+    };
+    let plan = DiskPlan::of(args.quick);
+    let write_bytes = disk::write_bytes_for(w.message_size);
+    let disk_before = match args.baseline {
+        Some(Baseline::Disk) => {
+            eprintln!("disk baseline (before) in {}", args.dir.display());
+            Some(disk::measure(&args.dir, write_bytes, plan).context("disk baseline")?)
+        }
+        None => None,
+    };
+    let mut report =
+        tern_bench::run::run(&w, &opts).with_context(|| format!("broker {}", args.broker))?;
+    let mut vs_report = match &args.vs {
+        Some(vs) => {
+            eprintln!("same workload against {vs}");
+            let opts = RunOptions {
+                broker: vs.clone(),
+                ..opts.clone()
+            };
+            Some(tern_bench::run::run(&w, &opts).with_context(|| format!("broker {vs}"))?)
+        }
+        None => None,
+    };
+    if let Some(before) = disk_before {
+        eprintln!("disk baseline (after)");
+        let after = disk::measure(&args.dir, write_bytes, plan).context("disk baseline")?;
+        let b = disk::baseline(&args.dir, write_bytes, plan, before, after);
+        report.set_baseline(b.clone());
+        if let Some(r) = &mut vs_report {
+            r.set_baseline(b);
+        }
+    }
+    println!("{report}");
+    write_outputs(&report, args.json.as_deref(), args.plot.as_deref())?;
+    if let Some(vs) = vs_report {
+        println!("{vs}");
+        let suffix = |p: &Path| {
+            let stem = p
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let ext = p
+                .extension()
+                .map(|e| format!(".{}", e.to_string_lossy()))
+                .unwrap_or_default();
+            p.with_file_name(format!("{stem}-vs{ext}"))
+        };
+        write_outputs(
+            &vs,
+            args.json.as_deref().map(suffix).as_deref(),
+            args.plot.as_deref().map(suffix).as_deref(),
+        )?;
+        let (a, b) = (serde_json::to_value(&report)?, serde_json::to_value(&vs)?);
+        print!(
+            "{}",
+            broker_report::compare(&a, &b, &args.broker, vs.broker_address.as_str())
+        );
+    }
+    Ok(())
+}
+
+fn write_outputs(
+    report: &BrokerReport,
+    json: Option<&Path>,
+    plot: Option<&Path>,
+) -> anyhow::Result<()> {
+    if let Some(path) = json {
+        report.write_json(path)?;
+        eprintln!("report written to {}", path.display());
+    }
+    if let Some(path) = plot {
+        std::fs::write(path, tern_bench::plot::svg(report))
+            .with_context(|| format!("{}: writing", path.display()))?;
+        eprintln!("plot written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// Runs `tern bench suite`.
+pub fn suite(args: SuiteArgs) -> anyhow::Result<()> {
+    let broker_config = match &args.broker_config {
+        Some(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("--broker-config {}", p.display()))?,
+        None => String::new(),
+    };
+    let opts = tern_bench::suite::SuiteOptions {
+        out: args.out,
+        dir: args.dir,
+        tern_exe: std::env::current_exe().context("finding the tern executable")?,
+        quick: args.quick,
+        duration_s: args.duration_s,
+        only: args.only,
+        broker_config,
+    };
+    tern_bench::suite::run(&opts)?;
+    Ok(())
+}
+
+/// Runs `tern bench compare`.
+pub fn compare(args: CompareArgs) -> anyhow::Result<()> {
+    let a = broker_report::read_json(&args.a)?;
+    let b = broker_report::read_json(&args.b)?;
+    print!(
+        "{}",
+        broker_report::compare(
+            &a,
+            &b,
+            &args.a.display().to_string(),
+            &args.b.display().to_string()
+        )
+    );
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! `tern bench run` end to end against a real `tern serve`: a workload of a few seconds,
+//! then the JSON report's shape, every acknowledged record consumed, the plot written, and
+//! `tern bench compare` of the report with itself.
+
+mod common;
+
+use std::process::Command;
+
+use common::Broker;
+use serde_json::Value;
+
+const WORKLOAD: &str = "
+name: e2e short fixed rate
+topics: 1
+partitionsPerTopic: 4
+messageSize: 256
+keyDistributor: KEY_ROUND_ROBIN
+subscriptionsPerTopic: 2
+producersPerTopic: 2
+consumerPerSubscription: 2
+producerRate: 2000
+warmupDurationMinutes: 0
+testDurationMinutes: 1
+driver:
+  acks: all
+  lingerMs: 2
+  batchSizeBytes: 16384
+  topicConfig: {}
+";
+
+fn tern() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tern"))
+}
+
+/// Guards the whole harness path: topics created, records produced on a timeline and
+/// acknowledged, every one consumed by every subscription, the report complete.
+#[test]
+fn short_run_reports_and_consumes_everything() {
+    let broker = Broker::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let workload = dir.path().join("w.yaml");
+    std::fs::write(&workload, WORKLOAD).unwrap();
+    let json = dir.path().join("r.json");
+    let plot = dir.path().join("r.svg");
+    let out = tern()
+        .args(["bench", "run", "--workload"])
+        .arg(&workload)
+        .args(["--broker", &broker.addr(), "--duration-s", "3", "--window-s", "1", "--json"])
+        .arg(&json)
+        .arg("--plot")
+        .arg(&plot)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "tern bench run failed:\n{stdout}\n{}\nbroker log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        broker.log()
+    );
+    assert!(stdout.contains("publish"), "{stdout}");
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let n = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("{k} missing in {r:#}"));
+    let acked = n("records_acked");
+    // 2000 records/s for 3 s; nothing is lost or left behind.
+    assert!(acked > 0.0);
+    assert_eq!(acked, n("records_created"));
+    assert_eq!(n("records_publish_errors"), 0.0);
+    assert_eq!(n("records_consumed_expected"), 2.0 * acked);
+    assert_eq!(n("records_consumed"), n("records_consumed_expected"));
+    for k in [
+        "publish_latency_p50_ms",
+        "publish_latency_p75_ms",
+        "publish_latency_p95_ms",
+        "publish_latency_p99_ms",
+        "publish_latency_p99_9_ms",
+        "publish_latency_p99_99_ms",
+        "publish_latency_max_ms",
+        "publish_delay_latency_p99_ms",
+        "end_to_end_latency_p99_ms",
+        "publish_rate_records_per_s",
+        "publish_rate_mb_per_s",
+        "consume_rate_mb_per_s",
+    ] {
+        assert!(n(k) >= 0.0, "{k}");
+    }
+    assert!(n("publish_latency_p50_ms") <= n("publish_latency_p99_ms"));
+    assert!(n("publish_latency_p99_ms") <= n("publish_latency_max_ms"));
+    assert_eq!(n("producers"), 2.0);
+    assert_eq!(n("consumers"), 4.0);
+    assert!(r["machine"]["nproc"].as_u64().is_some());
+    assert_eq!(r["broker_address"].as_str(), Some(broker.addr().as_str()));
+    assert_eq!(r["workload"]["driver"]["acks"].as_str(), Some("all"));
+    let windows = r["windows"].as_array().unwrap();
+    assert!(windows.iter().any(|w| w["phase"] == "test"));
+    assert!(windows.iter().all(|w| w["publish_mb_per_s"].is_number()));
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("polyline"));
+
+    let cmp = tern().args(["bench", "compare"]).arg(&json).arg(&json).output().unwrap();
+    assert!(cmp.status.success());
+    let text = String::from_utf8_lossy(&cmp.stdout);
+    let line = text.lines().find(|l| l.starts_with("publish_latency_p99_ms")).unwrap();
+    assert!(line.ends_with("1.000"), "{text}");
+    broker.assert_no_refused_frames();
+}
+
+/// Guards the error of a bad workload file: it names the field and the run does not start.
+#[test]
+fn bad_workload_names_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let workload = dir.path().join("w.yaml");
+    std::fs::write(&workload, WORKLOAD.replace("  lingerMs: 2\n", "")).unwrap();
+    let out = tern()
+        .args(["bench", "run", "--workload"])
+        .arg(&workload)
+        .args(["--broker", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("lingerMs"), "{err}");
+}
