@@ -45,7 +45,15 @@ fn short_run_reports_and_consumes_everything() {
     let out = tern()
         .args(["bench", "run", "--workload"])
         .arg(&workload)
-        .args(["--broker", &broker.addr(), "--duration-s", "3", "--window-s", "1", "--json"])
+        .args([
+            "--broker",
+            &broker.addr(),
+            "--duration-s",
+            "3",
+            "--window-s",
+            "1",
+            "--json",
+        ])
         .arg(&json)
         .arg("--plot")
         .arg(&plot)
@@ -60,7 +68,10 @@ fn short_run_reports_and_consumes_everything() {
     );
     assert!(stdout.contains("publish"), "{stdout}");
     let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    let n = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("{k} missing in {r:#}"));
+    let n = |k: &str| {
+        r[k].as_f64()
+            .unwrap_or_else(|| panic!("{k} missing in {r:#}"))
+    };
     let acked = n("records_acked");
     // 2000 records/s for 3 s; nothing is lost or left behind.
     assert!(acked > 0.0);
@@ -97,10 +108,18 @@ fn short_run_reports_and_consumes_everything() {
     let svg = std::fs::read_to_string(&plot).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("polyline"));
 
-    let cmp = tern().args(["bench", "compare"]).arg(&json).arg(&json).output().unwrap();
+    let cmp = tern()
+        .args(["bench", "compare"])
+        .arg(&json)
+        .arg(&json)
+        .output()
+        .unwrap();
     assert!(cmp.status.success());
     let text = String::from_utf8_lossy(&cmp.stdout);
-    let line = text.lines().find(|l| l.starts_with("publish_latency_p99_ms")).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("publish_latency_p99_ms"))
+        .unwrap();
     assert!(line.ends_with("1.000"), "{text}");
     broker.assert_no_refused_frames();
 }

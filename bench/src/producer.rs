@@ -69,17 +69,14 @@ impl Schedule {
         self.start_ns + (i as f64 * self.interval_ns) as u64
     }
 
-    /// The intended time of the next record if it is due at `now_ns`; none once `end_ns` has
-    /// passed (what is still owed then is counted by [`Schedule::owed_before`]).
+    /// The intended time of the next record if it is due at `now_ns` and falls before
+    /// `end_ns` (without a timeline: `now_ns`, until `end_ns`).
     pub fn next_due(&self, now_ns: u64, end_ns: u64) -> Option<u64> {
-        if now_ns >= end_ns {
-            return None;
-        }
         if self.interval_ns == 0.0 {
-            return Some(now_ns);
+            return (now_ns < end_ns).then_some(now_ns);
         }
         let t = self.at(self.issued);
-        (t <= now_ns).then_some(t)
+        (t <= now_ns && t < end_ns).then_some(t)
     }
 
     /// When the next record is due (`now_ns` without a timeline).
@@ -184,11 +181,15 @@ pub fn run<C: Clock, S: Sink>(
 ) -> Result<ProducerOutcome, S::Error> {
     let mut schedule = Schedule::new(plan.start_ns, plan.rate_per_s);
     let mut delay = latency_histogram();
+    // Once the end has passed, one more turn creates what was due before it (a bounded
+    // amount); what a producer that fell far behind still owes after that is `unsent`.
+    let mut final_turn_done = false;
     loop {
         let now = clock.now_ns();
         let end = plan.end_ns.load(Ordering::Acquire);
+        let over = now >= end;
         let (mut made, mut made_bytes) = (0, 0);
-        while made < RECORDS_PER_TURN_MAX && made_bytes < TURN_BYTES_MAX {
+        while !final_turn_done && made < RECORDS_PER_TURN_MAX && made_bytes < TURN_BYTES_MAX {
             let Some(t) = schedule.next_due(now, end) else {
                 break;
             };
@@ -203,8 +204,8 @@ pub fn run<C: Clock, S: Sink>(
             }
         }
         batcher.seal_expired(now);
-        let over = now >= end;
         if over {
+            final_turn_done = true;
             batcher.seal_all();
         }
         let ready = batcher.take_ready();
