@@ -557,6 +557,9 @@ fn spawn_stream_producer(
             // Many small batches, so that several produce requests are in flight at the kill.
             ("linger.ms", "1"),
             ("batch.num.messages", "50"),
+            // Every dropped response closes the connection: reconnect at once.
+            ("reconnect.backoff.ms", "10"),
+            ("reconnect.backoff.max.ms", "50"),
             ("message.timeout.ms", "10000"),
             ("queue.buffering.max.messages", "5000"),
         ],
@@ -1040,4 +1043,52 @@ fn absurd_array_lengths_do_not_kill_the_broker() {
         b.assert_alive();
         assert_still_serving(&b, topic, what);
     }
+}
+
+/// Guards idempotent produce: the broker drops every 5th Produce response after the append
+/// (a test-only fault), librdkafka retries with the same sequences, and the log holds every
+/// record exactly once and in order; the same after a SIGKILL and restart of the broker
+/// (the sequence state is rebuilt from the log), with the same producer instance.
+#[test]
+fn idempotent_producer_retries_write_no_duplicates() {
+    let mut b = Broker::start_with_env("", &[("TERN_TEST_DROP_PRODUCE_RESPONSE_EVERY", "5")]);
+    create_topic(&b, "idem", 1);
+    let p = producer(
+        &b,
+        &[
+            ("enable.idempotence", "true"),
+            ("linger.ms", "1"),
+            ("batch.num.messages", "50"),
+            // Every dropped response closes the connection: reconnect at once.
+            ("reconnect.backoff.ms", "10"),
+            ("reconnect.backoff.max.ms", "50"),
+            ("retry.backoff.ms", "10"),
+        ],
+    );
+    let recs = |from: usize, n: usize| -> Vec<Rec> {
+        (from..from + n)
+            .map(|i| Rec::value(format!("idem-{i}")))
+            .collect()
+    };
+    let first = produce_all(&p, "idem", Some(0), &recs(0, 1500));
+    b.kill9();
+    b.restart();
+    let second = produce_all(&p, "idem", Some(0), &recs(1500, 1500));
+    let offsets: Vec<i64> = first.iter().chain(&second).map(|(_, o)| *o).collect();
+    assert_eq!(offsets, (0..3000).collect::<Vec<i64>>(), "delivery offsets");
+    let got = read_partition(&b, "idem", 0, 0, 3000);
+    assert_contiguous(&got, 0);
+    for (i, g) in got.iter().enumerate() {
+        assert_eq!(g.rec.value.as_deref(), Some(format!("idem-{i}").as_bytes()));
+    }
+    assert_eq!(
+        watermarks(&b, "idem", 0).1,
+        3000,
+        "no duplicate was appended"
+    );
+    let drops = b.log().matches("produce response dropped").count();
+    assert!(
+        drops >= 2,
+        "the fault fired {drops} times: no retry was exercised"
+    );
 }

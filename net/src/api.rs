@@ -81,11 +81,12 @@ pub fn supported(api: ApiKey) -> Option<RangeInclusive<i16>> {
         ApiKey::DeleteRecords => 0..=2,
         ApiKey::CreatePartitions => 0..=3,
         ApiKey::DescribeConfigs => 1..=4,
+        ApiKey::InitProducerId => 0..=4,
         _ => return None,
     })
 }
 
-const ALL_APIS: [ApiKey; 10] = [
+const ALL_APIS: [ApiKey; 11] = [
     ApiKey::Produce,
     ApiKey::Fetch,
     ApiKey::ListOffsets,
@@ -96,6 +97,7 @@ const ALL_APIS: [ApiKey; 10] = [
     ApiKey::DeleteRecords,
     ApiKey::CreatePartitions,
     ApiKey::DescribeConfigs,
+    ApiKey::InitProducerId,
 ];
 
 fn decode<T: Decodable>(body: &mut Bytes, version: i16) -> Result<T, ApiError> {
@@ -212,6 +214,7 @@ pub async fn handle(
         ApiKey::DescribeConfigs => {
             respond(api, v, id, &describe_configs(shard, decode(b, v)?, v).await)
         }
+        ApiKey::InitProducerId => respond(api, v, id, &init_producer_id(shard, decode(b, v)?)),
         _ => Err(ApiError::Decode(format!("{api:?} is not implemented"))),
     }
 }
@@ -894,6 +897,32 @@ const SOURCE_DEFAULT: i8 = 5;
 /// Read-only entry of a topic's DescribeConfigs listing which shard serves each partition
 /// (`partition:shard,…`), as reported by the shards themselves.
 pub const SHARDS_CONFIG: &str = "tern.partition.shards";
+
+/// InitProducerId for idempotent producers: a new producer id, or (KIP-360) the same id
+/// with the next epoch when the client asks for a bump. Transactional ids are refused:
+/// transactions are not implemented.
+fn init_producer_id(shard: &Rc<ShardState>, req: InitProducerIdRequest) -> InitProducerIdResponse {
+    let resp = InitProducerIdResponse::default()
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    if req.transactional_id.as_ref().is_some_and(|t| !t.is_empty()) {
+        return resp.with_error_code(ResponseError::InvalidRequest.code());
+    }
+    let (pid, epoch) = (req.producer_id.0, req.producer_epoch);
+    tracing::debug!(producer_id = pid, epoch, "InitProducerId");
+    if pid >= 0 && (0..i16::MAX - 1).contains(&epoch) {
+        return resp
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch + 1);
+    }
+    match shard.router.producer_ids.allocate() {
+        Ok(id) => resp.with_producer_id(ProducerId(id)).with_producer_epoch(0),
+        Err(e) => {
+            tracing::error!(error = %e, "InitProducerId");
+            resp.with_error_code(ResponseError::KafkaStorageError.code())
+        }
+    }
+}
 
 async fn partition_shards(shard: &Rc<ShardState>, topic: &str) -> String {
     let mut owned = Vec::new();

@@ -158,6 +158,12 @@ async fn write_responses(
         let response = match out {
             Outgoing::Ready(r) => r,
             Outgoing::Produce(f) => match f.await {
+                Ok(_) if fault::drop_produce_response() => {
+                    // Test-only fault: the append happened, the client never hears of it.
+                    tracing::warn!("test fault: produce response dropped, connection closed");
+                    let _ = stream.shutdown(std::net::Shutdown::Both);
+                    return Ok(());
+                }
                 Ok(r) => r,
                 Err(e) => {
                     let _ = stream.shutdown(std::net::Shutdown::Both);
@@ -186,6 +192,30 @@ async fn write_responses(
         }
     }
     Ok(())
+}
+
+/// Test-only fault injection, set from the environment at first use.
+mod fault {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+
+    /// `TERN_TEST_DROP_PRODUCE_RESPONSE_EVERY=N`: every Nth Produce response (counted over
+    /// the process) is not sent and its connection is closed, after the append completed.
+    /// Tests use it to make clients retry; nothing else should set it.
+    pub const DROP_PRODUCE_RESPONSE_ENV: &str = "TERN_TEST_DROP_PRODUCE_RESPONSE_EVERY";
+
+    static EVERY: OnceLock<u64> = OnceLock::new();
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+
+    pub fn drop_produce_response() -> bool {
+        let every = *EVERY.get_or_init(|| {
+            std::env::var(DROP_PRODUCE_RESPONSE_ENV)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        });
+        every > 0 && (COUNT.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(every)
+    }
 }
 
 /// A request frame after its header was checked.

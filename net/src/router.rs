@@ -19,6 +19,8 @@ pub struct Router {
     shards: Vec<mpsc::Sender<ShardMsg>>,
     meta_tx: mpsc::Sender<MetaMsg>,
     local_addr: std::net::SocketAddr,
+    /// InitProducerId's allocator.
+    pub producer_ids: crate::producer_ids::ProducerIds,
 }
 
 /// The shard that should have answered is gone (the broker is stopping).
@@ -33,6 +35,7 @@ impl Router {
         shards: Vec<mpsc::Sender<ShardMsg>>,
         meta_tx: mpsc::Sender<MetaMsg>,
         local_addr: std::net::SocketAddr,
+        producer_ids: crate::producer_ids::ProducerIds,
     ) -> Self {
         Router {
             config,
@@ -40,6 +43,7 @@ impl Router {
             shards,
             meta_tx,
             local_addr,
+            producer_ids,
         }
     }
 

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::admin::{self, MetaMsg, META_QUEUE_MAX};
 use crate::meta::{MetaError, MetaStore};
+use crate::producer_ids::{ProducerIdError, ProducerIds};
 use crate::router::Router;
 use crate::shard::{ShardMsg, ShardState, SHARD_QUEUE_MAX};
 
@@ -31,6 +32,8 @@ pub enum StartError {
     DataDir { path: String, cause: io::Error },
     #[error("shard {shard} failed to start: {reason}")]
     Shard { shard: usize, reason: String },
+    #[error(transparent)]
+    ProducerIds(#[from] ProducerIdError),
 }
 
 /// A running broker.
@@ -64,7 +67,15 @@ impl Broker {
             receivers.push(rx);
         }
         let (meta_tx, meta_rx) = mpsc::channel::<MetaMsg>(META_QUEUE_MAX);
-        let router = Arc::new(Router::new(config.clone(), meta, senders, meta_tx, addr));
+        let producer_ids = ProducerIds::open(&config.log_dir.join(crate::meta::META_DIR))?;
+        let router = Arc::new(Router::new(
+            config.clone(),
+            meta,
+            senders,
+            meta_tx,
+            addr,
+            producer_ids,
+        ));
         let (stop, stop_rx) = watch::channel(false);
         let (ready_tx, ready_rx) = std_mpsc::channel::<Result<(), String>>();
         let all_cores = core_affinity::get_core_ids().unwrap_or_default();

@@ -253,7 +253,10 @@ impl ShardState {
                     result.log_append_time_ms = info.log_append_time_ms;
                     p.signal.notify_waiters();
                 }
-                Err(e) => result.error = append_error_code(&e),
+                Err(e) => {
+                    tracing::debug!(topic = %tp.0, partition = tp.1, error = %e, "append refused");
+                    result.error = append_error_code(&e);
+                }
             }
             result.log_start_offset = p.log.log_start_offset().0;
             let _ = reply.send(result);

@@ -24,6 +24,7 @@ pub struct Broker {
     dir: tempfile::TempDir,
     extra: String,
     starts: usize,
+    env: Vec<(String, String)>,
 }
 
 impl Broker {
@@ -31,6 +32,11 @@ impl Broker {
     /// (they may override nothing set here except by adding keys; `cores` defaults to `[0]`
     /// unless `extra` sets it).
     pub fn start(extra: &str) -> Broker {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// [`Broker::start`] with environment variables for the process (test-only faults).
+    pub fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Broker {
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
         let mut broker = Broker {
             child: None,
@@ -38,6 +44,10 @@ impl Broker {
             dir,
             extra: extra.to_string(),
             starts: 0,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         broker.spawn();
         broker
@@ -96,6 +106,7 @@ impl Broker {
             // Refused frames are logged at debug level: tests check that real clients
             // never trigger one.
             .env("TERN_LOG", "info,tern_net=debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
