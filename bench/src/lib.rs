@@ -16,6 +16,16 @@
 //!   the table printed for humans; [`scratch`] owns the data directory; [`cpu`] reads the
 //!   thread's CPU time, which tells a busy engine from a waiting one.
 //!
+//! * `tern bench run` / `suite` / `compare` measure a broker through the Kafka protocol, so
+//!   they drive any Kafka-compatible broker: [`spec`] reads the workload files (the
+//!   OpenMessaging Benchmark's shape), [`producer`] keeps each producer on its timeline of
+//!   intended send times (no coordinated omission) and hands [`batcher`]'s RecordBatches to
+//!   [`wire`]'s pipelined Produce connections, [`wire`] also holds the Fetch loop and admin
+//!   calls, [`run`] runs the threads and phases of one workload, [`stats`] merges the
+//!   threads' histograms, [`broker_report`] is the JSON/table/compare, [`plot`] the SVG,
+//!   [`disk`] the raw-disk baseline of a broker run, and [`suite`] starts local `tern serve`
+//!   processes for the standard workloads (`bench/workloads/`).
+//!
 //! Criterion micro-benchmarks of the engine's CPU cost live with the engine
 //! (`engine/benches/`).
 
