@@ -7,8 +7,8 @@
 //! intended send, blocked on a full in-flight window or on a Fetch), which costs less CPU
 //! than an async runtime's polling, and needs no runtime at all.
 //!
-//! The main thread is the collector: every [`TICK_MS`] it takes what each thread recorded,
-//! adds it to the current window (closed every `window_s`, and at every change of phase),
+//! The main thread is the collector: every `TICK_MS` (100 ms) it takes what each thread
+//! recorded, adds it to the current window (closed every `window_s`, and at every change of phase),
 //! prints a progress line, and moves the run through its phases: `backlog` (producing only,
 //! until `consumerBacklogSizeGB` is written), `warmup` (not reported), `test` (the figures)
 //! and `drain` (producers done; the acknowledgements and consumption of the last records).
