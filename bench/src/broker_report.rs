@@ -287,9 +287,23 @@ fn f(v: f64) -> String {
 impl fmt::Display for BrokerReport {
     fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
         let w = &self.workload;
-        writeln!(out, "workload {:?}: {} topic(s) × {} partitions, {} B records, {} producer(s), {} consumer(s), acks={}, linger {} ms",
-            w.name, w.topics, w.partitions_per_topic, w.message_size, self.producers, self.consumers,
-            if w.driver.acks.0 == -1 { "all".to_string() } else { w.driver.acks.0.to_string() }, w.driver.linger_ms)?;
+        writeln!(
+            out,
+            "workload {:?}: {} topic(s) × {} partitions, {} B records, {} producer(s), \
+             {} consumer(s), acks={}, linger {} ms",
+            w.name,
+            w.topics,
+            w.partitions_per_topic,
+            w.message_size,
+            self.producers,
+            self.consumers,
+            if w.driver.acks.0 == -1 {
+                "all".to_string()
+            } else {
+                w.driver.acks.0.to_string()
+            },
+            w.driver.linger_ms
+        )?;
         let target = if w.producer_rate == 0.0 {
             "max".to_string()
         } else {
@@ -344,9 +358,19 @@ impl fmt::Display for BrokerReport {
             writeln!(out)?;
         }
         if let Some(b) = &self.disk_baseline {
-            writeln!(out, "disk baseline ({}): {} B write+fdatasync p50/p99 {}/{} ms before, {}/{} ms after; O_DIRECT write {} / {} MB/s",
-                b.dir, b.write_bytes, f(b.before_fdatasync_p50_ms), f(b.before_fdatasync_p99_ms),
-                f(b.after_fdatasync_p50_ms), f(b.after_fdatasync_p99_ms), f(b.before_write_mb_per_s), f(b.after_write_mb_per_s))?;
+            writeln!(
+                out,
+                "disk baseline ({}): {} B write+fdatasync p50/p99 {}/{} ms before, \
+                 {}/{} ms after; O_DIRECT write {} / {} MB/s",
+                b.dir,
+                b.write_bytes,
+                f(b.before_fdatasync_p50_ms),
+                f(b.before_fdatasync_p99_ms),
+                f(b.after_fdatasync_p50_ms),
+                f(b.after_fdatasync_p99_ms),
+                f(b.before_write_mb_per_s),
+                f(b.after_write_mb_per_s)
+            )?;
         }
         if let Some(r) = self.ratio_publish_p99_to_fdatasync_p99 {
             writeln!(out, "ratio publish p99 / raw fdatasync p99: {r:.1}×")?;
@@ -425,8 +449,14 @@ mod tests {
     /// Guards compare: common numeric fields, ratios b / a, known fields first.
     #[test]
     fn compare_side_by_side() {
-        let a = json!({"workload_name": "w", "publish_latency_p99_ms": 2.0, "publish_rate_mb_per_s": 100.0, "x_count": 5, "only_a": 1});
-        let b = json!({"workload_name": "w", "publish_latency_p99_ms": 1.0, "publish_rate_mb_per_s": 150.0, "x_count": 5});
+        let a = json!({
+            "workload_name": "w", "publish_latency_p99_ms": 2.0,
+            "publish_rate_mb_per_s": 100.0, "x_count": 5, "only_a": 1
+        });
+        let b = json!({
+            "workload_name": "w", "publish_latency_p99_ms": 1.0,
+            "publish_rate_mb_per_s": 150.0, "x_count": 5
+        });
         let t = compare(&a, &b, "a.json", "b.json");
         let lines: Vec<&str> = t.lines().collect();
         assert!(

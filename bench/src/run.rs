@@ -51,7 +51,10 @@ pub enum RunError {
     Spec(#[from] crate::spec::SpecError),
     #[error(transparent)]
     Wire(#[from] WireError),
-    #[error("topic {topic:?}: partitions are led by several brokers ({leaders:?}); the harness supports one leader per topic for now")]
+    #[error(
+        "topic {topic:?}: partitions are led by several brokers ({leaders:?}); \
+         the harness supports one leader per topic for now"
+    )]
     SeveralLeaders { topic: String, leaders: Vec<String> },
     #[error("starting a thread: {0}")]
     Thread(std::io::Error),
@@ -590,10 +593,12 @@ impl<'a> Runner<'a> {
         });
         let (rate, cons, p99) = last.unwrap_or((0.0, 0.0, 0.0));
         let mb = |r: f64| r * self.w.message_size as f64 / 1e6;
+        let subs = u64::from(self.w.subscriptions_per_topic.max(1));
+        let backlog = self.published().saturating_sub(self.consumed() / subs);
         let line = format!(
-            "[{elapsed:>6.1}/{total:.0} s {phase:?}] publish {rate:>9.0} rec/s {:>7.1} MB/s p99 {p99:>8.2} ms | consume {cons:>9.0} rec/s | backlog {} rec",
+            "[{elapsed:>6.1}/{total:.0} s {phase:?}] publish {rate:>9.0} rec/s {:>7.1} MB/s \
+             p99 {p99:>8.2} ms | consume {cons:>9.0} rec/s | backlog {backlog} rec",
             mb(rate),
-            self.published().saturating_sub(self.consumed() / u64::from(self.w.subscriptions_per_topic.max(1))),
         );
         let mut err = std::io::stderr().lock();
         let _ = if tty {

@@ -194,12 +194,21 @@ pub fn summary(
         );
     }
     s += &format!(
-        "Disk baseline ({} B O_DIRECT write + fdatasync, {} writes; 1 MiB O_DIRECT writes, 4 in flight): \
-         fdatasync p50/p99 {:.3}/{:.3} ms before, {:.3}/{:.3} ms after; write {:.0} / {:.0} MB/s.\n\n",
-        b.write_bytes, b.fdatasync_writes, b.before_fdatasync_p50_ms, b.before_fdatasync_p99_ms,
-        b.after_fdatasync_p50_ms, b.after_fdatasync_p99_ms, b.before_write_mb_per_s, b.after_write_mb_per_s
+        "Disk baseline ({} B O_DIRECT write + fdatasync, {} writes; \
+         1 MiB O_DIRECT writes, 4 in flight): fdatasync p50/p99 {:.3}/{:.3} ms before, \
+         {:.3}/{:.3} ms after; write {:.0} / {:.0} MB/s.\n\n",
+        b.write_bytes,
+        b.fdatasync_writes,
+        b.before_fdatasync_p50_ms,
+        b.before_fdatasync_p99_ms,
+        b.after_fdatasync_p50_ms,
+        b.after_fdatasync_p99_ms,
+        b.before_write_mb_per_s,
+        b.after_write_mb_per_s
     );
-    s += "| workload | target rec/s | rec/s | MB/s | publish p50 ms | p99 | p99.9 | max | e2e p50 ms | e2e p99 | consumed / expected | unsent | p99 / raw fdatasync p99 | MB/s / raw write MB/s |\n";
+    s += "| workload | target rec/s | rec/s | MB/s | publish p50 ms | p99 | p99.9 | max \
+          | e2e p50 ms | e2e p99 | consumed / expected | unsent | p99 / raw fdatasync p99 \
+          | MB/s / raw write MB/s |\n";
     s += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for (file, r) in reports {
         let l = |k: &str| r.latency_ms(k);
@@ -210,12 +219,21 @@ pub fn summary(
         };
         let opt = |v: Option<f64>, d: usize| v.map_or("-".to_string(), |v| format!("{v:.d$}"));
         s += &format!(
-            "| {file} | {target} | {:.0} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} / {} | {} | {} | {} |\n",
-            r.publish_rate_records_per_s, r.publish_rate_mb_per_s,
-            l("publish_latency_p50_ms"), l("publish_latency_p99_ms"), l("publish_latency_p99_9_ms"), l("publish_latency_max_ms"),
-            l("end_to_end_latency_p50_ms"), l("end_to_end_latency_p99_ms"),
-            r.records_consumed, r.records_consumed_expected, r.records_unsent,
-            opt(r.ratio_publish_p99_to_fdatasync_p99, 1), opt(r.ratio_publish_mb_per_s_to_disk_write_mb_per_s, 3),
+            "| {file} | {target} | {:.0} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} \
+             | {} / {} | {} | {} | {} |\n",
+            r.publish_rate_records_per_s,
+            r.publish_rate_mb_per_s,
+            l("publish_latency_p50_ms"),
+            l("publish_latency_p99_ms"),
+            l("publish_latency_p99_9_ms"),
+            l("publish_latency_max_ms"),
+            l("end_to_end_latency_p50_ms"),
+            l("end_to_end_latency_p99_ms"),
+            r.records_consumed,
+            r.records_consumed_expected,
+            r.records_unsent,
+            opt(r.ratio_publish_p99_to_fdatasync_p99, 1),
+            opt(r.ratio_publish_mb_per_s_to_disk_write_mb_per_s, 3),
         );
     }
     s

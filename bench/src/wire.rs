@@ -190,7 +190,10 @@ pub fn wait_for_leaders(
         if Instant::now() >= deadline {
             return Err(WireError::Topic {
                 topic: name.to_string(),
-                reason: format!("{missing} of {partitions} partitions have no leader after {TOPIC_READY_MS_MAX} ms"),
+                reason: format!(
+                    "{missing} of {partitions} partitions have no leader \
+                     after {TOPIC_READY_MS_MAX} ms"
+                ),
             });
         }
         std::thread::sleep(Duration::from_millis(100));
