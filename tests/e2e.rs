@@ -1,6 +1,6 @@
 //! End-to-end tests: a real `tern serve` process driven by librdkafka (the `rdkafka` crate)
-//! and, for bad input, by raw sockets. Consumers use manual assignment (`assign`), never
-//! `subscribe`: consumer groups are not implemented yet.
+//! and, for bad input, by raw sockets. Data-path tests use manual assignment (`assign`);
+//! the group tests at the end `subscribe` and commit through the group coordinator.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -1091,4 +1091,433 @@ fn idempotent_producer_retries_write_no_duplicates() {
         drops >= 2,
         "the fault fired {drops} times: no retry was exercised"
     );
+}
+
+// ------------------------------------------------------------------------------ groups
+
+/// Broker settings for group tests: a short first-rebalance delay, short sessions allowed.
+const GROUPS: &str = "group.initial.rebalance.delay.ms = 300\ngroup.min.session.timeout.ms = 1000";
+
+/// A subscribing consumer of `group` (earliest reset, manual commits).
+fn group_consumer(b: &Broker, group: &str, extra: &[(&str, &str)]) -> BaseConsumer {
+    let mut c = client_config(
+        b,
+        &[
+            ("group.id", group),
+            ("enable.auto.commit", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("session.timeout.ms", "6000"),
+            ("heartbeat.interval.ms", "300"),
+        ],
+    );
+    for (k, v) in extra {
+        c.set(*k, *v);
+    }
+    c.create().expect("group consumer")
+}
+
+fn assigned(c: &BaseConsumer) -> Vec<i32> {
+    let mut parts: Vec<i32> = c
+        .assignment()
+        .expect("assignment")
+        .elements()
+        .iter()
+        .map(|e| e.partition())
+        .collect();
+    parts.sort_unstable();
+    parts
+}
+
+/// Polls every consumer (serving rebalances) until `done` holds for their assignments.
+fn poll_until(
+    cs: &[&BaseConsumer],
+    what: &str,
+    done: impl Fn(&[Vec<i32>]) -> bool,
+) -> Vec<Vec<i32>> {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        for c in cs {
+            if let Some(Err(e)) = c.poll(Duration::from_millis(50)) {
+                panic!("consumer error while waiting for {what}: {e}");
+            }
+        }
+        let now: Vec<Vec<i32>> = cs.iter().map(|c| assigned(c)).collect();
+        if done(&now) {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: assignments stuck at {now:?}"
+        );
+    }
+}
+
+/// Polls `c` until `n` records arrived (rebalances served on the way).
+fn consume_group(c: &BaseConsumer, n: usize) -> Vec<(i32, i64, Vec<u8>)> {
+    let deadline = Instant::now() + DEADLINE;
+    let mut got = Vec::new();
+    while got.len() < n {
+        assert!(Instant::now() < deadline, "consumed {} of {n}", got.len());
+        match c.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => got.push((
+                m.partition(),
+                m.offset(),
+                m.payload().unwrap_or(&[]).to_vec(),
+            )),
+            Some(Err(e)) => panic!("consumer error: {e}"),
+            None => {}
+        }
+    }
+    got
+}
+
+/// Guards group sharing with both eager (range) and cooperative-sticky assignors: two
+/// members of one group on a 4-partition topic get two partitions each; when one leaves,
+/// the other gets all four.
+#[test]
+fn consumer_group_shares_partitions_and_rebalances_on_leave() {
+    let b = Broker::start(GROUPS);
+    create_topic(&b, "shared", 4);
+    for (group, strategy) in [("g-range", "range"), ("g-coop", "cooperative-sticky")] {
+        let cfg = [("partition.assignment.strategy", strategy)];
+        let a = group_consumer(&b, group, &cfg);
+        let c = group_consumer(&b, group, &cfg);
+        a.subscribe(&["shared"]).unwrap();
+        c.subscribe(&["shared"]).unwrap();
+        let got = poll_until(&[&a, &c], "two partitions each", |asg| {
+            asg.iter().all(|x| x.len() == 2)
+        });
+        let mut all = got.concat();
+        all.sort_unstable();
+        assert_eq!(all, vec![0, 1, 2, 3], "{strategy}");
+        drop(c);
+        poll_until(&[&a], "all four after the other left", |asg| {
+            asg[0].len() == 4
+        });
+    }
+}
+
+/// Guards session expiry: a member that joined (raw protocol) and then never heartbeats is
+/// expelled after its session timeout, and the remaining librdkafka member gets every
+/// partition back.
+#[test]
+fn silent_member_is_expelled_after_session_timeout() {
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::{
+        ConsumerProtocolSubscription, GroupId, JoinGroupRequest, JoinGroupResponse,
+        SyncGroupRequest, SyncGroupResponse,
+    };
+    let b = Broker::start(GROUPS);
+    create_topic(&b, "expel", 4);
+    let a = group_consumer(&b, "g-expel", &[]);
+    a.subscribe(&["expel"]).unwrap();
+    poll_until(&[&a], "the first member owns all", |asg| asg[0].len() == 4);
+    let addr = b.addr();
+    let silent = std::thread::spawn(move || {
+        let mut c = tern_net::client::Client::connect(&addr, DEADLINE).unwrap();
+        let mut sub = bytes::BytesMut::new();
+        sub.extend_from_slice(&0i16.to_be_bytes());
+        ConsumerProtocolSubscription::default()
+            .with_topics(vec![StrBytes::from_static_str("expel")])
+            .encode(&mut sub, 0)
+            .unwrap();
+        let join = |member: &str| {
+            JoinGroupRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("g-expel")))
+                .with_session_timeout_ms(2000)
+                .with_rebalance_timeout_ms(30_000)
+                .with_member_id(StrBytes::from_string(member.to_string()))
+                .with_protocol_type(StrBytes::from_static_str("consumer"))
+                .with_protocols(vec![JoinGroupRequestProtocol::default()
+                    .with_name(StrBytes::from_static_str("range"))
+                    .with_metadata(sub.clone().freeze())])
+        };
+        let first: JoinGroupResponse = c.request(ApiKey::JoinGroup, 5, &join("")).unwrap();
+        assert_eq!(first.error_code, 79, "MEMBER_ID_REQUIRED");
+        let joined: JoinGroupResponse = c
+            .request(ApiKey::JoinGroup, 5, &join(&first.member_id))
+            .unwrap();
+        assert_eq!(joined.error_code, 0);
+        let sync: SyncGroupResponse = c
+            .request(
+                ApiKey::SyncGroup,
+                3,
+                &SyncGroupRequest::default()
+                    .with_group_id(GroupId(StrBytes::from_static_str("g-expel")))
+                    .with_generation_id(joined.generation_id)
+                    .with_member_id(joined.member_id.clone()),
+            )
+            .unwrap();
+        assert_eq!(sync.error_code, 0);
+        // And now silence: no heartbeat ever.
+        c
+    });
+    poll_until(&[&a], "the silent member got its share", |asg| {
+        asg[0].len() == 2
+    });
+    let _keep_connection_open = silent.join().unwrap();
+    poll_until(
+        &[&a],
+        "all partitions back after the session expired",
+        |asg| asg[0].len() == 4,
+    );
+}
+
+/// Guards committed offsets: they survive a SIGKILL and restart of the broker, and a new
+/// member of the group resumes from them.
+#[test]
+fn commits_survive_restart_and_a_new_member_resumes() {
+    use rdkafka::consumer::CommitMode;
+    let mut b = Broker::start(GROUPS);
+    create_topic(&b, "resume", 2);
+    let p = producer(&b, &[]);
+    for part in 0..2 {
+        let recs: Vec<Rec> = (0..10)
+            .map(|i| Rec::value(format!("p{part}-{i}")))
+            .collect();
+        produce_all(&p, "resume", Some(part), &recs);
+    }
+    let c = group_consumer(&b, "g-resume", &[]);
+    c.subscribe(&["resume"]).unwrap();
+    consume_group(&c, 20);
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("resume", 0, Offset::Offset(4))
+        .unwrap();
+    tpl.add_partition_offset("resume", 1, Offset::Offset(7))
+        .unwrap();
+    c.commit(&tpl, CommitMode::Sync).expect("commit");
+    drop(c);
+    b.kill9();
+    b.restart();
+    let d = group_consumer(&b, "g-resume", &[]);
+    d.subscribe(&["resume"]).unwrap();
+    let mut got = consume_group(&d, 9);
+    got.sort();
+    let expected: Vec<(i32, i64, Vec<u8>)> = (4..10)
+        .map(|i| (0, i, format!("p0-{i}").into_bytes()))
+        .chain((7..10).map(|i| (1, i, format!("p1-{i}").into_bytes())))
+        .collect();
+    assert_eq!(got, expected);
+    let committed = d.committed(DEADLINE).expect("committed");
+    let mut offsets: Vec<(i32, Offset)> = committed
+        .elements()
+        .iter()
+        .map(|e| (e.partition(), e.offset()))
+        .collect();
+    offsets.sort_by_key(|(p, _)| *p);
+    assert_eq!(
+        offsets,
+        vec![(0, Offset::Offset(4)), (1, Offset::Offset(7))]
+    );
+}
+
+/// Guards `auto.offset.reset` for a group without commits: earliest reads what exists,
+/// latest reads only what comes after it joined.
+#[test]
+fn auto_offset_reset_earliest_and_latest() {
+    let b = Broker::start(GROUPS);
+    create_topic(&b, "reset", 1);
+    let p = producer(&b, &[]);
+    let old: Vec<Rec> = (0..5).map(|i| Rec::value(format!("old-{i}"))).collect();
+    produce_all(&p, "reset", Some(0), &old);
+    let early = group_consumer(&b, "g-early", &[]);
+    early.subscribe(&["reset"]).unwrap();
+    let got = consume_group(&early, 5);
+    assert_eq!(got[0].2, b"old-0");
+    let late = group_consumer(&b, "g-late", &[("auto.offset.reset", "latest")]);
+    late.subscribe(&["reset"]).unwrap();
+    poll_until(&[&late], "latest consumer assigned", |asg| {
+        asg[0].len() == 1
+    });
+    // The reset to latest happens when its fetch starts: keep producing until it reads one.
+    let deadline = Instant::now() + DEADLINE;
+    let first = loop {
+        assert!(Instant::now() < deadline, "latest consumer read nothing");
+        produce_all(&p, "reset", Some(0), &[Rec::value("new")]);
+        if let Some(m) = late.poll(Duration::from_millis(200)) {
+            let m = m.expect("consumer error");
+            break (m.offset(), m.payload().unwrap_or(&[]).to_vec());
+        }
+    };
+    assert!(
+        first.0 >= 5,
+        "latest started at {} (an old record)",
+        first.0
+    );
+    assert_eq!(first.1, b"new");
+}
+
+/// Guards static membership: a static member that restarts within its session timeout gets
+/// its partitions back, and the other member keeps its own, without a rebalance.
+#[test]
+fn static_member_restart_keeps_its_partitions() {
+    let b = Broker::start(GROUPS);
+    create_topic(&b, "static", 4);
+    let cfg = |id: &'static str| [("group.instance.id", id), ("session.timeout.ms", "30000")];
+    let a = group_consumer(&b, "g-static", &cfg("s1"));
+    let c = group_consumer(&b, "g-static", &cfg("s2"));
+    a.subscribe(&["static"]).unwrap();
+    c.subscribe(&["static"]).unwrap();
+    let before = poll_until(&[&a, &c], "two each", |asg| {
+        asg.iter().all(|x| x.len() == 2)
+    });
+    drop(a);
+    let a2 = group_consumer(&b, "g-static", &cfg("s1"));
+    a2.subscribe(&["static"]).unwrap();
+    let after = poll_until(&[&a2, &c], "the restarted member is back", |asg| {
+        asg[0].len() == 2 && asg[1].len() == 2
+    });
+    assert_eq!(
+        after, before,
+        "a restarted static member keeps its partitions"
+    );
+}
+
+/// Guards bad group input: Kafka's errors, and the broker keeps serving.
+#[test]
+fn bad_group_requests_get_kafka_errors() {
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+    use kafka_protocol::messages::{
+        GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
+        OffsetCommitRequest, OffsetCommitResponse, SyncGroupRequest, SyncGroupResponse,
+    };
+    let b = Broker::start(GROUPS);
+    create_topic(&b, "bad-groups", 1);
+    let mut c = tern_net::client::Client::connect(&b.addr(), DEADLINE).unwrap();
+    let gid = |g: &str| GroupId(StrBytes::from_string(g.to_string()));
+    let commit = |group: &str, generation: i32, member: &str, metadata: String| {
+        OffsetCommitRequest::default()
+            .with_group_id(gid(group))
+            .with_generation_id_or_member_epoch(generation)
+            .with_member_id(StrBytes::from_string(member.to_string()))
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("bad-groups")))
+                .with_partitions(vec![OffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(1)
+                    .with_committed_metadata(Some(StrBytes::from_string(
+                        metadata,
+                    )))])])
+    };
+    let code = |r: &OffsetCommitResponse| r.topics[0].partitions[0].error_code;
+    let r: OffsetCommitResponse = c
+        .request(
+            ApiKey::OffsetCommit,
+            8,
+            &commit("nobody-home", 5, "ghost", String::new()),
+        )
+        .unwrap();
+    assert!(
+        [22, 25].contains(&code(&r)),
+        "unknown group, wrong generation: {}",
+        code(&r)
+    );
+    let r: OffsetCommitResponse = c
+        .request(
+            ApiKey::OffsetCommit,
+            8,
+            &commit("g-bad", -1, "", "m".repeat(5000)),
+        )
+        .unwrap();
+    assert_eq!(code(&r), 12, "OFFSET_METADATA_TOO_LARGE");
+    let r: HeartbeatResponse = c
+        .request(
+            ApiKey::Heartbeat,
+            4,
+            &HeartbeatRequest::default()
+                .with_group_id(gid("nobody-home"))
+                .with_generation_id(1)
+                .with_member_id(StrBytes::from_static_str("ghost")),
+        )
+        .unwrap();
+    assert_ne!(r.error_code, 0, "heartbeat of a stranger");
+    // A member id of 1 MB and a 4 MB protocol metadata blob.
+    let join = |member: String, metadata: Vec<u8>| {
+        JoinGroupRequest::default()
+            .with_group_id(gid("g-bad"))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_member_id(StrBytes::from_string(member))
+            .with_protocol_type(StrBytes::from_static_str("consumer"))
+            .with_protocols(vec![JoinGroupRequestProtocol::default()
+                .with_name(StrBytes::from_static_str("range"))
+                .with_metadata(Bytes::from(metadata))])
+    };
+    // The client refuses to encode a 1 MB string: write JoinGroup v6 (flexible) by hand.
+    let compact = |b: &mut Vec<u8>, v: &[u8]| {
+        let mut n = v.len() as u64 + 1;
+        while n >= 0x80 {
+            b.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        b.push(n as u8);
+        b.extend_from_slice(v);
+    };
+    let mut body = Vec::new();
+    compact(&mut body, b"g-bad");
+    body.extend_from_slice(&10_000i32.to_be_bytes());
+    body.extend_from_slice(&10_000i32.to_be_bytes());
+    compact(&mut body, &vec![b'x'; 1 << 20]);
+    body.push(0); // group_instance_id: null
+    compact(&mut body, b"consumer");
+    body.push(2); // one protocol
+    compact(&mut body, b"range");
+    compact(&mut body, &[1]);
+    body.extend_from_slice(&[0, 0]); // tagged fields of the protocol and of the request
+    let frame = frame_with_body(ApiKey::JoinGroup as i16, 6, 2, &body);
+    let mut raw = raw_connect(&b);
+    let mut resp = round_trip(&mut raw, ApiKey::JoinGroup, 6, &frame);
+    let r = JoinGroupResponse::decode(&mut resp, 6).unwrap();
+    assert_eq!(r.error_code, 25, "UNKNOWN_MEMBER_ID for a 1 MB member id");
+    let r: JoinGroupResponse = c
+        .request(ApiKey::JoinGroup, 5, &join(String::new(), vec![7; 4 << 20]))
+        .unwrap();
+    assert_eq!(r.error_code, 79, "MEMBER_ID_REQUIRED");
+    let joined: JoinGroupResponse = c
+        .request(
+            ApiKey::JoinGroup,
+            5,
+            &join(r.member_id.to_string(), vec![7; 4 << 20]),
+        )
+        .unwrap();
+    assert_eq!(joined.error_code, 0);
+    assert_eq!(joined.leader, joined.member_id);
+    // The leader assigns to a member that does not exist: ignored, its own assignment works.
+    let sync: SyncGroupResponse = c
+        .request(
+            ApiKey::SyncGroup,
+            3,
+            &SyncGroupRequest::default()
+                .with_group_id(gid("g-bad"))
+                .with_generation_id(joined.generation_id)
+                .with_member_id(joined.member_id.clone())
+                .with_assignments(vec![
+                    SyncGroupRequestAssignment::default()
+                        .with_member_id(StrBytes::from_static_str("ghost"))
+                        .with_assignment(Bytes::from_static(b"nope")),
+                    SyncGroupRequestAssignment::default()
+                        .with_member_id(joined.member_id.clone())
+                        .with_assignment(Bytes::from_static(b"mine")),
+                ]),
+        )
+        .unwrap();
+    assert_eq!((sync.error_code, &sync.assignment[..]), (0, &b"mine"[..]));
+    let r: OffsetCommitResponse = c
+        .request(
+            ApiKey::OffsetCommit,
+            8,
+            &commit(
+                "g-bad",
+                joined.generation_id + 1,
+                &joined.member_id,
+                String::new(),
+            ),
+        )
+        .unwrap();
+    assert_eq!(code(&r), 22, "ILLEGAL_GENERATION for a stale generation");
+    assert_still_serving(&b, "bad-groups", "bad group requests");
 }

@@ -39,6 +39,7 @@ use tokio::sync::{oneshot, Notify};
 
 use crate::admin::{AdminError, MetaMsg};
 use crate::conn::frame;
+use crate::group::handlers as groups;
 use crate::meta::TopicMeta;
 use crate::shard::{FetchResult, ListOffsetsResult, ProduceResult, ShardMsg, ShardState};
 use crate::wire::fetch::{
@@ -82,11 +83,22 @@ pub fn supported(api: ApiKey) -> Option<RangeInclusive<i16>> {
         ApiKey::CreatePartitions => 0..=3,
         ApiKey::DescribeConfigs => 1..=4,
         ApiKey::InitProducerId => 0..=4,
+        ApiKey::FindCoordinator => 0..=4,
+        ApiKey::JoinGroup => 0..=9,
+        ApiKey::SyncGroup => 0..=5,
+        ApiKey::Heartbeat => 0..=4,
+        ApiKey::LeaveGroup => 0..=5,
+        ApiKey::OffsetCommit => 2..=9,
+        ApiKey::OffsetFetch => 1..=9,
+        ApiKey::ListGroups => 0..=5,
+        ApiKey::DescribeGroups => 0..=5,
+        ApiKey::DeleteGroups => 0..=2,
+        ApiKey::OffsetDelete => 0..=0,
         _ => return None,
     })
 }
 
-const ALL_APIS: [ApiKey; 11] = [
+const ALL_APIS: [ApiKey; 22] = [
     ApiKey::Produce,
     ApiKey::Fetch,
     ApiKey::ListOffsets,
@@ -98,6 +110,17 @@ const ALL_APIS: [ApiKey; 11] = [
     ApiKey::CreatePartitions,
     ApiKey::DescribeConfigs,
     ApiKey::InitProducerId,
+    ApiKey::FindCoordinator,
+    ApiKey::JoinGroup,
+    ApiKey::SyncGroup,
+    ApiKey::Heartbeat,
+    ApiKey::LeaveGroup,
+    ApiKey::OffsetCommit,
+    ApiKey::OffsetFetch,
+    ApiKey::ListGroups,
+    ApiKey::DescribeGroups,
+    ApiKey::DeleteGroups,
+    ApiKey::OffsetDelete,
 ];
 
 fn decode<T: Decodable>(body: &mut Bytes, version: i16) -> Result<T, ApiError> {
@@ -215,6 +238,61 @@ pub async fn handle(
             respond(api, v, id, &describe_configs(shard, decode(b, v)?, v).await)
         }
         ApiKey::InitProducerId => respond(api, v, id, &init_producer_id(shard, decode(b, v)?)),
+        ApiKey::FindCoordinator => respond(
+            api,
+            v,
+            id,
+            &groups::find_coordinator(shard, decode(b, v)?, v).await,
+        ),
+        ApiKey::JoinGroup => {
+            let client_id = header.client_id.as_ref().map_or("", |c| c.as_str());
+            let resp = groups::join_group(shard, decode(b, v)?, v, client_id).await;
+            respond(api, v, id, &resp)
+        }
+        ApiKey::SyncGroup => respond(api, v, id, &groups::sync_group(shard, decode(b, v)?).await),
+        ApiKey::Heartbeat => respond(api, v, id, &groups::heartbeat(shard, decode(b, v)?).await),
+        ApiKey::LeaveGroup => respond(
+            api,
+            v,
+            id,
+            &groups::leave_group(shard, decode(b, v)?, v).await,
+        ),
+        ApiKey::OffsetCommit => respond(
+            api,
+            v,
+            id,
+            &groups::offset_commit(shard, decode(b, v)?, v).await,
+        ),
+        ApiKey::OffsetFetch => respond(
+            api,
+            v,
+            id,
+            &groups::offset_fetch(shard, decode(b, v)?, v).await,
+        ),
+        ApiKey::ListGroups => respond(
+            api,
+            v,
+            id,
+            &groups::list_groups(shard, decode(b, v)?, v).await,
+        ),
+        ApiKey::DescribeGroups => respond(
+            api,
+            v,
+            id,
+            &groups::describe_groups(shard, decode(b, v)?, v).await,
+        ),
+        ApiKey::DeleteGroups => respond(
+            api,
+            v,
+            id,
+            &groups::delete_groups(shard, decode(b, v)?).await,
+        ),
+        ApiKey::OffsetDelete => respond(
+            api,
+            v,
+            id,
+            &groups::offset_delete(shard, decode(b, v)?).await,
+        ),
         _ => Err(ApiError::Decode(format!("{api:?} is not implemented"))),
     }
 }

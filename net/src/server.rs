@@ -206,6 +206,10 @@ async fn run_shard(cfg: ShardConfig) {
         let _ = cfg.ready.send(Err(e));
         return;
     }
+    if let Err(e) = state.load_groups().await {
+        let _ = cfg.ready.send(Err(e));
+        return;
+    }
     tokio_uring::spawn(state.clone().serve_queue(cfg.rx));
     let ticks = tokio_uring::spawn(state.clone().run_ticks());
     if let Some(meta_rx) = cfg.meta_rx {

@@ -20,6 +20,7 @@ use tern_engine::{AppendError, DirectIo, Log, LogError, Offset, Slice, UringStor
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::config_map::log_config;
+use crate::group::driver::{GroupAnswer, GroupOp, Groups};
 use crate::meta::TopicMeta;
 use crate::router::Router;
 
@@ -69,6 +70,11 @@ pub enum ShardMsg {
     },
     /// The partitions this shard owns (for the placement view).
     Owned { reply: oneshot::Sender<Vec<Tp>> },
+    /// A consumer group operation for a group this shard coordinates.
+    Group {
+        op: GroupOp,
+        reply: oneshot::Sender<GroupAnswer>,
+    },
 }
 
 /// Outcome of an append on the owner.
@@ -99,9 +105,9 @@ pub struct ListOffsetsResult {
 }
 
 #[derive(Debug)]
-struct Partition {
-    log: Log<UringStorage>,
-    signal: Arc<Notify>,
+pub(crate) struct Partition {
+    pub(crate) log: Log<UringStorage>,
+    pub(crate) signal: Arc<Notify>,
 }
 
 /// The logs this shard owns.
@@ -113,6 +119,8 @@ pub struct ShardState {
     pub stop: tokio::sync::watch::Receiver<bool>,
     storage: UringStorage,
     partitions: RefCell<HashMap<Tp, Rc<Partition>>>,
+    /// The group coordinator of the groups whose `__consumer_offsets` partition is here.
+    pub groups: Groups,
 }
 
 fn code(e: ResponseError) -> i16 {
@@ -126,8 +134,10 @@ impl ShardState {
         direct: DirectIo,
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> Rc<ShardState> {
+        let groups = Groups::new(&router.config.groups);
         Rc::new(ShardState {
             index,
+            groups,
             router,
             stop,
             storage: UringStorage::new(direct),
@@ -135,7 +145,7 @@ impl ShardState {
         })
     }
 
-    fn partition(&self, tp: &Tp) -> Option<Rc<Partition>> {
+    pub(crate) fn partition(&self, tp: &Tp) -> Option<Rc<Partition>> {
         self.partitions.borrow().get(tp).cloned()
     }
 
@@ -225,6 +235,12 @@ impl ShardState {
                     let _ = reply.send(());
                 });
             }
+            ShardMsg::Group { op, reply } => {
+                let me = self.clone();
+                tokio_uring::spawn(async move {
+                    let _ = reply.send(me.group_op(op).await);
+                });
+            }
             ShardMsg::Owned { reply } => {
                 let mut owned: Vec<Tp> = self.partitions.borrow().keys().cloned().collect();
                 owned.sort();
@@ -291,6 +307,7 @@ impl ShardState {
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;
+            self.groups_tick();
             let logs: Vec<(Tp, Rc<Partition>)> = self
                 .partitions
                 .borrow()

@@ -2,6 +2,9 @@
 //!
 //! * [`coordinator`] is the group coordinator as an IO-free state machine: `handle_*`
 //!   inputs carry `now`, replies and the next timer are polled (STYLE.md rule 1).
+//! * [`driver`] runs a coordinator on each shard: requests in, replies out, commits made
+//!   durable before they are applied, startup replay, offset expiry, cleaning.
+//! * [`handlers`] decodes the Kafka group APIs and routes each group to its shard.
 //! * [`store`] is how committed offsets are persisted as records of `__consumer_offsets`
 //!   and replayed when the broker starts.
 //!
@@ -9,4 +12,6 @@
 //! every shard drives one [`coordinator::Coordinator`] for the groups of its partitions.
 
 pub mod coordinator;
+pub mod driver;
+pub mod handlers;
 pub mod store;
