@@ -1521,3 +1521,61 @@ fn bad_group_requests_get_kafka_errors() {
     assert_eq!(code(&r), 22, "ILLEGAL_GENERATION for a stale generation");
     assert_still_serving(&b, "bad-groups", "bad group requests");
 }
+
+/// Guards the cleaning of `__consumer_offsets`: after 12,000 commits of one partition the
+/// group's offsets partition starts at a rewrite of its one live commit (its log start
+/// moved), and after a SIGKILL and restart the replayed commit is the last one made.
+#[test]
+fn offsets_log_is_cleaned_and_replays_the_same() {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::{
+        GroupId, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
+    };
+    let mut b = Broker::start(GROUPS);
+    create_topic(&b, "clean", 1);
+    let mut c = tern_net::client::Client::connect(&b.addr(), DEADLINE).unwrap();
+    let group = GroupId(StrBytes::from_static_str("g-clean"));
+    let partitions = (0..12_000)
+        .map(|i| {
+            OffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(i)
+        })
+        .collect();
+    let commit = OffsetCommitRequest::default()
+        .with_group_id(group.clone())
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str("clean")))
+            .with_partitions(partitions)]);
+    let r: OffsetCommitResponse = c.request(ApiKey::OffsetCommit, 8, &commit).unwrap();
+    assert!(r.topics[0].partitions.iter().all(|p| p.error_code == 0));
+    let p = tern_net::group::store::partition_for("g-clean", 50);
+    let deadline = Instant::now() + DEADLINE;
+    while watermarks(&b, "__consumer_offsets", p).0 == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the offsets log was never cleaned"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (low, high) = watermarks(&b, "__consumer_offsets", p);
+    assert_eq!(high - low, 1, "one live commit rewritten at the end");
+    b.kill9();
+    b.restart();
+    let mut c = tern_net::client::Client::connect(&b.addr(), DEADLINE).unwrap();
+    let r: OffsetFetchResponse = c
+        .request(
+            ApiKey::OffsetFetch,
+            7,
+            // No topics (null): every committed offset of the group.
+            &OffsetFetchRequest::default()
+                .with_group_id(group)
+                .with_topics(None),
+        )
+        .unwrap();
+    assert_eq!(r.topics.len(), 1);
+    assert_eq!(r.topics[0].partitions[0].committed_offset, 11_999);
+}
