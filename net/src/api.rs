@@ -201,12 +201,13 @@ pub fn produce_response(
     respond(ApiKey::Produce, version, correlation_id, resp)
 }
 
-/// Runs the handler of `api`.
+/// Runs the handler of `api` for a client at `peer` (as Kafka shows it: "/ip").
 pub async fn handle(
     shard: &Rc<ShardState>,
     api: ApiKey,
     header: RequestHeader,
     mut body: Bytes,
+    peer: &str,
 ) -> Result<Response, ApiError> {
     let v = header.request_api_version;
     let id = header.correlation_id;
@@ -246,7 +247,7 @@ pub async fn handle(
         ),
         ApiKey::JoinGroup => {
             let client_id = header.client_id.as_ref().map_or("", |c| c.as_str());
-            let resp = groups::join_group(shard, decode(b, v)?, v, client_id).await;
+            let resp = groups::join_group(shard, decode(b, v)?, v, client_id, peer).await;
             respond(api, v, id, &resp)
         }
         ApiKey::SyncGroup => respond(api, v, id, &groups::sync_group(shard, decode(b, v)?).await),

@@ -69,13 +69,16 @@ enum Outgoing {
 pub async fn serve(
     shard: Rc<ShardState>,
     stream: TcpStream,
+    peer: std::net::SocketAddr,
     stop: watch::Receiver<bool>,
 ) -> Result<(), ConnError> {
+    // Kafka shows a client's host as "/<ip>" (DescribeGroups).
+    let peer = format!("/{}", peer.ip());
     let _ = stream.set_nodelay(true);
     let stream = Rc::new(stream);
     let (tx, rx) = mpsc::channel::<Outgoing>(PIPELINE_MAX);
     let writer = tokio_uring::spawn(write_responses(stream.clone(), rx));
-    let r = read_requests(&shard, &stream, &tx, stop).await;
+    let r = read_requests(&shard, &stream, &peer, &tx, stop).await;
     drop(tx);
     if r.is_err() {
         // A refused frame closes the connection at once; queued responses are dropped.
@@ -92,6 +95,7 @@ pub async fn serve(
 async fn read_requests(
     shard: &Rc<ShardState>,
     stream: &TcpStream,
+    peer: &str,
     tx: &mpsc::Sender<Outgoing>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ConnError> {
@@ -140,7 +144,7 @@ async fn read_requests(
                 if tx.send(Outgoing::Barrier(done_tx)).await.is_err() || done_rx.await.is_err() {
                     return Ok(());
                 }
-                Outgoing::Ready(handle_parsed(shard, parsed).await?)
+                Outgoing::Ready(handle_parsed(shard, parsed, peer).await?)
             }
         };
         if tx.send(out).await.is_err() {
@@ -271,17 +275,21 @@ pub fn parse_frame(mut frame: Bytes) -> Result<Parsed, ConnError> {
 
 /// Decodes the header, checks the API and version, and runs the handler.
 pub async fn handle_frame(shard: &Rc<ShardState>, frame: Bytes) -> Result<Response, ConnError> {
-    handle_parsed(shard, parse_frame(frame)?).await
+    handle_parsed(shard, parse_frame(frame)?, "").await
 }
 
-async fn handle_parsed(shard: &Rc<ShardState>, parsed: Parsed) -> Result<Response, ConnError> {
+async fn handle_parsed(
+    shard: &Rc<ShardState>,
+    parsed: Parsed,
+    peer: &str,
+) -> Result<Response, ConnError> {
     match parsed {
         Parsed::ApiVersionsUnsupported { correlation_id } => {
             Ok(api::api_versions_unsupported(correlation_id))
         }
         Parsed::Request { api, header, body } => {
             let version = header.request_api_version;
-            api::handle(shard, api, header, body)
+            api::handle(shard, api, header, body, peer)
                 .await
                 .map_err(|e| ConnError::Malformed {
                     api,

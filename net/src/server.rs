@@ -223,13 +223,13 @@ async fn run_shard(cfg: ShardConfig) {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
+                Ok((stream, peer)) => {
                     let state = state.clone();
                     let stop = cfg.stop.clone();
                     let (active, idle) = (active.clone(), idle.clone());
                     active.set(active.get() + 1);
                     tokio_uring::spawn(async move {
-                        if let Err(e) = crate::conn::serve(state, stream, stop).await {
+                        if let Err(e) = crate::conn::serve(state, stream, peer, stop).await {
                             tracing::debug!(error = %e, "connection closed");
                         }
                         active.set(active.get() - 1);

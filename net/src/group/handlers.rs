@@ -163,6 +163,7 @@ pub async fn join_group(
     req: JoinGroupRequest,
     v: i16,
     client_id: &str,
+    client_host: &str,
 ) -> JoinGroupResponse {
     let group_id = req.group_id.to_string();
     let op = GroupOp::Join(JoinRequest {
@@ -183,7 +184,7 @@ pub async fn join_group(
             .collect(),
         require_known_member_id: v >= 4,
         client_id: client_id.to_string(),
-        client_host: String::new(),
+        client_host: client_host.to_string(),
     });
     let r = match ask(shard, &group_id, op).await {
         GroupAnswer::Membership(Reply::Join(r)) => r,
