@@ -140,3 +140,58 @@ fn bad_workload_names_the_field() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("lingerMs"), "{err}");
 }
+
+/// Guards `--vs`: the same workload against two brokers in alternating rounds, the rounds'
+/// ratios printed and written, a report per broker; `--rounds 0` is refused.
+#[test]
+fn vs_runs_two_brokers_interleaved() {
+    let (a, b) = (Broker::start(""), Broker::start(""));
+    let dir = tempfile::tempdir().unwrap();
+    let workload = dir.path().join("w.yaml");
+    std::fs::write(&workload, WORKLOAD).unwrap();
+    let json = dir.path().join("r.json");
+    let run = |rounds: &str| {
+        tern()
+            .args(["bench", "run", "--workload"])
+            .arg(&workload)
+            .args(["--broker", &a.addr(), "--vs", &b.addr(), "--rounds", rounds])
+            .args(["--duration-s", "2", "--window-s", "1", "--json"])
+            .arg(&json)
+            .output()
+            .unwrap()
+    };
+    let refused = run("0");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--rounds"));
+    let out = run("2");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("interleaved rounds"), "{stdout}");
+    let rounds: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("r-rounds.json")).unwrap())
+            .unwrap();
+    let rounds = rounds.as_array().unwrap();
+    assert_eq!(rounds.len(), 2);
+    assert_eq!(
+        (rounds[0]["first"].as_str(), rounds[1]["first"].as_str()),
+        (Some("a"), Some("b"))
+    );
+    for r in rounds {
+        assert!(
+            r["ratio_publish_rate_mb_per_s"]
+                .as_f64()
+                .unwrap()
+                .is_finite(),
+            "{r}"
+        );
+    }
+    for path in ["r.json", "r-vs.json"] {
+        let r: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join(path)).unwrap()).unwrap();
+        assert!(r["records_acked"].as_f64().unwrap() > 0.0, "{path}");
+    }
+}

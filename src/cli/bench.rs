@@ -33,10 +33,16 @@ pub struct RunArgs {
     /// Directory for the disk baseline (on the broker's disk); removed afterwards.
     #[arg(long, value_name = "DIR", default_value = "./tern-bench-data")]
     dir: PathBuf,
-    /// Run the same workload against this second broker afterwards and print both side by
-    /// side (its JSON goes next to --json with a `-vs` suffix).
+    /// Run the same workload against this second broker too, interleaved with the first
+    /// in --rounds rounds, and print both side by side with ratios (its JSON goes next to
+    /// --json with a `-vs` suffix; the rounds' figures with a `-rounds` suffix).
     #[arg(long, value_name = "HOST:PORT")]
     vs: Option<String>,
+    /// With --vs: rounds of one run per broker, in alternating order (a b, b a, a b, …),
+    /// so that the machine's drift weighs on both alike. Each broker's report is its
+    /// round with the median publish p99.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=20))]
+    rounds: u32,
     /// Write the report as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -136,18 +142,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let mut report =
-        tern_bench::run::run(&w, &opts).with_context(|| format!("broker {}", args.broker))?;
-    let mut vs_report = match &args.vs {
-        Some(vs) => {
-            eprintln!("same workload against {vs}");
-            let opts = RunOptions {
-                broker: vs.clone(),
-                ..opts.clone()
-            };
-            Some(tern_bench::run::run(&w, &opts).with_context(|| format!("broker {vs}"))?)
+    let (mut report, mut vs_report, rounds) = match &args.vs {
+        None => {
+            let r = tern_bench::run::run(&w, &opts)
+                .with_context(|| format!("broker {}", args.broker))?;
+            (r, None, Vec::new())
         }
-        None => None,
+        Some(vs) => {
+            let (a, b, rounds) = interleaved(&w, &opts, vs, args.rounds)?;
+            (a, Some(b), rounds)
+        }
     };
     if let Some(before) = disk_before {
         eprintln!("disk baseline (after)");
@@ -162,17 +166,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     write_outputs(&report, args.json.as_deref(), args.plot.as_deref())?;
     if let Some(vs) = vs_report {
         println!("{vs}");
-        let suffix = |p: &Path| {
-            let stem = p
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let ext = p
-                .extension()
-                .map(|e| format!(".{}", e.to_string_lossy()))
-                .unwrap_or_default();
-            p.with_file_name(format!("{stem}-vs{ext}"))
-        };
+        let suffix = |p: &Path| with_suffix(p, "-vs");
         write_outputs(
             &vs,
             args.json.as_deref().map(suffix).as_deref(),
@@ -183,8 +177,130 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             "{}",
             broker_report::compare(&a, &b, &args.broker, vs.broker_address.as_str())
         );
+        print!("{}", rounds_table(&rounds));
+        if let Some(path) = args.json.as_deref() {
+            let path = with_suffix(path, "-rounds");
+            std::fs::write(&path, serde_json::to_string_pretty(&rounds)?)
+                .with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("rounds written to {}", path.display());
+        }
     }
     Ok(())
+}
+
+/// One round of an interleaved comparison (b / a ratios).
+#[derive(Debug, serde::Serialize)]
+struct Round {
+    round: u32,
+    first: &'static str,
+    a_publish_latency_p99_ms: f64,
+    b_publish_latency_p99_ms: f64,
+    ratio_publish_latency_p99: f64,
+    a_publish_rate_mb_per_s: f64,
+    b_publish_rate_mb_per_s: f64,
+    ratio_publish_rate_mb_per_s: f64,
+}
+
+fn p99_ms(r: &BrokerReport) -> f64 {
+    r.latency
+        .get("publish_latency_p99_ms")
+        .copied()
+        .unwrap_or(f64::NAN)
+}
+
+/// Runs `w` against `opts.broker` (a) and `vs` (b) in `rounds` alternating rounds; returns
+/// each broker's median-p99 report and the rounds.
+fn interleaved(
+    w: &Workload,
+    opts: &RunOptions,
+    vs: &str,
+    rounds: u32,
+) -> anyhow::Result<(BrokerReport, BrokerReport, Vec<Round>)> {
+    let vs_opts = RunOptions {
+        broker: vs.to_string(),
+        ..opts.clone()
+    };
+    let (mut a_runs, mut b_runs, mut table) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let a_first = round % 2 == 0;
+        let order = if a_first {
+            [(opts, true), (&vs_opts, false)]
+        } else {
+            [(&vs_opts, false), (opts, true)]
+        };
+        for (o, is_a) in order {
+            eprintln!("round {}/{rounds}: {}", round + 1, o.broker);
+            let r = tern_bench::run::run(w, o).with_context(|| format!("broker {}", o.broker))?;
+            if is_a {
+                a_runs.push(r);
+            } else {
+                b_runs.push(r);
+            }
+        }
+        let (a, b) = (&a_runs[round as usize], &b_runs[round as usize]);
+        table.push(Round {
+            round: round + 1,
+            first: if a_first { "a" } else { "b" },
+            a_publish_latency_p99_ms: p99_ms(a),
+            b_publish_latency_p99_ms: p99_ms(b),
+            ratio_publish_latency_p99: p99_ms(b) / p99_ms(a),
+            a_publish_rate_mb_per_s: a.publish_rate_mb_per_s,
+            b_publish_rate_mb_per_s: b.publish_rate_mb_per_s,
+            ratio_publish_rate_mb_per_s: b.publish_rate_mb_per_s / a.publish_rate_mb_per_s,
+        });
+    }
+    Ok((median(a_runs), median(b_runs), table))
+}
+
+/// The run with the median publish p99.
+fn median(mut runs: Vec<BrokerReport>) -> BrokerReport {
+    runs.sort_by(|x, y| p99_ms(x).total_cmp(&p99_ms(y)));
+    // Invariant: at least one round ran (clap bounds --rounds to 1..=20).
+    runs.swap_remove((runs.len() - 1) / 2)
+}
+
+fn rounds_table(rounds: &[Round]) -> String {
+    let mut out = format!(
+        "\ninterleaved rounds (b / a)\n{:<7}{:<7}{:>12}{:>12}{:>9}{:>12}{:>12}{:>9}\n",
+        "round", "first", "a p99 ms", "b p99 ms", "ratio", "a MB/s", "b MB/s", "ratio"
+    );
+    for r in rounds {
+        out += &format!(
+            "{:<7}{:<7}{:>12.3}{:>12.3}{:>9.3}{:>12.1}{:>12.1}{:>9.3}\n",
+            r.round,
+            r.first,
+            r.a_publish_latency_p99_ms,
+            r.b_publish_latency_p99_ms,
+            r.ratio_publish_latency_p99,
+            r.a_publish_rate_mb_per_s,
+            r.b_publish_rate_mb_per_s,
+            r.ratio_publish_rate_mb_per_s
+        );
+    }
+    let mut p99: Vec<f64> = rounds.iter().map(|r| r.ratio_publish_latency_p99).collect();
+    let mut mbs: Vec<f64> = rounds
+        .iter()
+        .map(|r| r.ratio_publish_rate_mb_per_s)
+        .collect();
+    p99.sort_by(f64::total_cmp);
+    mbs.sort_by(f64::total_cmp);
+    if let (Some(p), Some(m)) = (p99.get(p99.len() / 2), mbs.get(mbs.len() / 2)) {
+        out += &format!("median ratio: publish p99 {p:.3}, publish MB/s {m:.3}\n");
+    }
+    out
+}
+
+/// `dir/name.ext` → `dir/name<suffix>.ext`.
+fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
+    let stem = p
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ext = p
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
+    p.with_file_name(format!("{stem}{suffix}{ext}"))
 }
 
 fn write_outputs(
