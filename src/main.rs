@@ -34,6 +34,8 @@ enum Command {
     Produce(cli::produce::ProduceArgs),
     /// Print a topic's records.
     Consume(cli::consume::ConsumeArgs),
+    /// List, describe (with consumer lag) and delete consumer groups; reset their offsets.
+    Group(cli::group::GroupArgs),
     /// Run benchmarks; every figure is reported next to a baseline measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -89,6 +91,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Topic(args) => cli::topic::run(args),
         Command::Produce(args) => cli::produce::run(args),
         Command::Consume(args) => cli::consume::run(args),
+        Command::Group(args) => cli::group::run(args),
         Command::Bench(BenchCommand::Engine(args)) => bench_engine(args),
         Command::Bench(BenchCommand::Run(args)) => cli::bench::run(args),
         Command::Bench(BenchCommand::Suite(args)) => cli::bench::suite(args),

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod consume;
+pub mod group;
 mod kafka;
 pub mod produce;
 pub mod serve;
