@@ -83,6 +83,21 @@ pub fn start<F: std::future::Future>(f: F) -> F::Output {
     }
 }
 
+/// Runs `f`, telling the kernel about the operation it pushes on its first poll at once
+/// instead of when the runtime next parks (tokio-uring submits only then).
+async fn eager<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut first = true;
+    std::future::poll_fn(|cx| {
+        let r = f.as_mut().poll(cx);
+        if std::mem::take(&mut first) && r.is_pending() {
+            submit_now();
+        }
+        r
+    })
+    .await
+}
+
 /// Tells the kernel about every operation pushed so far on this thread's ring.
 pub fn submit_now() {
     if let Some(fd) = RING_FD.with(|r| r.get()) {
@@ -457,7 +472,7 @@ impl StorageFile for UringFile {
     }
 
     async fn sync_data(&self) -> io::Result<()> {
-        self.write.sync_data().await
+        eager(self.write.sync_data()).await
     }
 
     async fn len(&self) -> io::Result<u64> {
