@@ -142,13 +142,16 @@ fn bad_workload_names_the_field() {
 }
 
 /// Guards `--vs`: the same workload against two brokers in alternating rounds, the rounds'
-/// ratios printed and written, a report per broker; `--rounds 0` is refused.
+/// ratios printed and written, a report per broker; `--rounds 0` is refused. The batches
+/// are lz4-compressed, so compressed produce and consume are covered end to end.
 #[test]
 fn vs_runs_two_brokers_interleaved() {
     let (a, b) = (Broker::start(""), Broker::start(""));
     let dir = tempfile::tempdir().unwrap();
     let workload = dir.path().join("w.yaml");
-    std::fs::write(&workload, WORKLOAD).unwrap();
+    let lz4 = WORKLOAD.replace("  acks: all\n", "  acks: all\n  compression: lz4\n");
+    assert_ne!(lz4, WORKLOAD);
+    std::fs::write(&workload, lz4).unwrap();
     let json = dir.path().join("r.json");
     let run = |rounds: &str| {
         tern()
@@ -192,6 +195,9 @@ fn vs_runs_two_brokers_interleaved() {
     for path in ["r.json", "r-vs.json"] {
         let r: Value =
             serde_json::from_str(&std::fs::read_to_string(dir.path().join(path)).unwrap()).unwrap();
-        assert!(r["records_acked"].as_f64().unwrap() > 0.0, "{path}");
+        let acked = r["records_acked"].as_f64().unwrap();
+        assert!(acked > 0.0, "{path}");
+        assert_eq!(r["records_publish_errors"].as_f64(), Some(0.0), "{path}");
+        assert_eq!(r["records_consumed"].as_f64(), Some(2.0 * acked), "{path}");
     }
 }

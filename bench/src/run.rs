@@ -287,7 +287,8 @@ impl<'a> Runner<'a> {
                 d.batch_size_bytes as usize,
                 d.linger_ms * 1_000_000,
                 self.clock.unix_ms_at_zero,
-            );
+            )
+            .with_codec(d.codec());
             let mut partitioner = Partitioner::new(
                 self.w.key_distributor,
                 self.w.partitions_per_topic,

@@ -10,6 +10,7 @@
 //! default and measure something else), a missing required one is named, and
 //! [`Workload::validate`] names the field whose value is out of range.
 
+use kafka_protocol::records::Compression;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -104,7 +105,7 @@ pub struct Driver {
     pub linger_ms: u64,
     /// A batch is sent once it holds this many bytes.
     pub batch_size_bytes: u64,
-    /// Only `none` is supported.
+    /// `none`, `gzip`, `snappy`, `lz4` or `zstd`: how each batch's records are compressed.
     #[serde(default = "default_compression")]
     pub compression: String,
     #[serde(default = "default_replication_factor")]
@@ -118,6 +119,25 @@ pub struct Driver {
     /// Topic configs given to CreateTopics (e.g. `flush.messages`).
     #[serde(default)]
     pub topic_config: BTreeMap<String, String>,
+}
+
+/// The codec named `name` (Kafka's `compression.type` names).
+fn codec(name: &str) -> Option<Compression> {
+    Some(match name {
+        "none" => Compression::None,
+        "gzip" => Compression::Gzip,
+        "snappy" => Compression::Snappy,
+        "lz4" => Compression::Lz4,
+        "zstd" => Compression::Zstd,
+        _ => return None,
+    })
+}
+
+impl Driver {
+    /// The batches' codec (validation refused unknown names).
+    pub fn codec(&self) -> Compression {
+        codec(&self.compression).unwrap_or(Compression::None)
+    }
 }
 
 fn default_compression() -> String {
@@ -250,10 +270,13 @@ impl Workload {
         if !self.test_duration_minutes.is_finite() || self.test_duration_minutes <= 0.0 {
             return bad("testDurationMinutes", "must be positive".into());
         }
-        if d.compression != "none" {
+        if codec(&d.compression).is_none() {
             return bad(
                 "driver.compression",
-                format!("{:?}: only none is supported", d.compression),
+                format!(
+                    "{:?}: expected none, gzip, snappy, lz4 or zstd",
+                    d.compression
+                ),
             );
         }
         if d.replication_factor == 0 {
@@ -418,7 +441,7 @@ driver:
             ),
             (
                 "acks: all",
-                "acks: all\n  compression: zstd",
+                "acks: all\n  compression: brotli",
                 "driver.compression",
             ),
             (
