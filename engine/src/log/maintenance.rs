@@ -233,6 +233,7 @@ impl<S: Storage> Log<S> {
         i.producers.truncate_from(seg.next_offset);
         i.synced_size = seg.size;
         i.prepared_end = 0;
+        i.allocated_end = 0;
         // A batch straddling the log start went whole: the log is empty from its base.
         i.log_start = i.log_start.min(seg.next_offset);
         i.written_partial = partial.to_vec();

@@ -177,6 +177,9 @@ struct Inner<S: Storage> {
     prepared_end: u64,
     /// The region being prepared, while a preparation runs.
     preparing: Option<(u64, u64)>,
+    /// End of the blocks reserved ahead of the active segment's data (flush = interval or
+    /// never; see [`LogConfig::allocate_bytes`]).
+    allocated_end: u64,
     /// Written but not yet synced data (flush = interval / never).
     dirty: bool,
     /// Bytes of the active segment known durable. Index entries are persisted only up to

@@ -159,6 +159,7 @@ impl<S: Storage> Log<S> {
             last_unit_bytes: 0,
             prepared_end: 0,
             preparing: None,
+            allocated_end: 0,
             dirty: false,
             synced_size,
             last_flush_ms: now_ms,

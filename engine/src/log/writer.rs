@@ -161,6 +161,7 @@ impl<S: Storage> Shared<S> {
         self.wait_for_preparation(file_pos, align_up(unit_end))
             .await;
         self.maybe_prepare(unit_end);
+        self.allocate_ahead(&file, file_pos, unit_end).await;
         let (res, buf) = file.write_at(buf, file_pos, dsync).await;
         self.finish_write(res, file_pos, buf, batches, end_offset, dsync, &path)
             .await;
@@ -270,6 +271,32 @@ impl<S: Storage> Shared<S> {
         }
     }
 
+    /// Under flush = interval or never, reserves the active segment's blocks well ahead of
+    /// a write of `write_pos..data_end` (the prepared zeros do this under flush = always). A
+    /// failure (a full disk, a filesystem without fallocate) only costs speed: the write
+    /// then allocates, or fails with the real error.
+    async fn allocate_ahead(&self, file: &S::File, write_pos: u64, data_end: u64) {
+        let (start, end) = {
+            let i = self.inner.borrow();
+            // As much again as is reserved already (1 MiB at first, at most allocate_bytes):
+            // a quiet partition reserves little, a busy one a lot.
+            let chunk = i.allocated_end.max(1 << 20).min(i.config.allocate_bytes);
+            let segment_end = align_up(i.config.segment_bytes as u64);
+            if i.config.flush == FlushPolicy::Always || chunk == 0 {
+                return;
+            }
+            if align_up(data_end) <= i.allocated_end {
+                return;
+            }
+            let start = i.allocated_end.max(align_down(write_pos));
+            (start, (align_up(data_end) + chunk).min(segment_end).max(align_up(data_end)))
+        };
+        match file.allocate(start, end - start).await {
+            Ok(()) => self.inner.borrow_mut().allocated_end = end,
+            Err(e) => tracing::debug!(error = %e, "reserving segment blocks failed"),
+        }
+    }
+
     /// Starts preparing the next region of the active segment when the data comes within
     /// half a region of the prepared end (flush = always only).
     fn maybe_prepare(self: &Rc<Self>, data_end: u64) {
@@ -345,6 +372,7 @@ impl<S: Storage> Shared<S> {
         i.dirty = false;
         i.synced_size = 0;
         i.prepared_end = 0;
+        i.allocated_end = 0;
         Ok(())
     }
 }

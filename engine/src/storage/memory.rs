@@ -504,6 +504,19 @@ impl StorageFile for MemFile {
         Ok(len)
     }
 
+    async fn allocate(&self, pos: u64, len: u64) -> io::Result<()> {
+        let mut s = self.state.borrow_mut();
+        if s.faults.disk_full {
+            return Err(enospc());
+        }
+        let current = s.file(self.id)?.current.read().map_err(|_| eio("len"))?.len() as u64;
+        let end = pos.saturating_add(len);
+        if end > current {
+            s.push(self.id, Op::SetLen(end), false)?;
+        }
+        Ok(())
+    }
+
     async fn set_len(&self, len: u64) -> io::Result<()> {
         self.state
             .borrow_mut()

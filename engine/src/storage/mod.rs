@@ -108,6 +108,11 @@ pub trait StorageFile: 'static {
     /// Current file size in bytes.
     async fn len(&self) -> io::Result<u64>;
 
+    /// Reserves the blocks of `pos..pos + len` and extends the file to cover them (they
+    /// read as zeros), so that later writes there neither extend the file nor allocate
+    /// (fallocate). Not durable until a sync.
+    async fn allocate(&self, pos: u64, len: u64) -> io::Result<()>;
+
     /// Truncates or extends the file to `len` bytes (not durable until a sync).
     async fn set_len(&self, len: u64) -> io::Result<()>;
 

@@ -479,6 +479,10 @@ impl StorageFile for UringFile {
         fstat_size(self.write.as_raw_fd())
     }
 
+    async fn allocate(&self, pos: u64, len: u64) -> io::Result<()> {
+        eager(self.write.fallocate(pos, len, 0)).await
+    }
+
     async fn set_len(&self, len: u64) -> io::Result<()> {
         let len = libc::off_t::try_from(len)
             .map_err(|_| invalid_input(format!("set_len({len}) is beyond the largest offset")))?;
