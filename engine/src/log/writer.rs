@@ -289,7 +289,12 @@ impl<S: Storage> Shared<S> {
                 return;
             }
             let start = i.allocated_end.max(align_down(write_pos));
-            (start, (align_up(data_end) + chunk).min(segment_end).max(align_up(data_end)))
+            (
+                start,
+                (align_up(data_end) + chunk)
+                    .min(segment_end)
+                    .max(align_up(data_end)),
+            )
         };
         match file.allocate(start, end - start).await {
             Ok(()) => self.inner.borrow_mut().allocated_end = end,

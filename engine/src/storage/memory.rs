@@ -509,7 +509,12 @@ impl StorageFile for MemFile {
         if s.faults.disk_full {
             return Err(enospc());
         }
-        let current = s.file(self.id)?.current.read().map_err(|_| eio("len"))?.len() as u64;
+        let current = s
+            .file(self.id)?
+            .current
+            .read()
+            .map_err(|_| eio("len"))?
+            .len() as u64;
         let end = pos.saturating_add(len);
         if end > current {
             s.push(self.id, Op::SetLen(end), false)?;
