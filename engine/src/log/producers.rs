@@ -62,22 +62,21 @@ pub(super) async fn load<S: Storage>(
         .map_or(i64::MIN, |(b, _)| *b);
     for seg in segments.range(first..).map(|(_, s)| s) {
         let path = segment_path(dir, seg.base, "log");
-        let mut scan = Scanner::new(&*seg.file, 0, seg.size);
-        while let Some((meta, _)) = scan
-            .next(false)
-            .await
-            .map_err(|e| OpenError::io(&path, e))?
+        // Start at the index entry at or before `from` (batches before it are skipped).
+        let start = match u32::try_from(from - seg.base) {
+            Ok(rel) if from > seg.base => u64::from(seg.index.lookup(rel).position),
+            _ => 0,
+        };
+        let mut scan = Scanner::new(&*seg.file, start, seg.size);
+        // With the batch bytes: a slice of the scanner's read-ahead, no extra IO.
+        while let Some((meta, bytes)) =
+            scan.next(true).await.map_err(|e| OpenError::io(&path, e))?
         {
             if meta.last < from {
                 continue;
             }
-            // The scanner parsed this header already; read it again for the producer fields.
-            let b = seg
-                .file
-                .read_at(meta.position, crate::batch::HEADER_BYTES)
-                .await
-                .map_err(|e| OpenError::io(&path, e))?;
-            if let Some(h) = BatchHeader::parse(&b).filter(producer::is_idempotent) {
+            let header = bytes.as_deref().and_then(BatchHeader::parse);
+            if let Some(h) = header.filter(producer::is_idempotent) {
                 table.record(&h, meta.base, h.max_timestamp);
             }
         }
@@ -91,8 +90,9 @@ impl<S: Storage> Log<S> {
     pub(super) async fn snapshot_producers(&self, offset: i64) -> Result<(), LogError> {
         let (storage, dir, bytes) = {
             let i = self.shared.inner.borrow();
-            if offset <= i.producer_snapshot || (i.producers.is_empty() && i.producer_snapshot < 0)
-            {
+            // Written even when no producer is known: the next open then replays nothing
+            // before `offset` instead of scanning the whole log for producers.
+            if offset <= i.producer_snapshot {
                 return Ok(());
             }
             (
