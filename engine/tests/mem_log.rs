@@ -3,9 +3,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::future::Future;
-use std::path::PathBuf;
-
 use proptest::prelude::*;
 use tern_engine::batch::build;
 use tern_engine::storage::memory::{Faults, Rng};
@@ -14,26 +11,8 @@ use tern_engine::{
     AppendError, FlushPolicy, Log, LogConfig, LogError, MemStorage, Offset, TimestampType,
 };
 
-fn run<F: Future>(f: F) -> F::Output {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    tokio::task::LocalSet::new().block_on(&rt, f)
-}
-
-fn dir() -> PathBuf {
-    PathBuf::from("/data/topic-0")
-}
-
-fn small_config() -> LogConfig {
-    LogConfig {
-        segment_bytes: 16 * 1024,
-        index_interval_bytes: 512,
-        hot_bytes_max: 8 * 1024,
-        write_bytes_max: 8 * 1024,
-        ..LogConfig::default()
-    }
-}
+mod mem;
+use mem::{dir, run, small_config};
 
 /// A batch of `records` records of `value_bytes`, distinguishable by `seed`.
 fn make_batch(ts: i64, records: usize, value_bytes: usize, seed: u8) -> Vec<u8> {

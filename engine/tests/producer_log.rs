@@ -4,33 +4,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::future::Future;
-use std::path::PathBuf;
-
 use tern_engine::batch::build;
 use tern_engine::producer::SequenceError;
-use tern_engine::{AppendError, Log, LogConfig, MemStorage};
+use tern_engine::{AppendError, Log, MemStorage};
 
-fn run<F: Future>(f: F) -> F::Output {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    tokio::task::LocalSet::new().block_on(&rt, f)
-}
-
-fn dir() -> PathBuf {
-    PathBuf::from("/data/orders-0")
-}
-
-fn config() -> LogConfig {
-    LogConfig {
-        segment_bytes: 16 * 1024,
-        index_interval_bytes: 512,
-        write_bytes_max: 8 * 1024,
-        hot_bytes_max: 8 * 1024,
-        ..LogConfig::default()
-    }
-}
+mod mem;
+use mem::{dir, run, small_config};
 
 /// A batch of `records` records from producer `pid` starting at sequence `seq`.
 fn batch(pid: i64, epoch: i16, seq: i32, records: usize) -> Vec<u8> {
@@ -43,7 +22,9 @@ fn batch(pid: i64, epoch: i16, seq: i32, records: usize) -> Vec<u8> {
 }
 
 async fn open(storage: &MemStorage) -> Log<MemStorage> {
-    Log::open(storage.clone(), dir(), config()).await.unwrap()
+    Log::open(storage.clone(), dir(), small_config())
+        .await
+        .unwrap()
 }
 
 /// Appends `n` batches of 3 records for `pid`, sequences 0, 3, 6, …
