@@ -210,3 +210,17 @@ impl Client {
         Ok(Bytes::from(body))
     }
 }
+
+/// CreateTopics' config entries for `configs` (key, value pairs), as every tool sends them.
+pub fn topic_configs<K: AsRef<str>, V: AsRef<str>>(
+    configs: impl IntoIterator<Item = (K, V)>,
+) -> Vec<kafka_protocol::messages::create_topics_request::CreatableTopicConfig> {
+    configs
+        .into_iter()
+        .map(|(k, v)| {
+            kafka_protocol::messages::create_topics_request::CreatableTopicConfig::default()
+                .with_name(StrBytes::from_string(k.as_ref().to_string()))
+                .with_value(Some(StrBytes::from_string(v.as_ref().to_string())))
+        })
+        .collect()
+}

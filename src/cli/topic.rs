@@ -6,7 +6,7 @@
 
 use anyhow::bail;
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
-use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::describe_configs_response::DescribeConfigsResourceResult;
@@ -139,15 +139,7 @@ fn create(cluster: &mut Cluster, spec: &CreateSpec<'_>) -> anyhow::Result<()> {
     let v = version(client, ApiKey::CreateTopics, 2, 7)?;
     // Before v4 the broker has no defaults to apply (-1); one partition, one replica then.
     let unset = if v >= 4 { -1 } else { 1 };
-    let configs = spec
-        .configs
-        .iter()
-        .map(|(k, v)| {
-            CreatableTopicConfig::default()
-                .with_name(StrBytes::from_string(k.clone()))
-                .with_value(Some(StrBytes::from_string(v.clone())))
-        })
-        .collect();
+    let configs = tern_net::client::topic_configs(spec.configs.iter().map(|(k, v)| (k, v)));
     let topic = CreatableTopic::default()
         .with_name(topic_name(name))
         .with_num_partitions(spec.partitions.unwrap_or(unset))
