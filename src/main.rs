@@ -54,6 +54,10 @@ enum BenchCommand {
     Suite(cli::bench::SuiteArgs),
     /// Two JSON reports side by side, with ratios.
     Compare(cli::bench::CompareArgs),
+    /// The disk's group-commit floor: the publish latency of an ideal broker (records
+    /// arriving at a fixed rate, one durable O_DIRECT write in flight per partition file, no
+    /// network, no broker code).
+    Floor(cli::bench::FloorArgs),
 }
 
 #[derive(Debug, Args)]
@@ -96,6 +100,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Run(args)) => cli::bench::run(args),
         Command::Bench(BenchCommand::Suite(args)) => cli::bench::suite(args),
         Command::Bench(BenchCommand::Compare(args)) => cli::bench::compare(args),
+        Command::Bench(BenchCommand::Floor(args)) => cli::bench::floor(args),
     }
 }
 

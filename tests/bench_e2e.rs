@@ -201,3 +201,56 @@ fn vs_runs_two_brokers_interleaved() {
         assert_eq!(r["records_consumed"].as_f64(), Some(2.0 * acked), "{path}");
     }
 }
+
+/// Guards `tern bench floor`: every record of the timeline is written and counted, nothing is
+/// left in the directory, and plans that cannot run are refused with the flag named.
+#[test]
+fn floor_measures_and_refuses_bad_plans() {
+    let dir = tempfile::tempdir().unwrap();
+    let floor = |args: &[&str]| {
+        tern()
+            .args(["bench", "floor", "--dir"])
+            .arg(dir.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = floor(&[
+        "--partitions",
+        "2",
+        "--records-per-s",
+        "500",
+        "--duration-s",
+        "0.5",
+        "--warmup-s",
+        "0.2",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("group-commit floor"), "{stdout}");
+    // 500 records/s for 0.7 s, all of them written.
+    assert!(stdout.contains("350 records in "), "{stdout}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+
+    let err_of = |args: &[&str]| {
+        let out = floor(args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    assert!(err_of(&["--records-per-s", "0"]).contains("--records-per-s"));
+    assert!(err_of(&["--records-per-s", "NaN"]).contains("--records-per-s"));
+    assert!(err_of(&["--records-per-s", "10", "--partitions", "0"]).contains("--partitions"));
+    assert!(err_of(&["--records-per-s", "10", "--duration-s=-1"]).contains("--duration-s"));
+    let workload = dir.path().join("w.yaml");
+    std::fs::write(
+        &workload,
+        WORKLOAD.replace("producerRate: 2000", "producerRate: 0"),
+    )
+    .unwrap();
+    let err = err_of(&["--workload", workload.to_str().unwrap()]);
+    assert!(err.contains("producerRate 0"), "{err}");
+}

@@ -127,6 +127,33 @@ pub struct DiskBaseline {
     /// Sequential 1 MiB O_DIRECT writes, 4 in flight.
     pub before_write_mb_per_s: f64,
     pub after_write_mb_per_s: f64,
+    /// The group-commit floor at the workload's rate (acks=all, fixed-rate runs).
+    pub floor: Option<FloorBaseline>,
+}
+
+/// The latency of an ideal group-committing broker on this disk ([`crate::floor`]), at the
+/// workload's partitions, record size and rate, before and after the broker run.
+#[derive(Debug, Clone, Serialize)]
+pub struct FloorBaseline {
+    pub partitions: u64,
+    pub record_bytes: u64,
+    pub records_per_s: f64,
+    pub measured_s: f64,
+    pub before_p50_ms: f64,
+    pub before_p99_ms: f64,
+    pub before_p99_9_ms: f64,
+    pub before_records_per_write: f64,
+    pub after_p50_ms: f64,
+    pub after_p99_ms: f64,
+    pub after_p99_9_ms: f64,
+    pub after_records_per_write: f64,
+}
+
+impl FloorBaseline {
+    /// The worse (higher) of the before/after p99, as for fdatasync.
+    pub fn p99_ms(&self) -> f64 {
+        self.before_p99_ms.max(self.after_p99_ms)
+    }
 }
 
 impl DiskBaseline {
@@ -182,6 +209,8 @@ pub struct BrokerReport {
     pub ratio_publish_p99_to_fdatasync_p99: Option<f64>,
     /// publish_rate_mb_per_s / the disk's O_DIRECT write bandwidth (max-rate runs).
     pub ratio_publish_mb_per_s_to_disk_write_mb_per_s: Option<f64>,
+    /// publish_latency_p99_ms / the group-commit floor's p99 (acks=all, fixed rate).
+    pub ratio_publish_p99_to_floor_p99: Option<f64>,
     pub windows: Vec<Window>,
 }
 
@@ -234,6 +263,7 @@ impl BrokerReport {
             disk_baseline: None,
             ratio_publish_p99_to_fdatasync_p99: None,
             ratio_publish_mb_per_s_to_disk_write_mb_per_s: None,
+            ratio_publish_p99_to_floor_p99: None,
             windows: t.windows,
             workload: t.workload,
         }
@@ -255,6 +285,12 @@ impl BrokerReport {
         if self.workload.producer_rate == 0.0 {
             self.ratio_publish_mb_per_s_to_disk_write_mb_per_s =
                 Some(ratio(self.publish_rate_mb_per_s, b.write_mb_per_s()));
+        }
+        if let Some(floor) = &b.floor {
+            self.ratio_publish_p99_to_floor_p99 = Some(ratio(
+                self.latency_ms("publish_latency_p99_ms"),
+                floor.p99_ms(),
+            ));
         }
         self.disk_baseline = Some(b);
     }
@@ -371,9 +407,28 @@ impl fmt::Display for BrokerReport {
                 f(b.before_write_mb_per_s),
                 f(b.after_write_mb_per_s)
             )?;
+            if let Some(fl) = &b.floor {
+                writeln!(
+                    out,
+                    "group-commit floor ({} files, {} B records, {:.0} rec/s; no network, no \
+                     broker): p50/p99/p99.9 {}/{}/{} ms before, {}/{}/{} ms after",
+                    fl.partitions,
+                    fl.record_bytes,
+                    fl.records_per_s,
+                    f(fl.before_p50_ms),
+                    f(fl.before_p99_ms),
+                    f(fl.before_p99_9_ms),
+                    f(fl.after_p50_ms),
+                    f(fl.after_p99_ms),
+                    f(fl.after_p99_9_ms)
+                )?;
+            }
         }
         if let Some(r) = self.ratio_publish_p99_to_fdatasync_p99 {
             writeln!(out, "ratio publish p99 / raw fdatasync p99: {r:.1}×")?;
+        }
+        if let Some(r) = self.ratio_publish_p99_to_floor_p99 {
+            writeln!(out, "ratio publish p99 / group-commit floor p99: {r:.2}×")?;
         }
         if let Some(r) = self.ratio_publish_mb_per_s_to_disk_write_mb_per_s {
             writeln!(out, "ratio publish MB/s / raw O_DIRECT write MB/s: {r:.3}×")?;

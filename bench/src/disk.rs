@@ -8,15 +8,22 @@
 //! one at a time, which is the floor of an `acks=all` publish on a broker that fsyncs; and
 //! the bandwidth of sequential 1 MiB O_DIRECT writes, 4 in flight, the ceiling of any
 //! broker's write throughput on this disk.
+//!
+//! For an `acks=all` workload at a fixed rate a third figure, [`crate::floor`]: the publish
+//! latency of an ideal broker that group-commits each partition's file, at the workload's
+//! rate, partitions and record size. A broker can approach it but not beat it with one file
+//! per partition, whatever its code does.
 
 use std::path::Path;
 
 use anyhow::Context;
 
-use crate::broker_report::DiskBaseline;
+use crate::broker_report::{DiskBaseline, FloorBaseline};
+use crate::floor::FloorPlan;
 use crate::raw::{Durability, DurableWriter, SequentialWriter};
 use crate::report::{mb_per_s, new_histogram};
 use crate::scratch::Scratch;
+use crate::spec::Workload;
 
 /// O_DIRECT's unit.
 const BLOCK_BYTES: u64 = 4096;
@@ -93,6 +100,63 @@ pub fn measure(dir: &Path, write_bytes: u64, plan: DiskPlan) -> anyhow::Result<D
     })
 }
 
+/// How long the group-commit floor runs (after a 1 s warm-up).
+const FLOOR_S: f64 = 8.0;
+const FLOOR_QUICK_S: f64 = 3.0;
+
+/// The group-commit floor of `w`: its partitions, record size and rate, when it publishes
+/// with `acks=all` at a fixed rate (other workloads have no durable-latency floor).
+pub fn floor_plan(w: &Workload, quick: bool) -> Option<FloorPlan> {
+    if w.driver.acks.0 != -1 || w.producer_rate <= 0.0 {
+        return None;
+    }
+    Some(FloorPlan {
+        partitions: (w.topics * w.partitions_per_topic) as usize,
+        record_bytes: w.message_size as usize,
+        records_per_s: w.producer_rate,
+        warmup: std::time::Duration::from_secs(1),
+        duration: std::time::Duration::from_secs_f64(if quick { FLOOR_QUICK_S } else { FLOOR_S }),
+    })
+}
+
+/// One run of the floor: p50, p99, p99.9 in ms and records per durable write.
+#[derive(Debug, Clone, Copy)]
+pub struct FloorSample {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p99_9_ms: f64,
+    pub records_per_write: f64,
+}
+
+/// Runs the floor of `plan` on the disk holding `dir`.
+pub fn measure_floor(dir: &Path, plan: &FloorPlan) -> anyhow::Result<FloorSample> {
+    let r = crate::floor::measure(dir, plan).context("group-commit floor")?;
+    Ok(FloorSample {
+        p50_ms: r.ms_at(0.5),
+        p99_ms: r.ms_at(0.99),
+        p99_9_ms: r.ms_at(0.999),
+        records_per_write: r.records as f64 / r.writes.max(1) as f64,
+    })
+}
+
+/// The report's floor from the samples before and after the broker run.
+pub fn floor_baseline(plan: &FloorPlan, before: FloorSample, after: FloorSample) -> FloorBaseline {
+    FloorBaseline {
+        partitions: plan.partitions as u64,
+        record_bytes: plan.record_bytes as u64,
+        records_per_s: plan.records_per_s,
+        measured_s: plan.duration.as_secs_f64(),
+        before_p50_ms: before.p50_ms,
+        before_p99_ms: before.p99_ms,
+        before_p99_9_ms: before.p99_9_ms,
+        before_records_per_write: before.records_per_write,
+        after_p50_ms: after.p50_ms,
+        after_p99_ms: after.p99_ms,
+        after_p99_9_ms: after.p99_9_ms,
+        after_records_per_write: after.records_per_write,
+    }
+}
+
 /// The report's baseline from the samples before and after the broker run.
 pub fn baseline(
     dir: &Path,
@@ -111,6 +175,7 @@ pub fn baseline(
         after_fdatasync_p99_ms: after.fdatasync_p99_ms,
         before_write_mb_per_s: before.write_mb_per_s,
         after_write_mb_per_s: after.write_mb_per_s,
+        floor: None,
     }
 }
 

@@ -23,7 +23,8 @@
 //!   [`wire`]'s pipelined Produce connections, [`wire`] also holds the Fetch loop and admin
 //!   calls, [`run`] runs the threads and phases of one workload, [`stats`] merges the
 //!   threads' histograms, [`broker_report`] is the JSON/table/compare, [`plot`] the SVG,
-//!   [`disk`] the raw-disk baseline of a broker run, and [`suite`] starts local `tern serve`
+//!   [`disk`] the raw-disk baseline of a broker run, [`floor`] the latency of an ideal
+//!   group-committing broker on this disk (no network, no broker code), and [`suite`] starts local `tern serve`
 //!   processes for the standard workloads (`bench/workloads/`).
 //!
 //! Criterion micro-benchmarks of the engine's CPU cost live with the engine
@@ -34,6 +35,7 @@ pub mod broker_report;
 pub mod cpu;
 pub mod disk;
 pub mod engine;
+pub mod floor;
 pub mod group_commit;
 pub mod latency;
 pub mod machine;

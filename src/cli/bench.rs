@@ -14,7 +14,8 @@ use tern_bench::spec::Workload;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Baseline {
     /// Raw io_uring O_DIRECT writes (write + fdatasync latency, sequential bandwidth) in
-    /// --dir, before and after the broker run.
+    /// --dir, before and after the broker run; for acks=all at a fixed rate also the
+    /// group-commit floor (`tern bench floor`) at the workload's rate.
     Disk,
 }
 
@@ -64,7 +65,7 @@ pub struct RunArgs {
     /// Keep the topics instead of deleting them after the run.
     #[arg(long)]
     keep_topics: bool,
-    /// A smaller disk baseline (256 MiB, 1000 durable writes).
+    /// A smaller disk baseline (256 MiB, 1000 durable writes, a 3 s group-commit floor).
     #[arg(long)]
     quick: bool,
 }
@@ -101,6 +102,93 @@ pub struct CompareArgs {
     b: PathBuf,
 }
 
+/// Options of `tern bench floor`.
+#[derive(Debug, clap::Args)]
+pub struct FloorArgs {
+    /// Take partitions (topics x partitionsPerTopic), record size and rate from this
+    /// workload file; the flags below replace single values.
+    #[arg(long, value_name = "FILE")]
+    workload: Option<PathBuf>,
+    /// Partition files written in parallel.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    partitions: Option<u32>,
+    /// Record size in bytes.
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+    record_bytes: Option<u32>,
+    /// Records arriving per second (over all partitions).
+    #[arg(long, value_name = "N")]
+    records_per_s: Option<f64>,
+    /// Measured seconds.
+    #[arg(long, value_name = "S", default_value_t = 10.0)]
+    duration_s: f64,
+    /// Seconds run before measuring.
+    #[arg(long, value_name = "S", default_value_t = 2.0)]
+    warmup_s: f64,
+    /// Directory on the disk to measure; what the floor writes there is removed afterwards.
+    #[arg(long, value_name = "DIR", default_value = "./tern-bench-data")]
+    dir: PathBuf,
+}
+
+/// Runs `tern bench floor`.
+pub fn floor(args: FloorArgs) -> anyhow::Result<()> {
+    let (mut partitions, mut record_bytes, mut rate) = (8u32, 1024u32, 0.0f64);
+    if let Some(path) = &args.workload {
+        let w = Workload::from_file(path)?;
+        partitions = w.topics * w.partitions_per_topic;
+        record_bytes = w.message_size as u32;
+        rate = w.producer_rate;
+    }
+    partitions = args.partitions.unwrap_or(partitions);
+    record_bytes = args.record_bytes.unwrap_or(record_bytes);
+    rate = args.records_per_s.unwrap_or(rate);
+    if !(rate.is_finite() && rate > 0.0) {
+        bail!("--records-per-s must be a rate above 0 (a workload with producerRate 0 has none)");
+    }
+    for (flag, s) in [
+        ("--duration-s", args.duration_s),
+        ("--warmup-s", args.warmup_s),
+    ] {
+        if !(s.is_finite() && (0.0..=3600.0).contains(&s)) {
+            bail!("{flag} {s}: must be between 0 and 3600 seconds");
+        }
+    }
+    if args.duration_s <= 0.0 {
+        bail!("--duration-s must be above 0");
+    }
+    let plan = tern_bench::floor::FloorPlan {
+        partitions: partitions as usize,
+        record_bytes: record_bytes as usize,
+        records_per_s: rate,
+        warmup: std::time::Duration::from_secs_f64(args.warmup_s),
+        duration: std::time::Duration::from_secs_f64(args.duration_s),
+    };
+    eprintln!(
+        "floor: {partitions} partition files, {record_bytes} B records, {rate:.0} records/s, \
+         {:.1} s after {:.1} s warm-up, in {}",
+        args.duration_s,
+        args.warmup_s,
+        args.dir.display()
+    );
+    let r = tern_bench::floor::measure(&args.dir, &plan).context("bench floor")?;
+    println!(
+        "group-commit floor (arrival to durable), ms: p50 {:.3}  p75 {:.3}  p95 {:.3}  \
+         p99 {:.3}  p99.9 {:.3}  max {:.3}",
+        r.ms_at(0.5),
+        r.ms_at(0.75),
+        r.ms_at(0.95),
+        r.ms_at(0.99),
+        r.ms_at(0.999),
+        r.latency_ns.max() as f64 / 1e6
+    );
+    println!(
+        "{} records in {} durable writes ({:.1} records per write)",
+        r.records,
+        r.writes,
+        r.records as f64 / r.writes.max(1) as f64
+    );
+    Ok(())
+}
+
 /// Fails before a long run, not after it, when an output file's directory is missing.
 pub fn check_output(flag: &str, path: Option<&Path>) -> anyhow::Result<()> {
     let Some(path) = path else { return Ok(()) };
@@ -135,10 +223,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let plan = DiskPlan::of(args.quick);
     let write_bytes = disk::write_bytes_for(w.message_size);
+    let floor = disk::floor_plan(&w, args.quick);
     let disk_before = match args.baseline {
         Some(Baseline::Disk) => {
             eprintln!("disk baseline (before) in {}", args.dir.display());
-            Some(disk::measure(&args.dir, write_bytes, plan).context("disk baseline")?)
+            let sample = disk::measure(&args.dir, write_bytes, plan).context("disk baseline")?;
+            let floor = match &floor {
+                Some(f) => Some(disk::measure_floor(&args.dir, f)?),
+                None => None,
+            };
+            Some((sample, floor))
         }
         None => None,
     };
@@ -153,10 +247,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             (a, Some(b), rounds)
         }
     };
-    if let Some(before) = disk_before {
+    if let Some((before, floor_before)) = disk_before {
         eprintln!("disk baseline (after)");
         let after = disk::measure(&args.dir, write_bytes, plan).context("disk baseline")?;
-        let b = disk::baseline(&args.dir, write_bytes, plan, before, after);
+        let mut b = disk::baseline(&args.dir, write_bytes, plan, before, after);
+        if let (Some(f), Some(fb)) = (&floor, floor_before) {
+            let fa = disk::measure_floor(&args.dir, f)?;
+            b.floor = Some(disk::floor_baseline(f, fb, fa));
+        }
         report.set_baseline(b.clone());
         if let Some(r) = &mut vs_report {
             r.set_baseline(b);
