@@ -47,8 +47,8 @@ struct Args {
     #[arg(long, default_value_t = 3)]
     warmup_seconds: u64,
     /// librdkafka linger.ms.
-    #[arg(long, default_value_t = 1)]
-    linger_ms: u32,
+    #[arg(long, default_value_t = 1.0)]
+    linger_ms: f64,
     /// Directory on the broker's disk for the raw fdatasync baseline.
     #[arg(long)]
     raw_dir: Option<PathBuf>,
@@ -246,6 +246,32 @@ fn main() {
         "schedule delay (send - intended):     {}",
         percentiles(&lag)
     );
+    if let Some(dir) = &args.raw_dir {
+        // The disk's group-commit floor for this load: the same rate, record size and
+        // round-robin partitions, with no client, network or broker.
+        let plan = tern_bench::floor::FloorPlan {
+            partitions: args.partitions as usize,
+            record_bytes: args.record_bytes,
+            records_per_s: args.rate_mb_per_s * 1024.0 * 1024.0 / args.record_bytes as f64,
+            warmup: Duration::from_secs(1),
+            duration: Duration::from_secs(5),
+        };
+        if plan.records_per_s > 0.0 {
+            match tern_bench::floor::measure(dir, &plan) {
+                Ok(f) => println!(
+                    "group-commit floor ({} files): p50 {:8.3} ms  p99 {:8.3} ms  p99.9 {:8.3} ms  \
+                     ratio produce/floor: p50 {:.2}x  p99 {:.2}x",
+                    plan.partitions,
+                    f.ms_at(0.5),
+                    f.ms_at(0.99),
+                    f.ms_at(0.999),
+                    h.value_at_quantile(0.5) as f64 / 1e3 / f.ms_at(0.5).max(1e-6),
+                    h.value_at_quantile(0.99) as f64 / 1e3 / f.ms_at(0.99).max(1e-6),
+                ),
+                Err(e) => println!("group-commit floor: {e:#}"),
+            }
+        }
+    }
     for (name, raw) in [("before", raw_before), ("after", raw_after)] {
         if let Some(r) = raw {
             println!(

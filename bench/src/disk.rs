@@ -23,7 +23,7 @@ use crate::floor::FloorPlan;
 use crate::raw::{Durability, DurableWriter, SequentialWriter};
 use crate::report::{mb_per_s, new_histogram};
 use crate::scratch::Scratch;
-use crate::spec::Workload;
+use crate::spec::{KeyDistributor, Workload};
 
 /// O_DIRECT's unit.
 const BLOCK_BYTES: u64 = 4096;
@@ -106,12 +106,20 @@ const FLOOR_QUICK_S: f64 = 3.0;
 
 /// The group-commit floor of `w`: its partitions, record size and rate, when it publishes
 /// with `acks=all` at a fixed rate (other workloads have no durable-latency floor).
+///
+/// The floor spreads records round robin over its files. With `NO_KEY` the producers'
+/// sticky partitioner sends to one partition at a time, so the floor is then taken with a
+/// single file: the lower (stricter) of the two.
 pub fn floor_plan(w: &Workload, quick: bool) -> Option<FloorPlan> {
     if w.driver.acks.0 != -1 || w.producer_rate <= 0.0 {
         return None;
     }
+    let partitions = match w.key_distributor {
+        KeyDistributor::NoKey => 1,
+        _ => (w.topics * w.partitions_per_topic) as usize,
+    };
     Some(FloorPlan {
-        partitions: (w.topics * w.partitions_per_topic) as usize,
+        partitions,
         record_bytes: w.message_size as usize,
         records_per_s: w.producer_rate,
         warmup: std::time::Duration::from_secs(1),
