@@ -259,7 +259,7 @@ fn main() {
         if plan.records_per_s > 0.0 {
             match tern_bench::floor::measure(dir, &plan) {
                 Ok(f) => println!(
-                    "group-commit floor ({} files): p50 {:8.3} ms  p99 {:8.3} ms  p99.9 {:8.3} ms  \
+                    "group-commit floor (partition files: {}): p50 {:8.3} ms  p99 {:8.3} ms  p99.9 {:8.3} ms  \
                      ratio produce/floor: p50 {:.2}x  p99 {:.2}x",
                     plan.partitions,
                     f.ms_at(0.5),

@@ -410,7 +410,7 @@ impl fmt::Display for BrokerReport {
             if let Some(fl) = &b.floor {
                 writeln!(
                     out,
-                    "group-commit floor ({} files, {} B records, {:.0} rec/s; no network, no \
+                    "group-commit floor (partition files: {}, {} B records, {:.0} rec/s; no network, no \
                      broker): p50/p99/p99.9 {}/{}/{} ms before, {}/{}/{} ms after",
                     fl.partitions,
                     fl.record_bytes,

@@ -163,7 +163,7 @@ pub fn floor(args: FloorArgs) -> anyhow::Result<()> {
         duration: std::time::Duration::from_secs_f64(args.duration_s),
     };
     eprintln!(
-        "floor: {partitions} partition files, {record_bytes} B records, {rate:.0} records/s, \
+        "floor: partition files: {partitions}, {record_bytes} B records, {rate:.0} records/s, \
          {:.1} s after {:.1} s warm-up, in {}",
         args.duration_s,
         args.warmup_s,
