@@ -503,3 +503,65 @@ fn bad_arguments_give_one_line_errors() {
     let out = spawn(&["consume"], b"").finish();
     assert!(!out.status.success());
 }
+
+/// Guards `shard.nice` at startup: a value out of range names the key, and a negative value
+/// without the privilege to set it stops startup with the reason, in one line each. The
+/// second case runs the broker as an unprivileged user (through `setpriv` when the test
+/// runs as root, as CI does).
+#[test]
+fn serve_refuses_a_shard_nice_it_cannot_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    // The unprivileged broker must be able to create its data directory here.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let serve = |nice: &str| {
+        let config = dir.path().join(format!("nice{nice}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "listeners = \"127.0.0.1:0\"\nlog.dirs = \"{}\"\ncores = [0]\nshard.nice = {nice}\n",
+                dir.path().join(format!("data{nice}")).display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&config, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
+        let tern = env!("CARGO_BIN_EXE_tern");
+        // SAFETY: geteuid has no preconditions.
+        let mut cmd = if unsafe { libc::geteuid() } == 0 {
+            let mut c = Command::new("setpriv");
+            c.args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--",
+                tern,
+            ]);
+            c
+        } else {
+            Command::new(tern)
+        };
+        let out = cmd
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        Output {
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    };
+    let err = serve("-21").one_line_error();
+    assert!(
+        err.contains(r#"key "shard.nice": expected an integer from -20 to 19, found -21"#),
+        "{err}"
+    );
+    let err = serve("-5").one_line_error();
+    assert!(err.contains("shard.nice = -5: setpriority: "), "{err}");
+    assert!(err.contains("needs root or CAP_SYS_NICE"), "{err}");
+}

@@ -933,6 +933,45 @@ fn bad_input_is_refused_and_the_broker_keeps_serving() {
     assert_eq!(watermarks(&b, topic, 0).1, hw + 2);
 }
 
+/// The niceness of each thread of process `pid`, by thread name.
+fn thread_nices(pid: libc::pid_t) -> Vec<(String, i32)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = entry.unwrap().path();
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(dir.join("comm")),
+            std::fs::read_to_string(dir.join("stat")),
+        ) else {
+            continue; // the thread ended meanwhile
+        };
+        // The fields after the ")" closing the name start at field 3; nice is field 19.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let nice: i32 = rest.split(' ').nth(16).unwrap().parse().unwrap();
+        out.push((comm.trim().to_owned(), nice));
+    }
+    out
+}
+
+/// Guards `shard.nice`: every shard thread runs at the configured niceness, the other
+/// threads keep the one the broker was started with, and the broker serves.
+#[test]
+fn shard_nice_applies_to_the_shard_threads() {
+    let b = Broker::start("cores = [0, 1]\nshard.nice = 7");
+    // SAFETY: getpriority on this process reads our own niceness.
+    let ours = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    let threads = thread_nices(b.pid());
+    let shards: Vec<i32> = threads
+        .iter()
+        .filter(|(name, _)| name.starts_with("tern-shard-"))
+        .map(|(_, nice)| *nice)
+        .collect();
+    assert_eq!(shards, [7, 7], "{threads:?}");
+    let main = threads.iter().find(|(name, _)| name == "tern").unwrap();
+    assert_eq!(main.1, ours, "{threads:?}");
+    create_topic(&b, "niced", 2);
+    assert_still_serving(&b, "niced", "with shard.nice = 7");
+}
+
 /// Guards placement: pins and `balanced` decide which shard owns each partition, the
 /// broker reports it in DescribeConfigs, and one connection reaches partitions on both shards.
 #[test]

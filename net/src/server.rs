@@ -84,6 +84,7 @@ impl Broker {
         for (i, (listener, rx)) in listeners.into_iter().zip(receivers).enumerate() {
             let cpu = config.cores[i];
             let core = all_cores.iter().find(|c| c.id == cpu).copied();
+            let nice = config.shard_nice;
             let shard = ShardConfig {
                 index: i,
                 router: router.clone(),
@@ -99,6 +100,11 @@ impl Broker {
                 .spawn(move || {
                     if let Some(core) = core {
                         core_affinity::set_for_current(core);
+                    }
+                    // Before the ring exists, so that its kernel workers inherit it too.
+                    if let Err(reason) = set_nice(nice) {
+                        let _ = shard.ready.send(Err(reason));
+                        return;
                     }
                     match tern_engine::storage::uring::new_runtime() {
                         Ok(rt) => rt.block_on(run_shard(shard)),
@@ -198,6 +204,28 @@ struct ShardConfig {
     stop: watch::Receiver<bool>,
     ready: std_mpsc::Sender<Result<(), String>>,
     direct: DirectIo,
+}
+
+/// Sets the calling thread's niceness (`shard.nice`); 0 leaves it as inherited.
+fn set_nice(nice: i32) -> Result<(), String> {
+    if nice == 0 {
+        return Ok(());
+    }
+    // SAFETY: plain syscalls on the calling thread; gettid cannot fail.
+    let r = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, nice)
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    let hint = if nice < 0 && e.raw_os_error() == Some(libc::EACCES) {
+        " (below 0 needs root or CAP_SYS_NICE)"
+    } else {
+        ""
+    };
+    Err(format!("shard.nice = {nice}: setpriority: {e}{hint}"))
 }
 
 async fn run_shard(cfg: ShardConfig) {

@@ -157,7 +157,7 @@ impl Broker {
         self.child = Some(child);
     }
 
-    fn pid(&self) -> libc::pid_t {
+    pub fn pid(&self) -> libc::pid_t {
         self.child.as_ref().expect("broker not running").id() as libc::pid_t
     }
 

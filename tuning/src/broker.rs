@@ -1,7 +1,7 @@
 //! The broker's configuration file (`tern serve --config tern.toml`).
 //!
 //! Keys are Kafka's `server.properties` names where the meaning is the same, plus ours
-//! (`cores`, `placement`, `flush`, `io.direct`, `log.hot.bytes`, `[pins]`). TOML reads a
+//! (`cores`, `placement`, `shard.nice`, `flush`, `io.direct`, `log.hot.bytes`, `[pins]`). TOML reads a
 //! dotted key `log.dirs = "x"` as a nested table, so the document is flattened back into
 //! dotted names (except `[pins]`, whose keys are `"topic/partition"`) and every name must be
 //! a known key: a misspelt key is an error, never silently ignored. The printed form
@@ -58,6 +58,7 @@ pub const BROKER_KEYS: &[&str] = &[
     "group.max.size",
     "cores",
     "placement",
+    "shard.nice",
     PINS,
 ];
 
@@ -138,6 +139,10 @@ pub struct BrokerConfig {
     pub cores: Vec<usize>,
     /// `placement`: how unpinned partitions are spread over shards. Default balanced.
     pub placement: PlacementPolicy,
+    /// `shard.nice`: the scheduling niceness of the shard threads, -20 to 19 (ours). Below
+    /// 0 the shards win the CPU from other processes on the same cores (a co-located
+    /// client), which needs CAP_SYS_NICE. Default 0: the niceness the broker started with.
+    pub shard_nice: i32,
     /// `[pins]`: `"topic/partition" = shard` placements that override `placement`; every
     /// shard index is `< cores.len()`.
     pub pins: Pins,
@@ -226,6 +231,7 @@ impl BrokerConfig {
             groups: GroupSettings::default(),
             cores,
             placement: PlacementPolicy::Balanced,
+            shard_nice: 0,
             pins: Pins::new(),
         }
     }
@@ -460,6 +466,7 @@ impl BrokerConfig {
                 Value::Array(self.cores.iter().map(|c| size(*c)).collect()),
             ),
             ("placement", string(self.placement.as_str())),
+            ("shard.nice", int(self.shard_nice.into())),
         ]);
         values
     }
@@ -624,6 +631,7 @@ impl Reader<'_> {
             groups: self.groups(&d.groups)?,
             cores: self.cores(allowed_cores)?,
             placement: self.choice("placement", d.placement)?,
+            shard_nice: self.int("shard.nice", Bounds::between(-20, 19), d.shard_nice)?,
             pins: Pins::new(),
         })
     }

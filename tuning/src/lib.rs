@@ -9,7 +9,7 @@
 //!
 //! * [`BrokerConfig`] is `tern serve --config tern.toml`: Kafka's key names where the meaning
 //!   is the same (`node.id`, `listeners`, `log.dirs`, `log.retention.ms`, …) plus ours
-//!   (`cores`, `placement`, `[pins]`, `flush`, `io.direct`, `log.hot.bytes`).
+//!   (`cores`, `placement`, `[pins]`, `shard.nice`, `flush`, `io.direct`, `log.hot.bytes`).
 //!   [`BrokerConfig::to_toml_string`] is `tern serve --print-config`. `tern.example.toml`
 //!   beside this crate lists every key with its default.
 //! * [`TopicConfig`] is a topic's settings under Kafka's topic-level names (`retention.ms`,

@@ -102,6 +102,7 @@ io.direct = "auto"
 log.hot.bytes = 1048576
 cores = [3, 1]
 placement = "hash"
+shard.nice = 5
 
 [pins]
 "orders/3" = 1
@@ -126,6 +127,7 @@ fn full_file_round_trips() {
     assert_eq!(cfg.direct_io, DirectIo::Auto);
     assert_eq!(cfg.cores, [3, 1]);
     assert_eq!(cfg.placement, PlacementPolicy::Hash);
+    assert_eq!(cfg.shard_nice, 5);
     assert_eq!(cfg.pins.get(&("orders".to_owned(), 3)), Some(&1));
     assert_eq!(cfg.place("orders", 3), 1);
     assert_ne!(cfg, BrokerConfig::with_cores(CPUS.to_vec()));
@@ -263,6 +265,15 @@ fn bad_values() {
     assert!(error(r#"advertised.listeners = "PLAINTEXT://host:0""#)
         .starts_with(r#"key "advertised.listeners": expected"#));
     assert!(error("node.id = 1\nnode.id = 2").starts_with("invalid TOML at line 2"));
+    for nice in ["-21", "20"] {
+        assert_eq!(
+            error(&format!("shard.nice = {nice}")),
+            format!(r#"key "shard.nice": expected an integer from -20 to 19, found {nice}"#)
+        );
+    }
+    assert!(error(r#"shard.nice = "high""#).starts_with(r#"key "shard.nice": expected"#));
+    assert_eq!(parse("shard.nice = -10").unwrap().shard_nice, -10);
+    assert_eq!(parse("").unwrap().shard_nice, 0);
 }
 
 /// Guards the checks on `cores`: allowed set, duplicates, emptiness, and the notations.
@@ -447,6 +458,7 @@ fn arb_config() -> impl Strategy<Value = BrokerConfig> {
             (cfg.log_index_interval_bytes, cfg.log_flush_interval_ms) = (c.2, c.3);
             (cfg.log_message_timestamp_type, cfg.flush, cfg.direct_io) = (c.4, c.5, c.6);
             (cfg.log_hot_bytes, cfg.placement) = (d.0, d.2);
+            cfg.shard_nice = (d.0 % 40) as i32 - 20;
             cfg.pins = d.3;
             cfg
         })
