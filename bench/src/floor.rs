@@ -10,7 +10,9 @@
 //! from its intended arrival to the completion of the write holding it.
 //!
 //! The files are filled with zeros and synced first (as the engine prepares its segments
-//! under `flush = always`), so the timed writes are overwrites with no block allocation.
+//! under `flush = always`), so the timed writes are overwrites with no block allocation;
+//! then the whole system is synced, so that earlier writes and deletions on the disk are not
+//! paid for here.
 //! Everything runs on the calling thread with its own ring; between completions it waits
 //! with a nanosecond timeout for the next arrival, so no timer granularity is added.
 //!
@@ -128,6 +130,10 @@ pub fn measure(dir: &Path, plan: &FloorPlan) -> anyhow::Result<FloorResult> {
             in_flight: None,
         });
     }
+    // Write back everything before the timed part (the zeros just written, and whatever
+    // else is pending on this disk, such as the discards of files deleted just before).
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
     // The largest write: everything one partition receives in a second, plus the tail
     // block; a stall longer than that ends the run with an error rather than overflowing.
     let max_write = ((plan.records_per_s / plan.partitions as f64).ceil() as u64 + 1)

@@ -1,6 +1,8 @@
 //! `tern bench suite`: the standard workloads against local `tern serve` processes started
 //! here, with the disk baseline before and after, written to a report directory (one JSON
-//! and one SVG per workload, `baseline.json`, and `summary.md`).
+//! and one SVG per workload, `baseline.json`, and `summary.md`). An acks=all workload at a
+//! fixed rate also gets its group-commit floor ([`crate::floor`]) just before and just after
+//! its own run.
 //!
 //! Each workload gets a fresh broker on a fresh data directory, so one workload's segments
 //! (and their deletion) do not weigh on the next. The broker is this same executable
@@ -121,8 +123,15 @@ pub fn run(opts: &SuiteOptions) -> anyhow::Result<Vec<BrokerReport>> {
     eprintln!("disk baseline (before) in {}", opts.dir.display());
     let before = disk::measure(&opts.dir, write_bytes, plan)?;
     let mut reports = Vec::new();
+    let mut floors = Vec::new();
     for (file, w) in &chosen {
         eprintln!("== {file}: {}", w.name);
+        // The workload's group-commit floor, before and after its run (acks=all, fixed rate).
+        let floor_plan = disk::floor_plan(w, opts.quick);
+        let floor_before = match &floor_plan {
+            Some(f) => Some(disk::measure_floor(&opts.dir, f)?),
+            None => None,
+        };
         let broker = LocalBroker::start(&opts.tern_exe, &opts.dir, &opts.broker_config)?;
         let run_opts = RunOptions {
             broker: broker.addr.clone(),
@@ -140,20 +149,32 @@ pub fn run(opts: &SuiteOptions) -> anyhow::Result<Vec<BrokerReport>> {
             )),
         };
         let result = crate::run::run(w, &run_opts);
+        // The floor after the run, before the broker's data is deleted with it.
+        let floor_after = match &floor_plan {
+            Some(f) => Some(disk::measure_floor(&opts.dir, f)?),
+            None => None,
+        };
         let data_dir = broker.data_dir.clone();
         broker.stop()?;
         let mut report = result.with_context(|| format!("workload {file}"))?;
         report.machine = crate::machine::MachineInfo::probe(&opts.dir);
         report.machine.dir = data_dir.display().to_string();
+        let floor = match (&floor_plan, floor_before, floor_after) {
+            (Some(f), Some(before), Some(after)) => Some(disk::floor_baseline(f, before, after)),
+            _ => None,
+        };
         println!("{report}");
         reports.push((file.to_string(), report));
+        floors.push(floor);
     }
     eprintln!("disk baseline (after)");
     let after = disk::measure(&opts.dir, write_bytes, plan)?;
     let baseline = disk::baseline(&opts.dir, write_bytes, plan, before, after);
     write_json(&opts.out.join("baseline.json"), &baseline)?;
-    for (file, report) in &mut reports {
-        report.set_baseline(baseline.clone());
+    for ((file, report), floor) in reports.iter_mut().zip(floors) {
+        let mut b = baseline.clone();
+        b.floor = floor;
+        report.set_baseline(b);
         let stem = file.trim_end_matches(".yaml");
         report.write_json(&opts.out.join(format!("{stem}.json")))?;
         let svg = opts.out.join(format!("{stem}.svg"));
@@ -208,8 +229,8 @@ pub fn summary(
     );
     s += "| workload | target rec/s | rec/s | MB/s | publish p50 ms | p99 | p99.9 | max \
           | e2e p50 ms | e2e p99 | consumed / expected | unsent | p99 / raw fdatasync p99 \
-          | MB/s / raw write MB/s |\n";
-    s += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+          | floor p99 ms | p99 / floor p99 | MB/s / raw write MB/s |\n";
+    s += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for (file, r) in reports {
         let l = |k: &str| r.latency_ms(k);
         let target = if r.target_publish_rate_records_per_s == 0.0 {
@@ -220,7 +241,7 @@ pub fn summary(
         let opt = |v: Option<f64>, d: usize| v.map_or("-".to_string(), |v| format!("{v:.d$}"));
         s += &format!(
             "| {file} | {target} | {:.0} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} \
-             | {} / {} | {} | {} | {} |\n",
+             | {} / {} | {} | {} | {} | {} | {} |\n",
             r.publish_rate_records_per_s,
             r.publish_rate_mb_per_s,
             l("publish_latency_p50_ms"),
@@ -233,6 +254,14 @@ pub fn summary(
             r.records_consumed_expected,
             r.records_unsent,
             opt(r.ratio_publish_p99_to_fdatasync_p99, 1),
+            opt(
+                r.disk_baseline
+                    .as_ref()
+                    .and_then(|b| b.floor.as_ref())
+                    .map(|f| f.p99_ms()),
+                3
+            ),
+            opt(r.ratio_publish_p99_to_floor_p99, 2),
             opt(r.ratio_publish_mb_per_s_to_disk_write_mb_per_s, 3),
         );
     }
