@@ -6,9 +6,9 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::cmd::tern;
 use common::Broker;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -17,70 +17,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 const GROUPS: &str = "group.initial.rebalance.delay.ms = 300";
 /// How long a condition may take to come true (a rebalance, a member leaving).
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// A finished `tern` command: its arguments and what it left.
-#[derive(Debug)]
-struct Ran {
-    what: String,
-    out: std::process::Output,
-}
-
-impl Ran {
-    fn stdout(&self) -> String {
-        String::from_utf8_lossy(&self.out.stdout).into_owned()
-    }
-
-    fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.out.stderr).into_owned()
-    }
-
-    /// Asserts success and returns stdout.
-    fn ok(self) -> String {
-        let what = &self.what;
-        assert!(
-            self.out.status.success(),
-            "`tern {what}` failed:\n{}",
-            self.stderr()
-        );
-        self.stdout()
-    }
-
-    /// Asserts exit code 1 and one stderr line, `tern: error: …`, and returns that line.
-    fn one_line_error(self) -> String {
-        let stderr = self.stderr();
-        match (
-            self.out.status.code(),
-            &stderr.lines().collect::<Vec<_>>()[..],
-        ) {
-            (Some(1), [line]) if line.starts_with("tern: error: ") => line.to_string(),
-            (code, _) => panic!(
-                "`tern {}`: exit code {code:?}, stderr:\n{stderr}",
-                self.what
-            ),
-        }
-    }
-}
-
-/// Runs `tern ARGS -b ADDR` with `stdin` and waits for it.
-fn tern(b: &Broker, args: &[&str], stdin: &str) -> Ran {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
-        .args(args)
-        .args(["-b", &b.addr()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tern");
-    let mut input = child.stdin.take().unwrap();
-    // A command that does not read stdin may have exited already.
-    let _ = input.write_all(stdin.as_bytes());
-    drop(input);
-    Ran {
-        what: args.join(" "),
-        out: child.wait_with_output().unwrap(),
-    }
-}
 
 /// A topic of `partitions` partitions holding `counts[p]` records in partition p.
 fn topic_with_records(b: &Broker, topic: &str, counts: &[usize]) {
@@ -113,8 +49,8 @@ fn describe_until(b: &Broker, group: &str, what: &str, done: impl Fn(&str) -> bo
     let deadline = Instant::now() + DEADLINE;
     loop {
         let out = tern(b, &["group", "describe", group], "");
-        let (stdout, stderr) = (out.stdout(), out.stderr());
-        if out.out.status.success() && done(&stdout) {
+        let (stdout, stderr) = (out.stdout, out.stderr);
+        if out.status.success() && done(&stdout) {
             return stdout;
         }
         assert!(Instant::now() < deadline, "{what}:\n{stdout}{stderr}");
@@ -145,7 +81,7 @@ fn describe_lag_and_reset_offsets() {
         ],
         "",
     );
-    let stderr = out.stderr();
+    let stderr = out.stderr.clone();
     assert!(stderr.contains("dry run"), "{stderr}");
     let plan = out.ok();
     assert_eq!(
@@ -355,7 +291,7 @@ fn active_group_refuses_reset_and_delete() {
         "--to-earliest",
     ];
     let dry = tern(&b, &reset, "");
-    let stderr = dry.stderr();
+    let stderr = dry.stderr.clone();
     assert!(stderr.contains("--execute will be refused"), "{stderr}");
     dry.ok();
     let err = tern(&b, &[&reset[..], &["--execute"]].concat(), "").one_line_error();

@@ -30,6 +30,7 @@ use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
 use io_uring::{opcode, types, IoUring};
 
+use crate::raw::pattern_buf;
 use crate::report::new_histogram;
 use crate::scratch::Scratch;
 
@@ -77,31 +78,6 @@ struct PartitionFile {
     in_flight: Option<(u64, u64, u64, u32)>,
 }
 
-/// A block-aligned buffer of `len` bytes (over-allocated `Vec`, aligned start).
-struct Aligned {
-    storage: Vec<u8>,
-    offset: usize,
-    len: usize,
-}
-
-impl Aligned {
-    fn new(len: usize) -> Aligned {
-        let storage: Vec<u8> = (0..len + BLOCK_BYTES as usize)
-            .map(|i| (i % 251) as u8)
-            .collect();
-        let offset = storage.as_ptr().align_offset(BLOCK_BYTES as usize);
-        Aligned {
-            storage,
-            offset,
-            len,
-        }
-    }
-
-    fn ptr(&self) -> *const u8 {
-        self.storage[self.offset..self.offset + self.len].as_ptr()
-    }
-}
-
 /// Runs the floor in a scratch directory under `dir` (removed afterwards).
 pub fn measure(dir: &Path, plan: &FloorPlan) -> anyhow::Result<FloorResult> {
     if plan.partitions == 0 || plan.record_bytes == 0 || plan.records_per_s <= 0.0 {
@@ -140,7 +116,7 @@ pub fn measure(dir: &Path, plan: &FloorPlan) -> anyhow::Result<FloorResult> {
         * plan.record_bytes as u64
         + 2 * BLOCK_BYTES;
     let max_write = max_write.div_ceil(BLOCK_BYTES) * BLOCK_BYTES;
-    let buf = Aligned::new(max_write as usize);
+    let buf = pattern_buf(max_write as usize, 5);
     let mut ring = IoUring::new(plan.partitions.next_power_of_two().max(8) as u32)
         .context("creating an io_uring (is io_uring disabled on this kernel?)")?;
 
@@ -169,7 +145,7 @@ pub fn measure(dir: &Path, plan: &FloorPlan) -> anyhow::Result<FloorResult> {
                     "partition {p}: {len} bytes waiting, over the floor's buffer; the disk stalled"
                 );
             }
-            let sqe = opcode::Write::new(types::Fd(f.file.as_raw_fd()), buf.ptr(), len as u32)
+            let sqe = opcode::Write::new(types::Fd(f.file.as_raw_fd()), buf.as_ptr(), len as u32)
                 .offset(from)
                 .rw_flags(libc::RWF_DSYNC)
                 .build()

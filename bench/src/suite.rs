@@ -128,10 +128,13 @@ pub fn run(opts: &SuiteOptions) -> anyhow::Result<Vec<BrokerReport>> {
         eprintln!("== {file}: {}", w.name);
         // The workload's group-commit floor, before and after its run (acks=all, fixed rate).
         let floor_plan = disk::floor_plan(w, opts.quick);
-        let floor_before = match &floor_plan {
-            Some(f) => Some(disk::measure_floor(&opts.dir, f)?),
-            None => None,
+        let measure_floor = || {
+            floor_plan
+                .as_ref()
+                .map(|f| disk::measure_floor(&opts.dir, f))
+                .transpose()
         };
+        let floor_before = measure_floor()?;
         let broker = LocalBroker::start(&opts.tern_exe, &opts.dir, &opts.broker_config)?;
         let run_opts = RunOptions {
             broker: broker.addr.clone(),
@@ -150,10 +153,7 @@ pub fn run(opts: &SuiteOptions) -> anyhow::Result<Vec<BrokerReport>> {
         };
         let result = crate::run::run(w, &run_opts);
         // The floor after the run, before the broker's data is deleted with it.
-        let floor_after = match &floor_plan {
-            Some(f) => Some(disk::measure_floor(&opts.dir, f)?),
-            None => None,
-        };
+        let floor_after = measure_floor()?;
         let data_dir = broker.data_dir.clone();
         broker.stop()?;
         let mut report = result.with_context(|| format!("workload {file}"))?;

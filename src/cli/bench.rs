@@ -228,11 +228,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(Baseline::Disk) => {
             eprintln!("disk baseline (before) in {}", args.dir.display());
             let sample = disk::measure(&args.dir, write_bytes, plan).context("disk baseline")?;
-            let floor = match &floor {
-                Some(f) => Some(disk::measure_floor(&args.dir, f)?),
-                None => None,
-            };
-            Some((sample, floor))
+            let floor = floor.as_ref().map(|f| disk::measure_floor(&args.dir, f));
+            Some((sample, floor.transpose()?))
         }
         None => None,
     };
