@@ -37,12 +37,14 @@ pub mod buf;
 pub mod config;
 pub mod error;
 pub mod index;
+pub mod journal;
 pub mod log;
 pub mod producer;
 pub mod storage;
 
 pub use config::{FlushPolicy, LogConfig, TimestampType};
 pub use error::{AppendError, LogError, OpenError};
+pub use journal::{Journal, JournalConfig, JournalError};
 pub use log::{AppendInfo, Log, LogStats, Offset, ReadResult, Slice};
 pub use storage::memory::MemStorage;
 pub use storage::uring::{DirectIo, UringStorage};

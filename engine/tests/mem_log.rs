@@ -12,52 +12,11 @@ use tern_engine::{
 };
 
 mod mem;
-use mem::{dir, run, small_config};
+use mem::{dir, i32_at, read_all, run, small_config, split_batches};
 
 /// A batch of `records` records of `value_bytes`, distinguishable by `seed`.
 fn make_batch(ts: i64, records: usize, value_bytes: usize, seed: u8) -> Vec<u8> {
     build::filled(ts, records, value_bytes, seed)
-}
-
-/// Reads every batch in `[from, readable_end)` and returns (base offset, bytes after the
-/// base offset field) per batch.
-async fn read_all(log: &Log<MemStorage>, from: i64) -> Vec<(i64, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut at = from;
-    let end = log.readable_end().0;
-    while at < end {
-        let r = log.read(Offset(at), 3000, Offset(i64::MAX)).await.unwrap();
-        assert!(
-            r.next_offset.0 > at,
-            "read at {at} made no progress (end {end})"
-        );
-        for s in &r.slices {
-            let bytes = s.to_bytes().unwrap();
-            split_batches(&bytes, &mut out);
-        }
-        at = r.next_offset.0;
-    }
-    out
-}
-
-fn split_batches(mut b: &[u8], out: &mut Vec<(i64, Vec<u8>)>) {
-    while !b.is_empty() {
-        let len = (12 + i32_at(b, 8) as usize).min(b.len());
-        let h = tern_engine::batch::check_stored(&b[..len]).unwrap_or_else(|| {
-            panic!(
-                "a read returned a corrupt or partial batch: {} bytes left, header {:?}",
-                b.len(),
-                tern_engine::batch::BatchHeader::parse(b)
-            )
-        });
-        let len = h.total_bytes as usize;
-        out.push((h.base_offset, b[8..len].to_vec()));
-        b = &b[len..];
-    }
-}
-
-fn i32_at(b: &[u8], at: usize) -> i32 {
-    i32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
 /// The model: every batch appended, by base offset, as stored (bytes after offset 8).

@@ -51,7 +51,7 @@ impl<S: Storage> Log<S> {
     /// Makes everything written so far durable (fdatasync of the active segment).
     pub async fn flush(&self) -> Result<(), LogError> {
         self.shared.poisoned()?;
-        let (file, path, now, base, size) = {
+        let (file, path, now, base, size, writes) = {
             let i = self.shared.inner.borrow();
             let seg = i.active();
             let path = segment_path(&i.dir, seg.base, "log");
@@ -61,6 +61,7 @@ impl<S: Storage> Log<S> {
                 i.storage.now_ms(),
                 seg.base,
                 seg.size,
+                i.stats.writes,
             )
         };
         if let Err(e) = file.sync_data().await {
@@ -72,7 +73,10 @@ impl<S: Storage> Log<S> {
         if i.active().base == base {
             i.synced_size = i.synced_size.max(size);
         }
-        i.dirty = false;
+        // A write that completed during the sync may not be covered by it.
+        if i.stats.writes == writes {
+            i.dirty = false;
+        }
         i.last_flush_ms = now;
         i.stats.syncs += 1;
         Ok(())
@@ -186,7 +190,9 @@ impl<S: Storage> Log<S> {
         };
         for base in &doomed {
             self.shared.inner.borrow_mut().segments.remove(base);
-            remove_segment_files(&storage, &dir, *base).await?;
+            remove_segment_files(&storage, &dir, *base)
+                .await
+                .map_err(|(p, e)| LogError::io(p, e))?;
         }
         if !doomed.is_empty() {
             storage
@@ -310,7 +316,9 @@ impl<S: Storage> Log<S> {
             (i.storage.clone(), i.dir.clone())
         };
         for b in bases {
-            remove_segment_files(&storage, &dir, *b).await?;
+            remove_segment_files(&storage, &dir, *b)
+                .await
+                .map_err(|(p, e)| LogError::io(p, e))?;
         }
         storage
             .sync_dir(&dir)
@@ -347,17 +355,18 @@ impl<S: Storage> Log<S> {
     }
 }
 
-async fn remove_segment_files<S: Storage>(
+/// Removes a segment's three files (a missing one is fine); the error names the file.
+pub(super) async fn remove_segment_files<S: Storage>(
     storage: &S,
     dir: &std::path::Path,
     base: i64,
-) -> Result<(), LogError> {
+) -> Result<(), (PathBuf, std::io::Error)> {
     for ext in ["log", "index", "timeindex"] {
         let p = segment_path(dir, base, ext);
         match storage.remove_file(&p).await {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(LogError::io(p, e)),
+            Err(e) => return Err((p, e)),
         }
     }
     Ok(())

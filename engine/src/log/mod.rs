@@ -45,6 +45,7 @@ use crate::storage::Storage;
 
 pub use read::{ReadResult, Slice};
 use segment::{BatchMeta, HotCache, Segment};
+pub(crate) use writer::write_zeros;
 
 /// Smallest write buffer taken for a unit: big enough that a busy log rarely grows one.
 const UNIT_BYTES_MIN: usize = 256 * 1024;
@@ -101,7 +102,7 @@ impl<S: Storage> fmt::Debug for Log<S> {
     }
 }
 
-struct Shared<S: Storage> {
+pub(crate) struct Shared<S: Storage> {
     inner: RefCell<Inner<S>>,
     /// Wakes the writer task when a unit is queued or the log closes.
     wake: Rc<Notify>,
@@ -191,6 +192,13 @@ struct Inner<S: Storage> {
     producers: ProducerTable,
     /// Offset of the newest producer snapshot written (or loaded).
     producer_snapshot: i64,
+    /// The shard journal that makes appends durable under `flush = always`, once attached.
+    journal: Option<crate::journal::Journal<S>>,
+    /// This partition's name in journal records (its directory's name).
+    journal_name: String,
+    /// `(end offset, LSN)` of this log's journal records whose bytes its segment may not
+    /// hold durably yet, oldest first (see [`checkpoint_for_journal`]).
+    journal_pending: VecDeque<(i64, u64)>,
 }
 
 impl<S: Storage> Inner<S> {
@@ -206,6 +214,19 @@ impl<S: Storage> Inner<S> {
         match self.segments.last_entry() {
             Some(e) => e.into_mut(),
             None => unreachable!("a log always has an active segment"),
+        }
+    }
+
+    /// Segment writes are durable one by one (RWF_DSYNC): `flush = always` without a journal.
+    fn segment_dsync(&self) -> bool {
+        self.config.flush == FlushPolicy::Always && self.journal.is_none()
+    }
+
+    /// Appends are made durable by the shard journal.
+    fn journaled(&self) -> Option<crate::journal::Journal<S>> {
+        match self.config.flush {
+            FlushPolicy::Always => self.journal.clone(),
+            _ => None,
         }
     }
 
@@ -277,6 +298,7 @@ impl<S: Storage> Inner<S> {
     fn enqueue<B: AsRef<[u8]>>(
         &mut self,
         batches: &[B],
+        replayed: bool,
     ) -> Result<(AppendInfo, oneshot::Receiver<Result<(), AppendError>>), AppendError> {
         self.check_writable()?;
         if batches.is_empty() {
@@ -301,7 +323,8 @@ impl<S: Storage> Inner<S> {
         if let Some((first, last)) = self.check_sequences(&headers)? {
             return Ok(self.duplicate(first, last));
         }
-        let append_time = self.config.timestamp_type == TimestampType::LogAppendTime;
+        // A replayed batch keeps the LogAppendTime it was stamped with the first time.
+        let append_time = self.config.timestamp_type == TimestampType::LogAppendTime && !replayed;
         let first = self.next_offset;
         for (b, h) in batches.iter().zip(&headers) {
             let base = self.next_offset;
@@ -471,7 +494,24 @@ impl<S: Storage> Log<S> {
         &self,
         batches: &[B],
     ) -> impl Future<Output = Result<AppendInfo, AppendError>> + 'static {
-        let queued = self.shared.inner.borrow_mut().enqueue(batches);
+        self.append_inner(batches, false)
+    }
+
+    /// Appends batches read back from the shard journal: like [`Log::append`], but a
+    /// LogAppendTime already stamped in them is kept.
+    pub(crate) fn append_replayed<B: AsRef<[u8]>>(
+        &self,
+        batches: &[B],
+    ) -> impl Future<Output = Result<AppendInfo, AppendError>> + 'static {
+        self.append_inner(batches, true)
+    }
+
+    fn append_inner<B: AsRef<[u8]>>(
+        &self,
+        batches: &[B],
+        replayed: bool,
+    ) -> impl Future<Output = Result<AppendInfo, AppendError>> + 'static {
+        let queued = self.shared.inner.borrow_mut().enqueue(batches, replayed);
         if queued.is_ok() {
             self.shared.wake.notify_one();
         }
@@ -556,6 +596,58 @@ impl<S: Storage> Log<S> {
         }
         self.enforce_retention().await?;
         self.producers_tick().await
+    }
+}
+
+impl<S: Storage> Log<S> {
+    /// Makes the shard journal the durability path of this log's appends under
+    /// `flush = always`: segments are then written without sync and synced by the journal's
+    /// checkpoints. Call before the first append.
+    pub fn attach_journal(&self, journal: &crate::journal::Journal<S>) {
+        let mut i = self.shared.inner.borrow_mut();
+        debug_assert!(i.queue.is_empty() && i.in_flight.is_none());
+        i.journal_name = i
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        i.journal = Some(journal.clone());
+        drop(i);
+        journal.attach(Rc::downgrade(&self.shared));
+    }
+}
+
+/// A journal's reference to an attached log.
+pub(crate) type LogRef<S> = std::rc::Weak<Shared<S>>;
+
+/// What a checkpoint learnt from one log.
+pub(crate) struct LogCheckpoint {
+    pub name: String,
+    /// Offsets below this are durable in the log's segments.
+    pub durable_end: i64,
+    /// LSN of the oldest journal record the log still needs.
+    pub needed_lsn: Option<u64>,
+}
+
+/// Syncs the log's unsynced segment writes (if any) and forgets the journal records they
+/// cover. A log whose sync fails keeps needing its records.
+pub(crate) async fn checkpoint_for_journal<S: Storage>(shared: Rc<Shared<S>>) -> LogCheckpoint {
+    let (end, dirty) = {
+        let i = shared.inner.borrow();
+        (i.readable_end, i.dirty)
+    };
+    let log = Log { shared };
+    let synced = !dirty || log.flush().await.is_ok();
+    let mut i = log.shared.inner.borrow_mut();
+    if synced {
+        while i.journal_pending.front().is_some_and(|(e, _)| *e <= end) {
+            i.journal_pending.pop_front();
+        }
+    }
+    LogCheckpoint {
+        name: i.journal_name.clone(),
+        durable_end: if synced { end } else { -1 },
+        needed_lsn: i.journal_pending.front().map(|(_, lsn)| *lsn),
     }
 }
 

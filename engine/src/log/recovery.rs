@@ -110,6 +110,7 @@ impl<S: Storage> Log<S> {
                 recover_segment(&storage, &dir, *base, last, config.index_interval_bytes).await?;
             segments.insert(*base, seg);
         }
+        removed |= drop_segments_before_gap(&storage, &dir, &mut segments).await?;
         if removed {
             storage.sync_dir(&dir).await.map_err(io)?;
         }
@@ -166,6 +167,9 @@ impl<S: Storage> Log<S> {
             stats: Default::default(),
             producers,
             producer_snapshot,
+            journal: None,
+            journal_name: String::new(),
+            journal_pending: VecDeque::new(),
         };
         let shared = Rc::new(Shared {
             inner: RefCell::new(inner),
@@ -176,6 +180,34 @@ impl<S: Storage> Log<S> {
         storage.spawn(writer::run(Rc::downgrade(&shared), shared.wake.clone()));
         Ok(Log { shared })
     }
+}
+
+/// Offsets are contiguous across segments; segments that end before the next one starts
+/// were being deleted by retention when the process stopped (their removal was not yet
+/// durable while a later one's was). They are removed now, with everything older.
+async fn drop_segments_before_gap<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    segments: &mut BTreeMap<i64, Segment<S::File>>,
+) -> Result<bool, OpenError> {
+    let bases: Vec<(i64, i64)> = segments.values().map(|s| (s.base, s.next_offset)).collect();
+    let Some(cut) = bases
+        .windows(2)
+        .rposition(|w| w[0].1 != w[1].0)
+        .map(|k| bases[k + 1].0)
+    else {
+        return Ok(false);
+    };
+    let doomed: Vec<i64> = segments.range(..cut).map(|(b, _)| *b).collect();
+    tracing::warn!(dir = %dir.display(), first_kept = cut, dropped = doomed.len(),
+        "segments before an offset gap removed (an interrupted retention)");
+    for b in doomed {
+        segments.remove(&b);
+        super::maintenance::remove_segment_files(storage, dir, b)
+            .await
+            .map_err(|(p, e)| OpenError::io(&p, e))?;
+    }
+    Ok(true)
 }
 
 /// Recovers one segment. For the `active` (last) one, bytes after the last valid batch are

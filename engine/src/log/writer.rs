@@ -11,6 +11,8 @@ use crate::buf::{align_down, align_up, AlignedBuf};
 use crate::config::FlushPolicy;
 use crate::error::AppendError;
 use crate::index::{encode_header, IndexKind, HEADER_BYTES, OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES};
+use crate::journal::format::RecordKind;
+use crate::journal::SubmitError;
 use crate::storage::{FileMode, Storage, StorageFile};
 
 /// Index entries pending before they are appended to the index files.
@@ -36,6 +38,14 @@ pub(super) async fn run<S: Storage>(weak: Weak<Shared<S>>, wake: Rc<Notify>) {
             }
         }
     }
+}
+
+/// A unit's parts, for the journaled write path.
+struct JournaledWrite {
+    file_pos: u64,
+    buf: AlignedBuf,
+    batches: Vec<super::BatchMeta>,
+    end_offset: i64,
 }
 
 impl<S: Storage> Inner<S> {
@@ -112,6 +122,9 @@ impl<S: Storage> Inner<S> {
         self.in_flight = None;
         self.next_offset = self.readable_end;
         let end = self.readable_end;
+        while self.journal_pending.back().is_some_and(|(e, _)| *e > end) {
+            self.journal_pending.pop_back();
+        }
         self.producers.truncate_from(end);
         let refusal = if err.raw_os_error() == Some(libc::ENOSPC) {
             tracing::warn!(path = %path.display(), "disk full: appends refused until space returns");
@@ -140,14 +153,15 @@ impl<S: Storage> Shared<S> {
                 return;
             }
         }
-        let (file, dsync, path) = {
+        let (file, dsync, path, journal) = {
             let i = self.inner.borrow();
             let seg = i.active();
             debug_assert_eq!(seg.base, u.segment_base);
             (
                 seg.file.clone(),
-                i.config.flush == FlushPolicy::Always,
+                i.segment_dsync(),
                 segment_path(&i.dir, seg.base, "log"),
+                i.journaled(),
             )
         };
         let Unit {
@@ -162,8 +176,84 @@ impl<S: Storage> Shared<S> {
             .await;
         self.maybe_prepare(unit_end);
         self.allocate_ahead(&file, file_pos, unit_end).await;
+        if let Some(journal) = journal {
+            let w = JournaledWrite {
+                file_pos,
+                buf,
+                batches,
+                end_offset,
+            };
+            return self.write_journaled(&journal, &file, w, &path).await;
+        }
         let (res, buf) = file.write_at(buf, file_pos, dsync).await;
         self.finish_write(res, file_pos, buf, batches, end_offset, dsync, &path)
+            .await;
+    }
+
+    /// Under the shard journal: the new bytes go to the journal (durable) while the unit is
+    /// written to the segment without sync; the appends complete when both are done. A unit
+    /// of at least `journal.inplace.bytes` is instead written in place and synced, with
+    /// nothing in the journal (replay finds it in the segment: offsets order everything).
+    async fn write_journaled(
+        self: &Rc<Self>,
+        journal: &crate::journal::Journal<S>,
+        file: &S::File,
+        w: JournaledWrite,
+        path: &std::path::Path,
+    ) {
+        let JournaledWrite {
+            file_pos,
+            buf,
+            batches,
+            end_offset,
+        } = w;
+        let first = batches.first().map_or(0, |b| b.base);
+        let from = batches
+            .first()
+            .map_or(buf.len(), |b| (b.position - file_pos) as usize);
+        let payload = &buf.as_slice()[from..];
+        let name = self.inner.borrow().journal_name.clone();
+        let inplace = journal.config().inplace_bytes;
+        if (inplace > 0 && payload.len() >= inplace) || !journal.fits(&name, payload.len()) {
+            let (mut res, buf) = file.write_at(buf, file_pos, false).await;
+            if res.is_ok() {
+                res = file.sync_data().await;
+            }
+            self.finish_write(res, file_pos, buf, batches, end_offset, true, path)
+                .await;
+            return;
+        }
+        let ticket = match journal.submit(RecordKind::Batches, &name, first, payload) {
+            Ok(t) => t,
+            Err(e) => {
+                let e = match e {
+                    SubmitError::DiskFull => io::Error::from_raw_os_error(libc::ENOSPC),
+                    e => io::Error::other(format!("shard journal: {e}")),
+                };
+                self.inner.borrow_mut().on_write_error(e, &journal.dir());
+                return;
+            }
+        };
+        self.inner
+            .borrow_mut()
+            .journal_pending
+            .push_back((end_offset, ticket.lsn));
+        let (res, buf) = file.write_at(buf, file_pos, false).await;
+        if let Err(e) = &res {
+            if e.raw_os_error() == Some(libc::ENOSPC) {
+                // The journal has the refused bytes: a later record cancels them, so that
+                // replay never brings back what was refused.
+                let _ = journal.submit(RecordKind::Cancel, &name, first, &[]);
+            }
+        }
+        let res = match res {
+            Ok(()) => ticket.durable().await.map_err(|e| match e.raw_os_error() {
+                Some(code) => io::Error::from_raw_os_error(code),
+                None => io::Error::other(format!("shard journal: {e}")),
+            }),
+            Err(e) => Err(e),
+        };
+        self.finish_write(res, file_pos, buf, batches, end_offset, false, path)
             .await;
     }
 
@@ -282,7 +372,7 @@ impl<S: Storage> Shared<S> {
             // a quiet partition reserves little, a busy one a lot.
             let chunk = i.allocated_end.max(1 << 20).min(i.config.allocate_bytes);
             let segment_end = align_up(i.config.segment_bytes as u64);
-            if i.config.flush == FlushPolicy::Always || chunk == 0 {
+            if i.segment_dsync() || chunk == 0 {
                 return;
             }
             if align_up(data_end) <= i.allocated_end {
@@ -309,7 +399,7 @@ impl<S: Storage> Shared<S> {
             let mut i = self.inner.borrow_mut();
             let chunk = i.config.prepare_bytes;
             let segment_end = align_up(i.config.segment_bytes as u64);
-            if i.config.flush != FlushPolicy::Always || chunk == 0 || i.preparing.is_some() {
+            if !i.segment_dsync() || chunk == 0 || i.preparing.is_some() {
                 return;
             }
             if i.prepared_end >= data_end + chunk / 2 {
@@ -386,7 +476,7 @@ impl<S: Storage> Shared<S> {
 const PREPARE_WRITE_BYTES: usize = 256 << 10;
 
 /// Writes zeros over `start..end` (block-aligned) and makes them durable.
-async fn write_zeros<F: StorageFile>(file: &F, start: u64, end: u64) -> io::Result<()> {
+pub(crate) async fn write_zeros<F: StorageFile>(file: &F, start: u64, end: u64) -> io::Result<()> {
     let mut zeros = AlignedBuf::with_capacity(PREPARE_WRITE_BYTES);
     let mut at = start;
     while at < end {

@@ -37,6 +37,10 @@ pub struct Faults {
     pub fail_sync_nth: Option<u64>,
     /// While true, every write fails with ENOSPC and changes nothing.
     pub disk_full: bool,
+    /// While true, a write or reservation that would grow a file fails with ENOSPC, while
+    /// overwrites of bytes the file already has succeed (a real full filesystem: blocks
+    /// already written need no new space).
+    pub disk_full_growing: bool,
     /// After this many successful syncs, syncs make nothing durable.
     pub freeze_after_syncs: Option<u64>,
 }
@@ -225,7 +229,9 @@ impl MemStorage {
                 if *durable {
                     apply(&mut data, op);
                 } else if *seq < lost_from && rng.chance(2) {
-                    apply(&mut data, &tear(op, &mut rng));
+                    for part in tear(op, &mut rng) {
+                        apply(&mut data, &part);
+                    }
                 }
             }
             out.files.insert(
@@ -268,29 +274,31 @@ impl MemStorage {
 }
 
 /// A write that may have reached the disk only in part: a random subset of its sectors.
-fn tear(op: &Op, rng: &mut Rng) -> Op {
+fn tear(op: &Op, rng: &mut Rng) -> Vec<Op> {
     let Op::Write { pos, data } = op else {
-        return op.clone();
+        return vec![op.clone()];
     };
     if data.len() <= SECTOR_BYTES || rng.chance(2) {
-        return op.clone();
+        return vec![op.clone()];
     }
-    // Sectors that did not make it keep the old contents; we model them as a shorter write
-    // ending at a random sector boundary (a prefix), which is the common torn shape, or as
-    // one hole of zeros (a sector never written on a fresh extent).
+    // Sectors that did not make it keep the old contents (zeros on a fresh extent, the
+    // previous bytes where the write rewrote data): either a shorter write ending at a
+    // random sector boundary (a prefix), the common torn shape, or one sector missing.
     let sectors = data.len().div_ceil(SECTOR_BYTES);
     let keep = rng.below(sectors as u64) as usize * SECTOR_BYTES;
+    let prefix = Op::Write {
+        pos: *pos,
+        data: data[..keep].to_vec(),
+    };
     if rng.chance(2) {
-        Op::Write {
-            pos: *pos,
-            data: data[..keep].to_vec(),
-        }
-    } else {
-        let mut d = data.clone();
-        let end = (keep + SECTOR_BYTES).min(d.len());
-        d[keep..end].fill(0);
-        Op::Write { pos: *pos, data: d }
+        return vec![prefix];
     }
+    let end = (keep + SECTOR_BYTES).min(data.len());
+    let suffix = Op::Write {
+        pos: *pos + end as u64,
+        data: data[end..].to_vec(),
+    };
+    vec![prefix, suffix]
 }
 
 impl State {
@@ -322,6 +330,18 @@ impl State {
             return Err(enospc());
         }
         Ok(())
+    }
+
+    /// ENOSPC if the disk is full for growth and `end` lies past the file's end.
+    fn check_growth(&mut self, id: u64, end: u64) -> io::Result<()> {
+        if !self.faults.disk_full_growing {
+            return Ok(());
+        }
+        let len = self.file(id)?.current.read().map_err(|_| eio("len"))?.len() as u64;
+        match end > len {
+            true => Err(enospc()),
+            false => Ok(()),
+        }
     }
 
     fn file(&mut self, id: u64) -> io::Result<&mut FileState> {
@@ -481,6 +501,7 @@ impl StorageFile for MemFile {
     async fn write_bytes_at(&self, data: Vec<u8>, pos: u64) -> io::Result<()> {
         let mut s = self.state.borrow_mut();
         s.count_write()?;
+        s.check_growth(self.id, pos + data.len() as u64)?;
         s.push(self.id, Op::Write { pos, data }, false)
     }
 
@@ -516,6 +537,7 @@ impl StorageFile for MemFile {
             .map_err(|_| eio("len"))?
             .len() as u64;
         let end = pos.saturating_add(len);
+        s.check_growth(self.id, end)?;
         if end > current {
             s.push(self.id, Op::SetLen(end), false)?;
         }
@@ -543,6 +565,7 @@ impl MemFile {
         }
         let mut s = self.state.borrow_mut();
         s.count_write()?;
+        s.check_growth(self.id, pos + bytes.len() as u64)?;
         let op = Op::Write {
             pos,
             data: bytes.to_vec(),

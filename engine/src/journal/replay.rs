@@ -1,0 +1,417 @@
+//! Reading a journal back: the chain of files from the checkpoint's replay start, and the
+//! replay of its records into the partitions' logs.
+//!
+//! Replay is idempotent by offset: a batch below what its partition's segment recovered is
+//! skipped, a batch at or past it replaces whatever the chain held from its offset on (a
+//! later record for an offset wins, so a batch refused after the journal had it is
+//! superseded by the retry), and a Cancel record drops the chain from its offset. A batch
+//! past the chain's end means records are missing: that is an error, never a silent gap.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use super::format::{self, Checkpoint, FileHeader, RecordError, RecordKind};
+use super::{parse_slot, JournalError, CHECKPOINT_FILES};
+use crate::batch::BatchHeader;
+use crate::config::{FlushPolicy, LogConfig};
+use crate::log::{Log, Offset};
+use crate::storage::{FileMode, Storage, StorageFile};
+
+/// A record read back, its payload sharing the file's bytes.
+#[derive(Debug, Clone)]
+pub(super) struct OwnedRecord {
+    pub lsn: u64,
+    pub kind: RecordKind,
+    pub partition: String,
+    pub base_offset: i64,
+    pub payload: Bytes,
+}
+
+/// What a journal directory holds.
+pub(super) struct ReadState<F> {
+    pub checkpoint: Option<Checkpoint>,
+    /// Open files by slot.
+    pub files: Vec<(usize, F)>,
+    /// Slot of the file with the highest generation.
+    pub newest_slot: Option<usize>,
+    pub max_generation: u64,
+    /// LSN after the last valid record (the replay start when there is none).
+    pub end_lsn: u64,
+    /// Records from the replay start on, in LSN order.
+    pub records: Vec<OwnedRecord>,
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplayStats {
+    /// Records read after the checkpoint.
+    pub records: u64,
+    /// Batches appended to segments.
+    pub batches_applied: u64,
+    /// Bytes of those batches.
+    pub bytes_applied: u64,
+    /// Batches skipped because their segment already held them.
+    pub batches_skipped: u64,
+    /// Partitions written to.
+    pub partitions: usize,
+    /// Partitions named by records that the resolver did not know (deleted topics).
+    pub unknown_partitions: Vec<String>,
+}
+
+/// Reads the checkpoint, the file headers and every record after the replay start.
+pub(super) async fn read<S: Storage>(
+    storage: &S,
+    dir: &Path,
+) -> Result<ReadState<S::File>, JournalError> {
+    let io = |e| JournalError::io(dir, e);
+    let names = storage.list_dir(dir).await.map_err(io)?;
+    let mut headers: Vec<(usize, FileHeader)> = Vec::new();
+    let mut files = Vec::new();
+    for n in &names {
+        let Some(slot) = parse_slot(n) else { continue };
+        let path = dir.join(n);
+        let f = storage
+            .open(&path, FileMode::Direct)
+            .await
+            .map_err(|e| JournalError::io(&path, e))?;
+        let head = f
+            .read_at(0, format::FILE_HEADER_BYTES as usize)
+            .await
+            .map_err(|e| JournalError::io(&path, e))?;
+        if let Some(h) = format::decode_file_header(&head) {
+            headers.push((slot, h));
+        }
+        files.push((slot, f));
+    }
+    let checkpoint = read_checkpoint(storage, dir, &names, !files.is_empty()).await?;
+    let newest = headers.iter().max_by_key(|(_, h)| h.generation);
+    let mut state = ReadState {
+        newest_slot: newest.map(|(s, _)| *s),
+        max_generation: newest.map_or(0, |(_, h)| h.generation),
+        end_lsn: checkpoint.as_ref().map_or(0, |c| c.replay_start),
+        checkpoint,
+        files: Vec::new(),
+        records: Vec::new(),
+    };
+    scan_chain(dir, &headers, &files, &mut state).await?;
+    state.files = files;
+    Ok(state)
+}
+
+async fn read_checkpoint<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    names: &[String],
+    has_files: bool,
+) -> Result<Option<Checkpoint>, JournalError> {
+    let mut newest: Option<Checkpoint> = None;
+    let mut present = false;
+    for name in CHECKPOINT_FILES {
+        if !names.iter().any(|n| n == name) {
+            continue;
+        }
+        present = true;
+        let path = dir.join(name);
+        let f = storage
+            .open(&path, FileMode::Buffered)
+            .await
+            .map_err(|e| JournalError::io(&path, e))?;
+        let len = f.len().await.map_err(|e| JournalError::io(&path, e))?;
+        let b = f
+            .read_at(0, len as usize)
+            .await
+            .map_err(|e| JournalError::io(&path, e))?;
+        // A torn write of one copy leaves the other, older one.
+        if let Some(c) = format::decode_checkpoint(&b) {
+            if newest.as_ref().is_none_or(|n| n.sequence < c.sequence) {
+                newest = Some(c);
+            }
+        }
+    }
+    let path = dir.join(CHECKPOINT_FILES[0]);
+    match (newest, present, has_files) {
+        (Some(c), _, _) => Ok(Some(c)),
+        (None, true, _) => Err(JournalError::CorruptCheckpoint { path }),
+        (None, false, true) => Err(JournalError::MissingCheckpoint { path }),
+        (None, false, false) => Ok(None),
+    }
+}
+
+/// Follows the files from the replay start: each file's records until the first that is not
+/// there, then the file that starts at that LSN (the newest generation if several do).
+async fn scan_chain<F: StorageFile>(
+    dir: &Path,
+    headers: &[(usize, FileHeader)],
+    files: &[(usize, F)],
+    state: &mut ReadState<F>,
+) -> Result<(), JournalError> {
+    let mut lsn = state.end_lsn;
+    // The file holding the replay start: the newest that starts at or before it.
+    let mut current = headers
+        .iter()
+        .filter(|(_, h)| h.start_lsn <= lsn)
+        .max_by_key(|(_, h)| (h.start_lsn, h.generation))
+        .copied();
+    let mut last_generation = 0;
+    while let Some((slot, h)) = current {
+        last_generation = h.generation;
+        let Some((_, file)) = files.iter().find(|(s, _)| *s == slot) else {
+            break;
+        };
+        let path = super::slot_path(dir, slot);
+        let data = file
+            .read_at(0, h.file_bytes as usize)
+            .await
+            .map_err(|e| JournalError::io(&path, e))?;
+        if (data.len() as u64) < h.file_bytes {
+            return Err(JournalError::Corrupt {
+                path,
+                pos: data.len() as u64,
+                reason: format!(
+                    "the file was cut to {} of its {} bytes",
+                    data.len(),
+                    h.file_bytes
+                ),
+            });
+        }
+        lsn = scan_file(&path, &data, h, lsn, &mut state.records)?;
+        current = headers
+            .iter()
+            .filter(|(_, n)| n.start_lsn == lsn && n.generation > h.generation)
+            .max_by_key(|(_, n)| n.generation)
+            .copied();
+    }
+    if let Some((slot, h)) = headers
+        .iter()
+        .find(|(_, h)| h.start_lsn > lsn && h.generation > last_generation)
+    {
+        return Err(JournalError::Corrupt {
+            path: super::slot_path(dir, *slot),
+            pos: lsn,
+            reason: format!(
+                "the records end at LSN {lsn} but a newer file starts at LSN {}",
+                h.start_lsn
+            ),
+        });
+    }
+    state.end_lsn = lsn;
+    Ok(())
+}
+
+/// Reads the records of one file from `lsn` on; returns the LSN after the last one.
+fn scan_file(
+    path: &Path,
+    data: &Bytes,
+    h: FileHeader,
+    mut lsn: u64,
+    out: &mut Vec<OwnedRecord>,
+) -> Result<u64, JournalError> {
+    let Some(mut pos) = (lsn - h.start_lsn)
+        .checked_add(format::FILE_HEADER_BYTES)
+        .map(|p| p as usize)
+    else {
+        return Ok(lsn);
+    };
+    while pos < data.len() {
+        match format::decode_record(&data[pos..], lsn) {
+            Ok((r, len)) => {
+                out.push(OwnedRecord {
+                    lsn,
+                    kind: r.kind,
+                    partition: r.partition.to_string(),
+                    base_offset: r.base_offset,
+                    payload: data.slice_ref(r.payload),
+                });
+                pos += len;
+                lsn += len as u64;
+            }
+            Err(RecordError::End) => break,
+            Err(RecordError::BadCrc { len }) => {
+                // A torn last write ends the journal; a damaged record that valid ones
+                // follow is corruption, and skipping it would lose them.
+                let next = pos.saturating_add(len);
+                let follows = next < data.len()
+                    && format::decode_record(&data[next..], lsn + len as u64).is_ok();
+                if follows {
+                    return Err(corrupt(path, pos, "a record's checksum does not match"));
+                }
+                break;
+            }
+            Err(RecordError::Malformed(why)) => return Err(corrupt(path, pos, why)),
+        }
+    }
+    Ok(lsn)
+}
+
+fn corrupt(path: &Path, pos: usize, reason: &str) -> JournalError {
+    JournalError::Corrupt {
+        path: path.to_path_buf(),
+        pos: pos as u64,
+        reason: reason.to_string(),
+    }
+}
+
+/// Replays the journal in `dir` (if any) into the partitions its records name, then moves
+/// its checkpoint past them. `resolve` maps a partition's directory name to its directory
+/// and settings; `None` (a deleted topic) skips its records with a warning.
+///
+/// Each partition's log is opened (and recovered) here, written with `flush = never` and
+/// closed, which syncs it, before the checkpoint moves: a crash during replay replays again.
+pub async fn recover<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    mut resolve: impl FnMut(&str) -> Option<(PathBuf, LogConfig)>,
+) -> Result<ReplayStats, JournalError> {
+    let mut stats = ReplayStats::default();
+    match storage.list_dir(dir).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(stats),
+        Err(e) => return Err(JournalError::io(dir, e)),
+    }
+    let state = read(storage, dir).await?;
+    if state.records.is_empty() {
+        return Ok(stats);
+    }
+    stats.records = state.records.len() as u64;
+    let durable: HashMap<&str, i64> = state
+        .checkpoint
+        .iter()
+        .flat_map(|c| c.durable.iter().map(|(n, o)| (n.as_str(), *o)))
+        .collect();
+    let mut by_partition: Vec<(String, Vec<&super::replay::OwnedRecord>)> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for r in &state.records {
+        let k = *index.entry(r.partition.as_str()).or_insert_with(|| {
+            by_partition.push((r.partition.clone(), Vec::new()));
+            by_partition.len() - 1
+        });
+        by_partition[k].1.push(r);
+    }
+    for (name, records) in by_partition {
+        let Some((log_dir, mut log_config)) = resolve(&name) else {
+            tracing::warn!(journal = %dir.display(), partition = %name,
+                "journal records name a partition that no longer exists: skipped");
+            stats.unknown_partitions.push(name);
+            continue;
+        };
+        log_config.flush = FlushPolicy::Never;
+        let fail = |reason: String| JournalError::Replay {
+            path: dir.to_path_buf(),
+            partition: name.clone(),
+            reason,
+        };
+        let log = Log::open(storage.clone(), log_dir, log_config)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        if let Some(d) = durable.get(name.as_str()) {
+            if log.next_offset().0 < *d {
+                tracing::error!(partition = %name, segment_end = log.next_offset().0,
+                    checkpoint = *d, "segment ends before what the journal checkpoint saw durable");
+            }
+        }
+        apply(&log, &records, &mut stats).await.map_err(&fail)?;
+        log.close().await.map_err(|e| fail(e.to_string()))?;
+        stats.partitions += 1;
+    }
+    let c = Checkpoint {
+        sequence: state.checkpoint.as_ref().map_or(0, |c| c.sequence) + 1,
+        replay_start: state.end_lsn,
+        durable: Vec::new(),
+    };
+    super::write_checkpoint(storage, dir, &c).await?;
+    Ok(stats)
+}
+
+/// Builds the partition's chain of batches from its records and appends it to `log`.
+async fn apply<S: Storage>(
+    log: &Log<S>,
+    records: &[&OwnedRecord],
+    stats: &mut ReplayStats,
+) -> Result<(), String> {
+    let mut recovered_end = log.next_offset().0;
+    // (base offset, end offset, bytes) of the batches to append, contiguous from
+    // `recovered_end`.
+    let mut chain: Vec<(i64, i64, Bytes)> = Vec::new();
+    for r in records {
+        match r.kind {
+            RecordKind::Cancel => {
+                if r.base_offset < recovered_end {
+                    log.truncate(Offset(r.base_offset))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    recovered_end = log.next_offset().0;
+                    chain.clear();
+                } else {
+                    chain.retain(|(base, _, _)| *base < r.base_offset);
+                }
+            }
+            RecordKind::Batches => {
+                for b in split_batches(&r.payload, r.lsn)? {
+                    let (base, end) = (b.0, b.1);
+                    if base < recovered_end {
+                        stats.batches_skipped += 1;
+                        continue;
+                    }
+                    let chain_end = chain.last().map_or(recovered_end, |c| c.1);
+                    if base > chain_end {
+                        return Err(format!(
+                            "record at LSN {} starts at offset {base} but the partition ends \
+                             at {chain_end}: records are missing",
+                            r.lsn
+                        ));
+                    }
+                    if base < chain_end {
+                        let keep = chain.partition_point(|c| c.0 < base);
+                        if chain.get(keep).is_none_or(|c| c.0 != base) {
+                            return Err(format!(
+                                "record at LSN {} rewrites offset {base}, inside a batch",
+                                r.lsn
+                            ));
+                        }
+                        chain.truncate(keep);
+                    }
+                    chain.push((base, end, b.2));
+                }
+            }
+        }
+    }
+    for (base, _, bytes) in chain {
+        let info = log
+            .append_replayed(&[bytes.as_ref()])
+            .await
+            .map_err(|e| e.to_string())?;
+        if info.first_offset.0 != base {
+            return Err(format!(
+                "batch at offset {base} was appended at {}",
+                info.first_offset.0
+            ));
+        }
+        stats.batches_applied += 1;
+        stats.bytes_applied += bytes.len() as u64;
+    }
+    Ok(())
+}
+
+/// Splits a record's payload into its batches: (base offset, end offset, bytes).
+fn split_batches(payload: &Bytes, lsn: u64) -> Result<Vec<(i64, i64, Bytes)>, String> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < payload.len() {
+        let rest = &payload[at..];
+        let damaged = || format!("record at LSN {lsn} holds a damaged batch at byte {at}");
+        let len = BatchHeader::parse(rest).ok_or_else(damaged)?.total_bytes as usize;
+        let h = rest
+            .get(..len)
+            .and_then(crate::batch::check_stored)
+            .ok_or_else(damaged)?;
+        out.push((h.base_offset, end_of(&h), payload.slice(at..at + len)));
+        at += len;
+    }
+    Ok(out)
+}
+
+fn end_of(h: &BatchHeader) -> i64 {
+    h.last_offset() + 1
+}
