@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use tern_engine::{FlushPolicy, LogConfig, TimestampType};
+use tern_engine::{FlushPolicy, JournalConfig, LogConfig, TimestampType};
 use tern_tuning::{BrokerConfig, ConfigError, FlushMode, TopicConfig};
 
 /// The effective topic configuration: broker defaults plus the topic's overrides.
@@ -43,4 +43,18 @@ pub fn log_config(
         producer_id_expiration_ms: broker.producer_id_expiration_ms,
         ..LogConfig::default()
     })
+}
+
+/// The shard journals' settings, or `None` when `journal.enable = false`.
+pub fn journal_config(broker: &BrokerConfig) -> Option<JournalConfig> {
+    broker.journal_enable.then_some(JournalConfig {
+        file_bytes: broker.journal_file_bytes,
+        files: broker.journal_files,
+        inplace_bytes: broker.journal_inplace_bytes,
+    })
+}
+
+/// Directory of all shard journals: `<log.dirs>/journal/<shard>`.
+pub fn journal_root(broker: &BrokerConfig) -> std::path::PathBuf {
+    broker.log_dir.join("journal")
 }

@@ -34,6 +34,8 @@ pub enum StartError {
     Shard { shard: usize, reason: String },
     #[error(transparent)]
     ProducerIds(#[from] ProducerIdError),
+    #[error("{0}")]
+    Journal(String),
 }
 
 /// A running broker.
@@ -54,6 +56,7 @@ impl Broker {
             cause,
         })?;
         let meta = Arc::new(MetaStore::load(&config.log_dir)?);
+        replay_journals(&config, &meta)?;
         let listeners = bind_all(config.listener, config.cores.len())?;
         let addr = listeners
             .first()
@@ -164,6 +167,60 @@ impl Broker {
     }
 }
 
+/// Replays every shard journal under `<log.dirs>/journal` (whatever shard count wrote
+/// them) into the partitions' segments, before any shard starts: a partition may then be
+/// placed on any shard. After a clean shutdown the journals are empty and this reads only
+/// their checkpoints.
+fn replay_journals(config: &BrokerConfig, meta: &MetaStore) -> Result<(), StartError> {
+    let root = crate::config_map::journal_root(config);
+    let dirs: Vec<std::path::PathBuf> = match std::fs::read_dir(&root) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(cause) => {
+            return Err(StartError::DataDir {
+                path: root.display().to_string(),
+                cause,
+            })
+        }
+    };
+    if dirs.is_empty() {
+        return Ok(());
+    }
+    let snapshot = meta.snapshot();
+    let resolve = |name: &str| {
+        let (topic, partition) = name.rsplit_once('-')?;
+        let partition: i32 = partition.parse().ok()?;
+        let t = snapshot.topics.get(topic)?;
+        if partition < 0 || partition >= t.partitions {
+            return None;
+        }
+        let log = crate::config_map::log_config(config, &t.overrides).ok()?;
+        Some((config.log_dir.join(name), log))
+    };
+    let rt = tern_engine::storage::uring::new_runtime()
+        .map_err(|e| StartError::Journal(format!("io_uring runtime for journal replay: {e}")))?;
+    let storage = tern_engine::UringStorage::new(direct_io(config));
+    rt.block_on(async {
+        for dir in &dirs {
+            let started = std::time::Instant::now();
+            let stats = tern_engine::journal::recover(&storage, dir, resolve)
+                .await
+                .map_err(|e| StartError::Journal(e.to_string()))?;
+            if stats.records > 0 {
+                tracing::info!(journal = %dir.display(), records = stats.records,
+                    batches = stats.batches_applied, bytes = stats.bytes_applied,
+                    partitions = stats.partitions, ms = started.elapsed().as_millis() as u64,
+                    "journal replayed");
+            }
+        }
+        Ok(())
+    })
+}
+
 fn direct_io(config: &BrokerConfig) -> DirectIo {
     match config.direct_io {
         tern_tuning::DirectIo::On => DirectIo::On,
@@ -230,6 +287,10 @@ fn set_nice(nice: i32) -> Result<(), String> {
 
 async fn run_shard(cfg: ShardConfig) {
     let state = ShardState::new(cfg.index, cfg.router.clone(), cfg.direct, cfg.stop.clone());
+    if let Err(e) = state.open_journal().await {
+        let _ = cfg.ready.send(Err(e));
+        return;
+    }
     if let Err(e) = state.open_owned().await {
         let _ = cfg.ready.send(Err(e));
         return;

@@ -16,10 +16,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use tern_engine::producer::SequenceError;
-use tern_engine::{AppendError, DirectIo, Log, LogError, Offset, Slice, UringStorage};
+use tern_engine::{AppendError, DirectIo, Journal, Log, LogError, Offset, Slice, UringStorage};
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use crate::config_map::log_config;
+use crate::config_map::{journal_config, journal_root, log_config};
 use crate::group::driver::{GroupAnswer, GroupOp, Groups};
 use crate::meta::TopicMeta;
 use crate::router::Router;
@@ -119,6 +119,9 @@ pub struct ShardState {
     pub stop: tokio::sync::watch::Receiver<bool>,
     storage: UringStorage,
     partitions: RefCell<HashMap<Tp, Rc<Partition>>>,
+    /// The shard journal every `flush = always` partition here writes through (unless
+    /// `journal.enable = false`).
+    journal: RefCell<Option<Journal<UringStorage>>>,
     /// The group coordinator of the groups whose `__consumer_offsets` partition is here.
     pub groups: Groups,
 }
@@ -142,6 +145,7 @@ impl ShardState {
             stop,
             storage: UringStorage::new(direct),
             partitions: RefCell::new(HashMap::new()),
+            journal: RefCell::new(None),
         })
     }
 
@@ -154,6 +158,19 @@ impl ShardState {
             .config
             .log_dir
             .join(format!("{}-{}", tp.0, tp.1))
+    }
+
+    /// Opens this shard's journal (already replayed by [`crate::server`] at start).
+    pub async fn open_journal(&self) -> Result<(), String> {
+        let Some(config) = journal_config(&self.router.config) else {
+            return Ok(());
+        };
+        let dir = journal_root(&self.router.config).join(self.index.to_string());
+        let journal = Journal::open(self.storage.clone(), dir, config)
+            .await
+            .map_err(|e| e.to_string())?;
+        *self.journal.borrow_mut() = Some(journal);
+        Ok(())
     }
 
     /// Opens every partition of the current snapshot that this shard owns.
@@ -176,6 +193,9 @@ impl ShardState {
             let log = Log::open(self.storage.clone(), dir, config.clone())
                 .await
                 .map_err(|e| e.to_string())?;
+            if let Some(j) = self.journal.borrow().as_ref() {
+                log.attach_journal(j);
+            }
             let signal = t.signals.get(p as usize).cloned().unwrap_or_default();
             self.partitions
                 .borrow_mut()
@@ -298,6 +318,14 @@ impl ShardState {
                 tracing::warn!(topic = %tp.0, partition = tp.1, error = %e, "remove partition dir");
             }
         }
+        // The deleted partitions' records must never be replayed into a topic created
+        // later under the same name.
+        let journal = self.journal.borrow().clone();
+        if let Some(j) = journal {
+            if let Err(e) = j.checkpoint().await {
+                tracing::warn!(error = %e, "journal checkpoint after a topic deletion");
+            }
+        }
     }
 
     /// Periodic duties of every owned log (interval flushes, retention), every
@@ -328,6 +356,12 @@ impl ShardState {
         for (tp, p) in all {
             if let Err(e) = p.log.close().await {
                 tracing::warn!(topic = %tp.0, partition = tp.1, error = %e, "close");
+            }
+        }
+        let journal = self.journal.borrow_mut().take();
+        if let Some(j) = journal {
+            if let Err(e) = j.close().await {
+                tracing::warn!(error = %e, "journal close");
             }
         }
     }

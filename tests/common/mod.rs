@@ -83,6 +83,10 @@ impl Broker {
         if !self.extra.contains("cores") {
             toml.push_str("cores = [0]\n");
         }
+        // Small journal files: each broker start zeroes the first one of every shard.
+        if !self.extra.contains("journal.file.bytes") {
+            toml.push_str("journal.file.bytes = 8388608\n");
+        }
         toml.push_str(&self.extra);
         toml.push('\n');
         let path = self.dir.path().join("tern.toml");

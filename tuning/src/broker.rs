@@ -47,6 +47,10 @@ pub const BROKER_KEYS: &[&str] = &[
     "flush",
     "io.direct",
     "log.hot.bytes",
+    "journal.enable",
+    "journal.file.bytes",
+    "journal.files",
+    "journal.inplace.bytes",
     "producer.id.expiration.ms",
     "offsets.topic.num.partitions",
     "offsets.topic.segment.bytes",
@@ -129,6 +133,19 @@ pub struct BrokerConfig {
     pub direct_io: DirectIo,
     /// `log.hot.bytes`: recent bytes per partition kept in memory for fetches. Default 4 MiB.
     pub log_hot_bytes: usize,
+    /// `journal.enable` (ours): under `flush = always`, appends are made durable by one
+    /// write-ahead journal per shard instead of a durable write per partition file.
+    /// Default true.
+    pub journal_enable: bool,
+    /// `journal.file.bytes` (ours): size of each journal file, at least 65536, a multiple
+    /// of 4096. Default 64 MiB.
+    pub journal_file_bytes: u64,
+    /// `journal.files` (ours): journal files per shard, recycled in turn; at least 2.
+    /// Default 4.
+    pub journal_files: u32,
+    /// `journal.inplace.bytes` (ours): a partition's write of at least this many bytes goes
+    /// durably to its segment instead of through the journal; 0: never. Default 512 KiB.
+    pub journal_inplace_bytes: usize,
     /// `producer.id.expiration.ms`: an idempotent producer's sequence state is forgotten
     /// after this long without a batch. Default 1 day.
     pub producer_id_expiration_ms: i64,
@@ -227,6 +244,10 @@ impl BrokerConfig {
             flush: FlushMode::Always,
             direct_io: DirectIo::On,
             log_hot_bytes: 4 << 20,
+            journal_enable: true,
+            journal_file_bytes: 64 << 20,
+            journal_files: 4,
+            journal_inplace_bytes: 512 << 10,
             producer_id_expiration_ms: MS_PER_DAY,
             groups: GroupSettings::default(),
             cores,
@@ -428,6 +449,10 @@ impl BrokerConfig {
             ("flush", string(self.flush.as_str())),
             ("io.direct", string(self.direct_io.as_str())),
             ("log.hot.bytes", size(self.log_hot_bytes)),
+            ("journal.enable", Value::Boolean(self.journal_enable)),
+            ("journal.file.bytes", size(self.journal_file_bytes as usize)),
+            ("journal.files", int(self.journal_files.into())),
+            ("journal.inplace.bytes", size(self.journal_inplace_bytes)),
             (
                 "producer.id.expiration.ms",
                 int(self.producer_id_expiration_ms),
@@ -623,6 +648,17 @@ impl Reader<'_> {
             flush: self.choice("flush", d.flush)?,
             direct_io: self.choice("io.direct", d.direct_io)?,
             log_hot_bytes: self.int("log.hot.bytes", Bounds::at_least(0), d.log_hot_bytes)?,
+            journal_enable: match self.get("journal.enable") {
+                Some(raw) => value::boolean("journal.enable", raw)?,
+                None => d.journal_enable,
+            },
+            journal_file_bytes: self.journal_file_bytes(d.journal_file_bytes)?,
+            journal_files: self.int("journal.files", Bounds::between(2, 1024), d.journal_files)?,
+            journal_inplace_bytes: self.int(
+                "journal.inplace.bytes",
+                Bounds::at_least(0),
+                d.journal_inplace_bytes,
+            )?,
             producer_id_expiration_ms: self.int(
                 "producer.id.expiration.ms",
                 Bounds::at_least(1),
@@ -634,6 +670,19 @@ impl Reader<'_> {
             shard_nice: self.int("shard.nice", Bounds::between(-20, 19), d.shard_nice)?,
             pins: Pins::new(),
         })
+    }
+
+    fn journal_file_bytes(&self, default: u64) -> Result<u64, ConfigErrorKind> {
+        let key = "journal.file.bytes";
+        let v: u64 = self.int(key, Bounds::between(65536, 1 << 40), default)?;
+        if !v.is_multiple_of(4096) {
+            return Err(ConfigErrorKind::Invalid {
+                key: key.to_string(),
+                expected: "a multiple of 4096".to_string(),
+                found: v.to_string(),
+            });
+        }
+        Ok(v)
     }
 
     fn groups(&self, d: &GroupSettings) -> Result<GroupSettings, ConfigErrorKind> {
