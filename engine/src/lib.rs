@@ -15,12 +15,16 @@
 //! * [`index`] holds the offset and time indexes and their file format.
 //! * [`log`] is the partition log itself: group commit, reads as slices, roll, truncate,
 //!   delete-records, retention and recovery.
+//! * [`journal`] is the shard journal: under `flush = always` one write-ahead journal makes
+//!   the appends of all a shard's logs durable with one write, and replays them after a
+//!   crash; the segments are then synced by its checkpoints.
 //!
 //! ## Invariants
 //!
 //! * Offsets only grow; a batch's bytes on disk are the bytes a Fetch response carries.
 //! * An append completes only when its bytes are durable under the partition's flush policy
-//!   (`always`: written with RWF_DSYNC or followed by fdatasync).
+//!   (`always`: in the shard journal, or written to the segment with RWF_DSYNC or followed
+//!   by fdatasync).
 //! * Readers see only data whose write has completed ([`Log::readable_end`]); a read never
 //!   returns a partial batch.
 //! * A failed write or sync poisons the log: every later append returns the original error

@@ -13,7 +13,7 @@
 //! ## Files
 //!
 //! `journal.files` files of `journal.file.bytes` each, named by slot (`00000000.journal`…),
-//! zeroed once when first needed and then recycled in turn: writes never extend a file and
+//! zeroed once when the journal is first opened and then recycled in turn: writes never extend a file and
 //! never allocate. A file is reused only once every record in it is older than the
 //! checkpoint's replay start.
 //!
@@ -557,7 +557,12 @@ impl<S: Storage> Journal<S> {
             prepared: Notify::new(),
         });
         let journal = Journal { shared };
-        journal.prepare_slot(first_slot).await?;
+        // Every file is made before the first record: zeroing one later would compete with
+        // the durable writes (this costs time once, at the first start on a disk).
+        let slots = journal.shared.inner.borrow().slots.len();
+        for k in 0..slots {
+            journal.prepare_slot((first_slot + k) % slots).await?;
+        }
         storage.spawn(run(
             Rc::downgrade(&journal.shared),
             journal.shared.wake.clone(),
