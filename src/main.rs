@@ -58,6 +58,9 @@ enum BenchCommand {
     /// arriving at a fixed rate, one durable O_DIRECT write in flight per partition file, no
     /// network, no broker code).
     Floor(cli::bench::FloorArgs),
+    /// A Kafka-protocol server that stores nothing and acknowledges at once: the floor of
+    /// client + harness latency (runs until SIGINT or SIGTERM).
+    NullBroker(cli::bench::NullBrokerArgs),
 }
 
 #[derive(Debug, Args)]
@@ -101,6 +104,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Suite(args)) => cli::bench::suite(args),
         Command::Bench(BenchCommand::Compare(args)) => cli::bench::compare(args),
         Command::Bench(BenchCommand::Floor(args)) => cli::bench::floor(args),
+        Command::Bench(BenchCommand::NullBroker(args)) => cli::bench::null_broker(args),
     }
 }
 

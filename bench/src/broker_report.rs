@@ -13,6 +13,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::machine::MachineInfo;
+pub use crate::null_broker::NullBaseline;
 use crate::report::{mb_per_s, ratio};
 use crate::run::Phase;
 use crate::spec::Workload;
@@ -212,6 +213,12 @@ pub struct BrokerReport {
     pub ratio_publish_mb_per_s_to_disk_write_mb_per_s: Option<f64>,
     /// publish_latency_p99_ms / the group-commit floor's p99 (acks=all, fixed rate).
     pub ratio_publish_p99_to_floor_p99: Option<f64>,
+    /// The same workload against the null broker, run just before (`--baseline null`).
+    pub null_baseline: Option<NullBaseline>,
+    /// publish_latency_p50_ms / the null broker's publish p50.
+    pub ratio_publish_p50_to_null_p50: Option<f64>,
+    /// publish_latency_p99_ms / the null broker's publish p99.
+    pub ratio_publish_p99_to_null_p99: Option<f64>,
     pub windows: Vec<Window>,
 }
 
@@ -265,6 +272,9 @@ impl BrokerReport {
             ratio_publish_p99_to_fdatasync_p99: None,
             ratio_publish_mb_per_s_to_disk_write_mb_per_s: None,
             ratio_publish_p99_to_floor_p99: None,
+            null_baseline: None,
+            ratio_publish_p50_to_null_p50: None,
+            ratio_publish_p99_to_null_p99: None,
             windows: t.windows,
             workload: t.workload,
         }
@@ -294,6 +304,19 @@ impl BrokerReport {
             ));
         }
         self.disk_baseline = Some(b);
+    }
+
+    /// Attaches the null broker's run and the publish latency ratios to it.
+    pub fn set_null_baseline(&mut self, b: NullBaseline) {
+        self.ratio_publish_p50_to_null_p50 = Some(ratio(
+            self.latency_ms("publish_latency_p50_ms"),
+            b.publish_latency_p50_ms,
+        ));
+        self.ratio_publish_p99_to_null_p99 = Some(ratio(
+            self.latency_ms("publish_latency_p99_ms"),
+            b.publish_latency_p99_ms,
+        ));
+        self.null_baseline = Some(b);
     }
 
     /// Writes the report as pretty JSON.
@@ -411,8 +434,9 @@ impl fmt::Display for BrokerReport {
             if let Some(fl) = &b.floor {
                 writeln!(
                     out,
-                    "group-commit floor (partition files: {}, {} B records, {:.0} rec/s; no network, no \
-                     broker): p50/p99/p99.9 {}/{}/{} ms before, {}/{}/{} ms after",
+                    "group-commit floor (partition files: {}, {} B records, {:.0} rec/s; \
+                     no network, no broker): p50/p99/p99.9 {}/{}/{} ms before, \
+                     {}/{}/{} ms after",
                     fl.partitions,
                     fl.record_bytes,
                     fl.records_per_s,
@@ -424,6 +448,33 @@ impl fmt::Display for BrokerReport {
                     f(fl.after_p99_9_ms)
                 )?;
             }
+        }
+        if let Some(n) = &self.null_baseline {
+            writeln!(
+                out,
+                "null broker ({}, stores nothing, answers at once): publish p50/p99/p99.9 \
+                 {}/{}/{} ms, end to end p50/p99 {}/{} ms, {} MB/s, {} of {} consumed; \
+                 its CPU {} s",
+                n.broker_address,
+                f(n.publish_latency_p50_ms),
+                f(n.publish_latency_p99_ms),
+                f(n.publish_latency_p99_9_ms),
+                f(n.end_to_end_latency_p50_ms),
+                f(n.end_to_end_latency_p99_ms),
+                f(n.publish_rate_mb_per_s),
+                n.records_consumed,
+                n.records_consumed_expected,
+                f(n.broker_cpu_s)
+            )?;
+        }
+        if let (Some(p50), Some(p99)) = (
+            self.ratio_publish_p50_to_null_p50,
+            self.ratio_publish_p99_to_null_p99,
+        ) {
+            writeln!(
+                out,
+                "ratio publish / null broker publish: p50 {p50:.2}×, p99 {p99:.2}×"
+            )?;
         }
         if let Some(r) = self.ratio_publish_p99_to_fdatasync_p99 {
             writeln!(out, "ratio publish p99 / raw fdatasync p99: {r:.1}×")?;

@@ -24,7 +24,9 @@
 //!   calls, [`run`] runs the threads and phases of one workload, [`stats`] merges the
 //!   threads' histograms, [`broker_report`] is the JSON/table/compare, [`plot`] the SVG,
 //!   [`disk`] the raw-disk baseline of a broker run, [`floor`] the latency of an ideal
-//!   group-committing broker on this disk (no network, no broker code), and [`suite`] starts local `tern serve`
+//!   group-committing broker on this disk (no network, no broker code), [`null_broker`] the
+//!   opposite floor (a Kafka-protocol server that stores nothing and answers at once: what
+//!   the client, the harness and the network cost), and [`suite`] starts local `tern serve`
 //!   processes for the standard workloads (`bench/workloads/`).
 //!
 //! Criterion micro-benchmarks of the engine's CPU cost live with the engine
@@ -39,6 +41,7 @@ pub mod floor;
 pub mod group_commit;
 pub mod latency;
 pub mod machine;
+pub mod null_broker;
 pub mod plot;
 pub mod producer;
 pub mod raw;

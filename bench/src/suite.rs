@@ -2,7 +2,9 @@
 //! here, with the disk baseline before and after, written to a report directory (one JSON
 //! and one SVG per workload, `baseline.json`, and `summary.md`). An acks=all workload at a
 //! fixed rate also gets its group-commit floor ([`crate::floor`]) just before and just after
-//! its own run.
+//! its own run. With `null_baseline`, each fixed-rate workload is first run against an
+//! in-process null broker ([`crate::null_broker`]), the client + harness floor of its
+//! publish latency.
 //!
 //! Each workload gets a fresh broker on a fresh data directory, so one workload's segments
 //! (and their deletion) do not weigh on the next. The broker is this same executable
@@ -93,6 +95,8 @@ pub struct SuiteOptions {
     pub only: Vec<String>,
     /// Extra TOML lines for the brokers' config.
     pub broker_config: String,
+    /// Run each workload against an in-process null broker first ([`crate::null_broker`]).
+    pub null_baseline: bool,
 }
 
 /// Quick runs: this long each, unless `duration_s` says otherwise.
@@ -134,10 +138,8 @@ pub fn run(opts: &SuiteOptions) -> anyhow::Result<Vec<BrokerReport>> {
                 .map(|f| disk::measure_floor(&opts.dir, f))
                 .transpose()
         };
-        let floor_before = measure_floor()?;
-        let broker = LocalBroker::start(&opts.tern_exe, &opts.dir, &opts.broker_config)?;
-        let run_opts = RunOptions {
-            broker: broker.addr.clone(),
+        let mut run_opts = RunOptions {
+            broker: String::new(),
             duration_s: opts.duration_s.or(opts.quick.then_some(QUICK_TEST_S)),
             warmup_s: opts.quick.then_some(QUICK_WARMUP_S),
             backlog_gb: opts
@@ -151,6 +153,22 @@ pub fn run(opts: &SuiteOptions) -> anyhow::Result<Vec<BrokerReport>> {
                 env!("CARGO_PKG_VERSION")
             )),
         };
+        let null = match crate::null_broker::baseline_refusal(w) {
+            _ if !opts.null_baseline => None,
+            Some(why) => {
+                eprintln!("null broker baseline: skipped: {why}");
+                None
+            }
+            None => {
+                eprintln!("null broker baseline (the same workload, in-process, stores nothing)");
+                let b = crate::null_broker::baseline(w, &run_opts)
+                    .with_context(|| format!("workload {file}: null baseline"))?;
+                Some(b)
+            }
+        };
+        let floor_before = measure_floor()?;
+        let broker = LocalBroker::start(&opts.tern_exe, &opts.dir, &opts.broker_config)?;
+        run_opts.broker = broker.addr.clone();
         let result = crate::run::run(w, &run_opts);
         // The floor after the run, before the broker's data is deleted with it.
         let floor_after = measure_floor()?;
@@ -159,6 +177,9 @@ pub fn run(opts: &SuiteOptions) -> anyhow::Result<Vec<BrokerReport>> {
         let mut report = result.with_context(|| format!("workload {file}"))?;
         report.machine = crate::machine::MachineInfo::probe(&opts.dir);
         report.machine.dir = data_dir.display().to_string();
+        if let Some(n) = null {
+            report.set_null_baseline(n);
+        }
         let floor = match (&floor_plan, floor_before, floor_after) {
             (Some(f), Some(before), Some(after)) => Some(disk::floor_baseline(f, before, after)),
             _ => None,
@@ -229,8 +250,9 @@ pub fn summary(
     );
     s += "| workload | target rec/s | rec/s | MB/s | publish p50 ms | p99 | p99.9 | max \
           | e2e p50 ms | e2e p99 | consumed / expected | unsent | p99 / raw fdatasync p99 \
-          | floor p99 ms | p99 / floor p99 | MB/s / raw write MB/s |\n";
-    s += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+          | floor p99 ms | p99 / floor p99 | MB/s / raw write MB/s | null p50 ms | null p99 ms \
+          | p99 / null p99 |\n";
+    s += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for (file, r) in reports {
         let l = |k: &str| r.latency_ms(k);
         let target = if r.target_publish_rate_records_per_s == 0.0 {
@@ -239,9 +261,10 @@ pub fn summary(
             format!("{:.0}", r.target_publish_rate_records_per_s)
         };
         let opt = |v: Option<f64>, d: usize| v.map_or("-".to_string(), |v| format!("{v:.d$}"));
+        let null = r.null_baseline.as_ref();
         s += &format!(
             "| {file} | {target} | {:.0} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} \
-             | {} / {} | {} | {} | {} | {} | {} |\n",
+             | {} / {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.publish_rate_records_per_s,
             r.publish_rate_mb_per_s,
             l("publish_latency_p50_ms"),
@@ -263,6 +286,9 @@ pub fn summary(
             ),
             opt(r.ratio_publish_p99_to_floor_p99, 2),
             opt(r.ratio_publish_mb_per_s_to_disk_write_mb_per_s, 3),
+            opt(null.map(|n| n.publish_latency_p50_ms), 3),
+            opt(null.map(|n| n.publish_latency_p99_ms), 3),
+            opt(r.ratio_publish_p99_to_null_p99, 2),
         );
     }
     s

@@ -1,12 +1,15 @@
 //! `tern bench run`, `tern bench suite` and `tern bench compare`: the broker benchmarks of
 //! `tern-bench`, driven through the Kafka protocol, so they measure any Kafka-compatible
 //! broker (`--broker`, `--vs`) as well as Tern itself (`suite` starts its own).
+//! `tern bench null-broker` serves the null broker (`tern_bench::null_broker`), the floor of
+//! client + harness latency, until SIGINT or SIGTERM.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use tern_bench::broker_report::{self, BrokerReport};
 use tern_bench::disk::{self, DiskPlan};
+use tern_bench::null_broker::PARTITIONS_MAX;
 use tern_bench::run::RunOptions;
 use tern_bench::spec::Workload;
 
@@ -17,6 +20,11 @@ pub enum Baseline {
     /// --dir, before and after the broker run; for acks=all at a fixed rate also the
     /// group-commit floor (`tern bench floor`) at the workload's rate.
     Disk,
+    /// The same workload (rate, duration) against a null broker started in this process on
+    /// a free 127.0.0.1 port, before the broker run: it stores nothing and answers at once,
+    /// so its latency is what the client, the harness and the network cost. Fixed-rate
+    /// workloads only.
+    Null,
 }
 
 /// Options of `tern bench run`.
@@ -28,9 +36,9 @@ pub struct RunArgs {
     /// Broker to benchmark.
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9092")]
     broker: String,
-    /// Also measure this baseline, before and after the run, and report ratios.
-    #[arg(long, value_enum)]
-    baseline: Option<Baseline>,
+    /// Also measure these baselines and report ratios (`disk`, `null` or `disk,null`).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "BASELINE")]
+    baseline: Vec<Baseline>,
     /// Directory for the disk baseline (on the broker's disk); removed afterwards.
     #[arg(long, value_name = "DIR", default_value = "./tern-bench-data")]
     dir: PathBuf,
@@ -42,7 +50,12 @@ pub struct RunArgs {
     /// With --vs: rounds of one run per broker, in alternating order (a b, b a, a b, …),
     /// so that the machine's drift weighs on both alike. Each broker's report is its
     /// round with the median publish p99.
-    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=20))]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 2,
+        value_parser = clap::value_parser!(u32).range(1..=20)
+    )]
     rounds: u32,
     /// Write the report as JSON to FILE.
     #[arg(long, value_name = "FILE")]
@@ -91,6 +104,27 @@ pub struct SuiteArgs {
     /// A TOML file whose lines are added to every broker's config.
     #[arg(long, value_name = "FILE")]
     broker_config: Option<PathBuf>,
+    /// Baselines besides the disk (always measured by the suite): `null` runs each
+    /// fixed-rate workload against an in-process null broker first (`disk,null` is accepted
+    /// too).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "BASELINE")]
+    baseline: Vec<Baseline>,
+}
+
+/// Options of `tern bench null-broker`.
+#[derive(Debug, clap::Args)]
+pub struct NullBrokerArgs {
+    /// Address to listen on (port 0: a free port, printed on start).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9092")]
+    listen: String,
+    /// Partitions of a topic created by a Metadata request (CreateTopics says its own).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(i32).range(1..=i64::from(PARTITIONS_MAX))
+    )]
+    partitions: i32,
 }
 
 /// Options of `tern bench compare`.
@@ -113,7 +147,11 @@ pub struct FloorArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
     partitions: Option<u32>,
     /// Record size in bytes.
-    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+    #[arg(
+        long,
+        value_name = "BYTES",
+        value_parser = clap::value_parser!(u32).range(1..=16_777_216)
+    )]
     record_bytes: Option<u32>,
     /// Records arriving per second (over all partitions).
     #[arg(long, value_name = "N")]
@@ -211,6 +249,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     check_output("--json", args.json.as_deref())?;
     check_output("--plot", args.plot.as_deref())?;
     let w = Workload::from_file(&args.workload)?;
+    if args.baseline.contains(&Baseline::Null) {
+        if let Some(why) = tern_bench::null_broker::baseline_refusal(&w) {
+            bail!("--baseline null: {why}");
+        }
+    }
     let opts = RunOptions {
         broker: args.broker.clone(),
         duration_s: args.duration_s,
@@ -224,14 +267,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let plan = DiskPlan::of(args.quick);
     let write_bytes = disk::write_bytes_for(w.message_size);
     let floor = disk::floor_plan(&w, args.quick);
-    let disk_before = match args.baseline {
-        Some(Baseline::Disk) => {
-            eprintln!("disk baseline (before) in {}", args.dir.display());
-            let sample = disk::measure(&args.dir, write_bytes, plan).context("disk baseline")?;
-            let floor = floor.as_ref().map(|f| disk::measure_floor(&args.dir, f));
-            Some((sample, floor.transpose()?))
-        }
-        None => None,
+    let null = if args.baseline.contains(&Baseline::Null) {
+        eprintln!("null broker baseline (the same workload, in-process, stores nothing)");
+        Some(tern_bench::null_broker::baseline(&w, &opts).context("null baseline")?)
+    } else {
+        None
+    };
+    let disk_before = if args.baseline.contains(&Baseline::Disk) {
+        eprintln!("disk baseline (before) in {}", args.dir.display());
+        let sample = disk::measure(&args.dir, write_bytes, plan).context("disk baseline")?;
+        let floor = floor.as_ref().map(|f| disk::measure_floor(&args.dir, f));
+        Some((sample, floor.transpose()?))
+    } else {
+        None
     };
     let (mut report, mut vs_report, rounds) = match &args.vs {
         None => {
@@ -255,6 +303,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         report.set_baseline(b.clone());
         if let Some(r) = &mut vs_report {
             r.set_baseline(b);
+        }
+    }
+    if let Some(n) = null {
+        report.set_null_baseline(n.clone());
+        if let Some(r) = &mut vs_report {
+            r.set_null_baseline(n);
         }
     }
     println!("{report}");
@@ -430,6 +484,7 @@ pub fn suite(args: SuiteArgs) -> anyhow::Result<()> {
         duration_s: args.duration_s,
         only: args.only,
         broker_config,
+        null_baseline: args.baseline.contains(&Baseline::Null),
     };
     tern_bench::suite::run(&opts)?;
     Ok(())
@@ -447,6 +502,33 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<()> {
             &args.a.display().to_string(),
             &args.b.display().to_string()
         )
+    );
+    Ok(())
+}
+
+/// Runs `tern bench null-broker` until SIGINT or SIGTERM.
+pub fn null_broker(args: NullBrokerArgs) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TERN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    // Before any thread starts, so that every thread inherits the mask.
+    let signals = super::serve::block_stop_signals()?;
+    let config = tern_bench::null_broker::NullBrokerConfig {
+        default_partitions: args.partitions,
+        ..Default::default()
+    };
+    let broker = tern_bench::null_broker::NullBroker::start_on(&args.listen, config)
+        .with_context(|| format!("--listen {}", args.listen))?;
+    println!("null broker listening on {}", broker.local_addr());
+    let sig = super::serve::wait_for_signal(&signals);
+    let stats = broker.stop();
+    eprintln!(
+        "null broker: signal {sig}: stopped after {:.1} s, {:.3} s of CPU",
+        stats.wall.as_secs_f64(),
+        stats.cpu.as_secs_f64()
     );
     Ok(())
 }

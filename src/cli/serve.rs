@@ -54,7 +54,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
 
 /// Blocks SIGINT and SIGTERM in this thread (and in every thread started after), so that
 /// they are only received by [`wait_for_signal`].
-fn block_stop_signals() -> anyhow::Result<libc::sigset_t> {
+pub(crate) fn block_stop_signals() -> anyhow::Result<libc::sigset_t> {
     // SAFETY: sigset_t is plain data, initialised by sigemptyset before use.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
@@ -67,7 +67,8 @@ fn block_stop_signals() -> anyhow::Result<libc::sigset_t> {
     }
 }
 
-fn wait_for_signal(set: &libc::sigset_t) -> i32 {
+/// Waits for one of the signals `set` blocked.
+pub(crate) fn wait_for_signal(set: &libc::sigset_t) -> i32 {
     let mut sig: libc::c_int = 0;
     loop {
         // SAFETY: set was initialised by block_stop_signals; sig is a valid out pointer.
