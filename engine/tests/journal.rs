@@ -479,3 +479,29 @@ fn interval_logs_do_not_use_the_journal() {
         assert_eq!(journal.stats().records, 0);
     });
 }
+
+/// Guards reads while segment bytes wait behind the journal: everything acknowledged is
+/// readable at once (from memory), and a lookup by time, which scans the files, finds it.
+#[test]
+fn acknowledged_appends_are_readable_before_their_segment_write() {
+    run(async {
+        let storage = MemStorage::new(0);
+        let config = LogConfig {
+            hot_bytes_max: 1 << 20,
+            ..small_config()
+        };
+        let journal = Journal::open(storage.clone(), JOURNAL_DIR, tiny_journal(4, 0))
+            .await
+            .unwrap();
+        let a = open_attached(&storage, &journal, "t-0", &config).await;
+        let sent = fill(&a, 10, 4).await;
+        // 10 KiB stays below the write-behind threshold: only memory has the last units.
+        let written = a.stats().bytes_written;
+        check_partition(0, &a, &sent).await;
+        assert_eq!(a.stats().bytes_written, written, "a read wrote the segment");
+        let found = a.offset_for_timestamp(1000).await.unwrap();
+        assert_eq!(found.map(|(o, _)| o), Some(Offset(0)));
+        let found = a.offset_for_timestamp(5000).await.unwrap();
+        assert_eq!(found, None);
+    });
+}

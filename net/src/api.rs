@@ -463,8 +463,19 @@ fn split_batches(mut records: Bytes) -> Option<Vec<Bytes>> {
 #[derive(Debug)]
 pub struct ProduceInFlight {
     responses: Vec<TopicProduceResponse>,
-    pending: Vec<(usize, usize, oneshot::Receiver<ProduceResult>)>,
+    /// Per owner shard: the (topic, partition) indexes of its items, and its one reply.
+    pending: Vec<OwnerReply>,
     version: i16,
+}
+
+/// Where one owner shard's results go in the response, and the channel they come on.
+type OwnerReply = (Vec<(usize, usize)>, oneshot::Receiver<Vec<ProduceResult>>);
+
+/// One owner shard's share of a Produce request.
+struct OwnerItems {
+    shard: usize,
+    at: Vec<(usize, usize)>,
+    items: Vec<(crate::shard::Tp, Vec<Bytes>)>,
 }
 
 /// The first half of a Produce: validates and queues every partition's batches on its owner,
@@ -477,10 +488,11 @@ pub async fn produce_dispatch(
     let router = &shard.router;
     let snap = router.meta.snapshot();
     let acks_ok = matches!(req.acks, -1..=1);
-    let mut pending: Vec<(usize, usize, oneshot::Receiver<ProduceResult>)> = Vec::new();
+    let mut owners: Vec<OwnerItems> = Vec::new();
     let mut responses = Vec::new();
     for (ti, t) in req.topic_data.into_iter().enumerate() {
         let name = t.name.to_string();
+        let max = topic_max_message_bytes(shard, &snap, &name);
         let mut parts = Vec::new();
         for (pi, p) in t.partition_data.into_iter().enumerate() {
             let mut r = PartitionProduceResponse::default()
@@ -507,23 +519,24 @@ pub async fn produce_dispatch(
                     continue;
                 }
             };
-            let max = topic_max_message_bytes(shard, &snap, &name);
             if batches.iter().any(|b| b.len() > max) {
                 parts.push(r.with_error_code(ResponseError::MessageTooLarge.code()));
                 continue;
             }
-            let (tx, rx) = oneshot::channel();
             let owner = router.owner(&name, p.index);
-            let msg = ShardMsg::Produce {
-                tp: (name.clone(), p.index),
-                batches,
-                reply: tx,
+            let at = match owners.iter().position(|o| o.shard == owner) {
+                Some(k) => k,
+                None => {
+                    owners.push(OwnerItems {
+                        shard: owner,
+                        at: Vec::new(),
+                        items: Vec::new(),
+                    });
+                    owners.len() - 1
+                }
             };
-            if router.dispatch(shard, owner, msg).await.is_err() {
-                parts.push(r.with_error_code(ResponseError::NotLeaderOrFollower.code()));
-                continue;
-            }
-            pending.push((ti, pi, rx));
+            owners[at].at.push((ti, pi));
+            owners[at].items.push(((name.clone(), p.index), batches));
             parts.push(r);
         }
         responses.push(
@@ -531,6 +544,17 @@ pub async fn produce_dispatch(
                 .with_name(t.name)
                 .with_partition_responses(parts),
         );
+    }
+    let mut pending = Vec::with_capacity(owners.len());
+    for o in owners {
+        let (tx, rx) = oneshot::channel();
+        let msg = ShardMsg::Produce {
+            items: o.items,
+            reply: tx,
+        };
+        // A shard that is gone drops the reply: its items answer NOT_LEADER_OR_FOLLOWER.
+        let _ = router.dispatch(shard, o.shard, msg).await;
+        pending.push((o.at, rx));
     }
     ProduceInFlight {
         responses,
@@ -547,16 +571,19 @@ impl ProduceInFlight {
             pending,
             version: v,
         } = self;
-        for (ti, pi, rx) in pending {
-            let r = &mut responses[ti].partition_responses[pi];
-            match rx.await {
-                Ok(res) => {
-                    r.error_code = res.error;
-                    r.base_offset = res.base_offset;
-                    r.log_append_time_ms = res.log_append_time_ms;
-                    r.log_start_offset = if v >= 5 { res.log_start_offset } else { -1 };
+        for (at, rx) in pending {
+            let results = rx.await.unwrap_or_default();
+            for (k, (ti, pi)) in at.into_iter().enumerate() {
+                let r = &mut responses[ti].partition_responses[pi];
+                match results.get(k) {
+                    Some(res) => {
+                        r.error_code = res.error;
+                        r.base_offset = res.base_offset;
+                        r.log_append_time_ms = res.log_append_time_ms;
+                        r.log_start_offset = if v >= 5 { res.log_start_offset } else { -1 };
+                    }
+                    None => r.error_code = ResponseError::NotLeaderOrFollower.code(),
                 }
-                Err(_) => r.error_code = ResponseError::NotLeaderOrFollower.code(),
             }
         }
         ProduceResponse::default().with_responses(responses)

@@ -36,10 +36,12 @@ pub type Tp = (String, i32);
 /// A request for the shard that owns a partition.
 #[derive(Debug)]
 pub enum ShardMsg {
+    /// Appends of one request to the partitions this shard owns, in request order; one
+    /// reply with a result per item once all are done (one message and one wake-up per
+    /// request and shard, not per partition).
     Produce {
-        tp: Tp,
-        batches: Vec<Bytes>,
-        reply: oneshot::Sender<ProduceResult>,
+        items: Vec<(Tp, Vec<Bytes>)>,
+        reply: oneshot::Sender<Vec<ProduceResult>>,
     },
     Fetch {
         tp: Tp,
@@ -214,7 +216,7 @@ impl ShardState {
     /// Handles one message: synchronous parts now (append order), the rest in a task.
     pub fn handle(self: &Rc<Self>, msg: ShardMsg) {
         match msg {
-            ShardMsg::Produce { tp, batches, reply } => self.produce(tp, batches, reply),
+            ShardMsg::Produce { items, reply } => self.produce(items, reply),
             ShardMsg::Fetch {
                 tp,
                 offset,
@@ -269,33 +271,23 @@ impl ShardState {
         }
     }
 
-    fn produce(&self, tp: Tp, batches: Vec<Bytes>, reply: oneshot::Sender<ProduceResult>) {
-        let mut result = ProduceResult {
-            error: 0,
-            base_offset: -1,
-            log_append_time_ms: -1,
-            log_start_offset: -1,
-        };
-        let Some(p) = self.partition(&tp) else {
-            result.error = code(ResponseError::UnknownTopicOrPartition);
-            let _ = reply.send(result);
-            return;
-        };
-        let pending = p.log.append(&batches);
+    /// Queues every item's append now (offsets follow arrival order) and answers once, in a
+    /// task, when all of them are done.
+    fn produce(&self, items: Vec<(Tp, Vec<Bytes>)>, reply: oneshot::Sender<Vec<ProduceResult>>) {
+        let queued: Vec<_> = items
+            .into_iter()
+            .map(|(tp, batches)| {
+                let p = self.partition(&tp);
+                let pending = p.as_ref().map(|p| p.log.append(&batches));
+                (tp, p, pending)
+            })
+            .collect();
         tokio_uring::spawn(async move {
-            match pending.await {
-                Ok(info) => {
-                    result.base_offset = info.first_offset.0;
-                    result.log_append_time_ms = info.log_append_time_ms;
-                    p.signal.notify_waiters();
-                }
-                Err(e) => {
-                    tracing::debug!(topic = %tp.0, partition = tp.1, error = %e, "append refused");
-                    result.error = append_error_code(&e);
-                }
+            let mut out = Vec::with_capacity(queued.len());
+            for (tp, p, pending) in queued {
+                out.push(produce_result(tp, p, pending).await);
             }
-            result.log_start_offset = p.log.log_start_offset().0;
-            let _ = reply.send(result);
+            let _ = reply.send(out);
         });
     }
 
@@ -365,6 +357,39 @@ impl ShardState {
             }
         }
     }
+}
+
+/// The outcome of one partition's queued append.
+async fn produce_result(
+    tp: Tp,
+    p: Option<Rc<Partition>>,
+    pending: Option<
+        impl std::future::Future<Output = Result<tern_engine::AppendInfo, AppendError>>,
+    >,
+) -> ProduceResult {
+    let mut result = ProduceResult {
+        error: 0,
+        base_offset: -1,
+        log_append_time_ms: -1,
+        log_start_offset: -1,
+    };
+    let (Some(p), Some(pending)) = (p, pending) else {
+        result.error = code(ResponseError::UnknownTopicOrPartition);
+        return result;
+    };
+    match pending.await {
+        Ok(info) => {
+            result.base_offset = info.first_offset.0;
+            result.log_append_time_ms = info.log_append_time_ms;
+            p.signal.notify_waiters();
+        }
+        Err(e) => {
+            tracing::debug!(topic = %tp.0, partition = tp.1, error = %e, "append refused");
+            result.error = append_error_code(&e);
+        }
+    }
+    result.log_start_offset = p.log.log_start_offset().0;
+    result
 }
 
 /// Kafka's code for an append refusal.

@@ -71,9 +71,6 @@ pub fn decode_file_header(b: &[u8]) -> Option<FileHeader> {
 pub enum RecordKind {
     /// Record batches of one partition, base offsets assigned, exactly as in its segment.
     Batches = 1,
-    /// The partition's batches from `base_offset` on were refused after this journal had
-    /// them (the segment write failed): replay drops them.
-    Cancel = 2,
 }
 
 /// A decoded record, borrowing the bytes it was decoded from.
@@ -85,7 +82,7 @@ pub struct Record<'a> {
     pub partition: &'a str,
     /// First offset the record is about.
     pub base_offset: i64,
-    /// The batches (empty for [`RecordKind::Cancel`]).
+    /// The batches.
     pub payload: &'a [u8],
 }
 
@@ -156,7 +153,6 @@ pub fn decode_record(b: &[u8], expected_lsn: u64) -> Result<(Record<'_>, usize),
     }
     let kind = match b[16] {
         1 => RecordKind::Batches,
-        2 => RecordKind::Cancel,
         _ => return Err(RecordError::Malformed("unknown record kind")),
     };
     let name_len = u16_at(b, 18) as usize;
@@ -297,9 +293,8 @@ mod tests {
             base in any::<i64>(),
             name in "[a-z0-9._-]{1,40}",
             payload in proptest::collection::vec(any::<u8>(), 0..300),
-            cancel in any::<bool>(),
         ) {
-            let kind = if cancel { RecordKind::Cancel } else { RecordKind::Batches };
+            let kind = RecordKind::Batches;
             let r = Record { lsn, kind, partition: &name, base_offset: base, payload: &payload };
             let b = encode(&r);
             prop_assert_eq!(b.len(), record_len(&name, payload.len()));
@@ -375,7 +370,7 @@ mod tests {
         assert_eq!(decode_record(&[0u8; 64], 0), Err(RecordError::End));
         let r = Record {
             lsn: 100,
-            kind: RecordKind::Cancel,
+            kind: RecordKind::Batches,
             partition: "a-1",
             base_offset: 5,
             payload: &[],

@@ -8,7 +8,9 @@
 //! writes one sequential stream instead: a unit of records from *all* its partitions goes
 //! out as one `RWF_DSYNC` O_DIRECT write, with at most one such write in flight (group
 //! commit: whatever arrives meanwhile shares the next write). The partitions' segments get
-//! the same bytes with plain O_DIRECT writes (no sync) and stay what Fetch reads.
+//! the same bytes later, merged into large plain O_DIRECT writes (no sync, see
+//! `crate::log`'s write-behind), and stay what Fetch reads; until then reads come from
+//! memory.
 //!
 //! ## Files
 //!
@@ -26,8 +28,9 @@
 //!
 //! ## Invariants
 //!
-//! * An append under `flush = always` completes only after its journal record is durable
-//!   (and its segment write has completed, so that reads see it).
+//! * An append under `flush = always` completes only after its journal record is durable.
+//! * A record is forgotten (the replay start passes it) only after its partition's segment
+//!   write and a sync after it.
 //! * LSNs (journal positions) only grow; a record's LSN is written in it, so the bytes of an
 //!   earlier use of a recycled file never read as records.
 //! * A failed journal write poisons the journal: every later submit fails with the first

@@ -2,10 +2,10 @@
 //! replay of its records into the partitions' logs.
 //!
 //! Replay is idempotent by offset: a batch below what its partition's segment recovered is
-//! skipped, a batch at or past it replaces whatever the chain held from its offset on (a
-//! later record for an offset wins, so a batch refused after the journal had it is
-//! superseded by the retry), and a Cancel record drops the chain from its offset. A batch
-//! past the chain's end means records are missing: that is an error, never a silent gap.
+//! skipped, and a batch at or past it replaces whatever the chain held from its offset on (a
+//! later record for an offset wins; no path of this version writes two, but replay does not
+//! depend on it). A batch past the chain's end means records are missing: that is an error,
+//! never a silent gap.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,7 +16,7 @@ use super::format::{self, Checkpoint, FileHeader, RecordError, RecordKind};
 use super::{parse_slot, JournalError, CHECKPOINT_FILES};
 use crate::batch::BatchHeader;
 use crate::config::{FlushPolicy, LogConfig};
-use crate::log::{Log, Offset};
+use crate::log::Log;
 use crate::storage::{FileMode, Storage, StorageFile};
 
 /// A record read back, its payload sharing the file's bytes.
@@ -330,51 +330,46 @@ async fn apply<S: Storage>(
     records: &[&OwnedRecord],
     stats: &mut ReplayStats,
 ) -> Result<(), String> {
-    let mut recovered_end = log.next_offset().0;
+    let recovered_end = log.next_offset().0;
     // (base offset, end offset, bytes) of the batches to append, contiguous from
     // `recovered_end`.
     let mut chain: Vec<(i64, i64, Bytes)> = Vec::new();
     for r in records {
-        match r.kind {
-            RecordKind::Cancel => {
-                if r.base_offset < recovered_end {
-                    log.truncate(Offset(r.base_offset))
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    recovered_end = log.next_offset().0;
-                    chain.clear();
-                } else {
-                    chain.retain(|(base, _, _)| *base < r.base_offset);
-                }
+        let RecordKind::Batches = r.kind;
+        let batches = split_batches(&r.payload, r.lsn)?;
+        if batches.first().is_some_and(|b| b.0 != r.base_offset) {
+            return Err(format!(
+                "record at LSN {} says offset {} but its first batch is at {}",
+                r.lsn,
+                r.base_offset,
+                batches.first().map_or(-1, |b| b.0)
+            ));
+        }
+        for b in batches {
+            let (base, end) = (b.0, b.1);
+            if base < recovered_end {
+                stats.batches_skipped += 1;
+                continue;
             }
-            RecordKind::Batches => {
-                for b in split_batches(&r.payload, r.lsn)? {
-                    let (base, end) = (b.0, b.1);
-                    if base < recovered_end {
-                        stats.batches_skipped += 1;
-                        continue;
-                    }
-                    let chain_end = chain.last().map_or(recovered_end, |c| c.1);
-                    if base > chain_end {
-                        return Err(format!(
-                            "record at LSN {} starts at offset {base} but the partition ends \
-                             at {chain_end}: records are missing",
-                            r.lsn
-                        ));
-                    }
-                    if base < chain_end {
-                        let keep = chain.partition_point(|c| c.0 < base);
-                        if chain.get(keep).is_none_or(|c| c.0 != base) {
-                            return Err(format!(
-                                "record at LSN {} rewrites offset {base}, inside a batch",
-                                r.lsn
-                            ));
-                        }
-                        chain.truncate(keep);
-                    }
-                    chain.push((base, end, b.2));
-                }
+            let chain_end = chain.last().map_or(recovered_end, |c| c.1);
+            if base > chain_end {
+                return Err(format!(
+                    "record at LSN {} starts at offset {base} but the partition ends at \
+                     {chain_end}: records are missing",
+                    r.lsn
+                ));
             }
+            if base < chain_end {
+                let keep = chain.partition_point(|c| c.0 < base);
+                if chain.get(keep).is_none_or(|c| c.0 != base) {
+                    return Err(format!(
+                        "record at LSN {} rewrites offset {base}, inside a batch",
+                        r.lsn
+                    ));
+                }
+                chain.truncate(keep);
+            }
+            chain.push((base, end, b.2));
         }
     }
     for (base, _, bytes) in chain {

@@ -50,6 +50,7 @@ fn open_err(e: OpenError) -> LogError {
 impl<S: Storage> Log<S> {
     /// Makes everything written so far durable (fdatasync of the active segment).
     pub async fn flush(&self) -> Result<(), LogError> {
+        self.shared.drain_behind().await;
         self.shared.poisoned()?;
         let (file, path, now, base, size, writes) = {
             let i = self.shared.inner.borrow();
@@ -94,6 +95,7 @@ impl<S: Storage> Log<S> {
         }
         self.shared.wake.notify_one();
         self.shared.writer_idle().await;
+        self.shared.drain_behind().await;
         self.shared.wait_for_preparation(0, u64::MAX).await;
         self.shared.poisoned()?;
         let (base, file, dirty, path) = {
@@ -138,6 +140,7 @@ impl<S: Storage> Log<S> {
             i.truncating = true;
         }
         self.shared.writer_idle().await;
+        self.shared.drain_behind().await;
         self.shared.wait_for_preparation(0, u64::MAX).await;
         let mut r = self.truncate_idle(offset.0).await;
         if r.is_ok() {

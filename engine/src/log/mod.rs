@@ -19,6 +19,7 @@
 //! `.await`. Only the writer task performs segment IO on the append path; truncation waits
 //! until the writer is idle and refuses appends meanwhile.
 
+mod behind;
 mod maintenance;
 mod producers;
 mod read;
@@ -110,6 +111,8 @@ pub(crate) struct Shared<S: Storage> {
     idle: Rc<Notify>,
     /// Notified when a segment preparation ends.
     prepared: Notify,
+    /// Notified when a write-behind write ends (see [`behind`]).
+    behind_progress: Notify,
 }
 
 impl<S: Storage> Drop for Shared<S> {
@@ -199,6 +202,8 @@ struct Inner<S: Storage> {
     /// `(end offset, LSN)` of this log's journal records whose bytes its segment may not
     /// hold durably yet, oldest first (see [`checkpoint_for_journal`]).
     journal_pending: VecDeque<(i64, u64)>,
+    /// Segment writes waiting behind their acknowledgement (journaled logs).
+    behind: behind::Behind,
 }
 
 impl<S: Storage> Inner<S> {
@@ -632,6 +637,9 @@ pub(crate) struct LogCheckpoint {
 /// Syncs the log's unsynced segment writes (if any) and forgets the journal records they
 /// cover. A log whose sync fails keeps needing its records.
 pub(crate) async fn checkpoint_for_journal<S: Storage>(shared: Rc<Shared<S>>) -> LogCheckpoint {
+    // Everything completed is then in the segment file (the drain and the capture below
+    // have no await between them).
+    shared.drain_behind().await;
     let (end, dirty) = {
         let i = shared.inner.borrow();
         (i.readable_end, i.dirty)

@@ -89,7 +89,8 @@ impl<S: Storage> Log<S> {
     /// Whole batches from the one containing `offset`, up to `max_bytes` (but at least one
     /// batch if any is there), none ending at or above `upper` (exclusive; e.g. the high
     /// watermark) or above the readable end. Hot data comes as memory slices, cold data as
-    /// file ranges; a read of cold data stops at the end of its segment.
+    /// file ranges; a read of cold data stops at the end of its segment, or where bytes
+    /// still written behind the journal begin (they are all in the hot cache).
     pub async fn read(
         &self,
         offset: Offset,
@@ -209,6 +210,8 @@ impl<S: Storage> Log<S> {
         &self,
         timestamp_ms: i64,
     ) -> Result<Option<(Offset, i64)>, LogError> {
+        // The scan reads the segment files: bytes still behind the journal go there first.
+        self.shared.drain_behind().await;
         let candidates: Vec<i64> = {
             let i = self.shared.inner.borrow();
             i.segments

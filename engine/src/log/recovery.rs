@@ -170,12 +170,14 @@ impl<S: Storage> Log<S> {
             journal: None,
             journal_name: String::new(),
             journal_pending: VecDeque::new(),
+            behind: Default::default(),
         };
         let shared = Rc::new(Shared {
             inner: RefCell::new(inner),
             wake: Rc::new(Notify::new()),
             idle: Rc::new(Notify::new()),
             prepared: Notify::new(),
+            behind_progress: Notify::new(),
         });
         storage.spawn(writer::run(Rc::downgrade(&shared), shared.wake.clone()));
         Ok(Log { shared })

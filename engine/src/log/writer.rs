@@ -63,19 +63,21 @@ impl<S: Storage> Inner<S> {
         Some(u)
     }
 
-    /// A write completed: the segment learns its batches, readers may see them, their
-    /// appends complete. Returns the segment whose index entries are due to be persisted.
+    /// A unit is done: the segment learns its batches, readers may see them, their appends
+    /// complete. `written` is `Some((padded bytes, dsync))` when the unit was written to its
+    /// segment now (not behind, see `super::behind`). Returns the segment whose index
+    /// entries are due to be persisted.
     fn complete_write(
         &mut self,
         file_pos: u64,
-        buf: crate::buf::AlignedBuf,
+        (data, charge): (bytes::Bytes, usize),
         batches: Vec<super::BatchMeta>,
         end_offset: i64,
-        dsync: bool,
+        written: Option<(usize, bool)>,
     ) -> Option<i64> {
-        self.stats.writes += 1;
-        self.stats.syncs += dsync as u64;
-        self.stats.bytes_written += buf.padded_len() as u64;
+        if let Some((padded, dsync)) = written {
+            self.note_segment_write(padded, dsync);
+        }
         let interval = self.config.index_interval_bytes;
         let seg = self.active_mut();
         for b in &batches {
@@ -83,10 +85,11 @@ impl<S: Storage> Inner<S> {
         }
         let persist = seg.index.entries.len() - seg.index.persisted >= INDEX_PERSIST_ENTRIES;
         let seg_base = seg.base;
-        let cut = align_down(buf.len() as u64) as usize;
-        self.written_partial = buf.as_slice()[cut..].to_vec();
+        let cut = align_down(data.len() as u64) as usize;
+        self.written_partial.clear();
+        self.written_partial.extend_from_slice(&data[cut..]);
         self.readable_end = end_offset;
-        let unit_end = file_pos + self.written_partial.len() as u64 + cut as u64;
+        let unit_end = file_pos + data.len() as u64;
         if self
             .in_flight
             .as_ref()
@@ -95,14 +98,28 @@ impl<S: Storage> Inner<S> {
             // This was the last unit taken; none is in flight any more.
             self.in_flight = None;
         }
+        let hot_max = self.config.hot_bytes_max;
+        self.hot.push(file_pos, data, charge, batches, hot_max);
+        self.complete_waiters(end_offset);
+        persist.then_some(seg_base)
+    }
+
+    /// Counts a completed segment write.
+    pub(super) fn note_segment_write(&mut self, padded: usize, dsync: bool) {
+        self.stats.writes += 1;
+        self.stats.syncs += dsync as u64;
+        self.stats.bytes_written += padded as u64;
         self.dirty |= !dsync;
         if dsync {
             self.synced_size = self.active().size;
         }
-        let hot_max = self.config.hot_bytes_max;
-        // A mostly empty buffer is copied out (small) and reused at once; a full one is
-        // shared with readers and comes back to the pool when they are done.
-        let (data, charge) = if buf.len() * 4 < buf.capacity() {
+    }
+
+    /// The bytes of a written unit buffer for the hot cache, and the memory they hold: a
+    /// mostly empty buffer is copied out (small) and reused at once; a full one is shared
+    /// with readers and comes back to the pool when they are done.
+    fn hot_bytes(&self, buf: AlignedBuf) -> (bytes::Bytes, usize) {
+        if buf.len() * 4 < buf.capacity() {
             let data = bytes::Bytes::copy_from_slice(buf.as_slice());
             self.pool.put(buf);
             let len = data.len();
@@ -110,10 +127,7 @@ impl<S: Storage> Inner<S> {
         } else {
             let charge = buf.capacity();
             (self.pool.freeze(buf), charge)
-        };
-        self.hot.push(file_pos, data, charge, batches, hot_max);
-        self.complete_waiters(end_offset);
-        persist.then_some(seg_base)
+        }
     }
 
     /// A write failed: ENOSPC refuses everything not yet written; anything else poisons.
@@ -175,8 +189,17 @@ impl<S: Storage> Shared<S> {
         self.wait_for_preparation(file_pos, align_up(unit_end))
             .await;
         self.maybe_prepare(unit_end);
-        self.allocate_ahead(&file, file_pos, unit_end).await;
+        let reserved = self.allocate_ahead(&file, file_pos, unit_end).await;
         if let Some(journal) = journal {
+            match reserved {
+                // Written behind its acknowledgement, a unit must have its blocks first: a
+                // full disk refuses it now, while nothing of it is written anywhere.
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                    self.inner.borrow_mut().on_write_error(e, &path);
+                    return;
+                }
+                _ => {}
+            }
             let w = JournaledWrite {
                 file_pos,
                 buf,
@@ -190,10 +213,11 @@ impl<S: Storage> Shared<S> {
             .await;
     }
 
-    /// Under the shard journal: the new bytes go to the journal (durable) while the unit is
-    /// written to the segment without sync; the appends complete when both are done. A unit
-    /// of at least `journal.inplace.bytes` is instead written in place and synced, with
-    /// nothing in the journal (replay finds it in the segment: offsets order everything).
+    /// Under the shard journal: the new bytes go to the journal, and the appends complete
+    /// when it has them durably; the unit joins the segment's write-behind queue
+    /// (`super::behind`) and is served from memory until it is written. A unit of at least
+    /// `journal.inplace.bytes` is instead written in place and synced, with nothing in the
+    /// journal (replay finds it in the segment: offsets order everything).
     async fn write_journaled(
         self: &Rc<Self>,
         journal: &crate::journal::Journal<S>,
@@ -211,10 +235,11 @@ impl<S: Storage> Shared<S> {
         let from = batches
             .first()
             .map_or(buf.len(), |b| (b.position - file_pos) as usize);
-        let payload = &buf.as_slice()[from..];
         let name = self.inner.borrow().journal_name.clone();
+        let payload_len = buf.len() - from;
         let inplace = journal.config().inplace_bytes;
-        if (inplace > 0 && payload.len() >= inplace) || !journal.fits(&name, payload.len()) {
+        if (inplace > 0 && payload_len >= inplace) || !journal.fits(&name, payload_len) {
+            self.drain_behind().await;
             let (mut res, buf) = file.write_at(buf, file_pos, false).await;
             if res.is_ok() {
                 res = file.sync_data().await;
@@ -223,7 +248,8 @@ impl<S: Storage> Shared<S> {
                 .await;
             return;
         }
-        let ticket = match journal.submit(RecordKind::Batches, &name, first, payload) {
+        let submitted = journal.submit(RecordKind::Batches, &name, first, &buf.as_slice()[from..]);
+        let ticket = match submitted {
             Ok(t) => t,
             Err(e) => {
                 let e = match e {
@@ -238,23 +264,27 @@ impl<S: Storage> Shared<S> {
             .borrow_mut()
             .journal_pending
             .push_back((end_offset, ticket.lsn));
-        let (res, buf) = file.write_at(buf, file_pos, false).await;
-        if let Err(e) = &res {
-            if e.raw_os_error() == Some(libc::ENOSPC) {
-                // The journal has the refused bytes: a later record cancels them, so that
-                // replay never brings back what was refused.
-                let _ = journal.submit(RecordKind::Cancel, &name, first, &[]);
+        let hot = (bytes::Bytes::copy_from_slice(buf.as_slice()), buf.len());
+        self.wait_behind_room(buf.len()).await;
+        self.push_behind(file_pos, buf);
+        let res = ticket.durable().await.map_err(|e| match e.raw_os_error() {
+            Some(code) => io::Error::from_raw_os_error(code),
+            None => io::Error::other(format!("shard journal: {e}")),
+        });
+        let persist_base = {
+            let mut i = self.inner.borrow_mut();
+            if i.poisoned.is_some() {
+                return;
             }
-        }
-        let res = match res {
-            Ok(()) => ticket.durable().await.map_err(|e| match e.raw_os_error() {
-                Some(code) => io::Error::from_raw_os_error(code),
-                None => io::Error::other(format!("shard journal: {e}")),
-            }),
-            Err(e) => Err(e),
+            match res {
+                Err(e) => {
+                    i.on_write_error(e, &journal.dir());
+                    return;
+                }
+                Ok(()) => i.complete_write(file_pos, hot, batches, end_offset, None),
+            }
         };
-        self.finish_write(res, file_pos, buf, batches, end_offset, false, path)
-            .await;
+        self.after_complete(persist_base).await;
     }
 
     /// Completes a unit's appends after its write (or fails them); false if it failed.
@@ -280,9 +310,18 @@ impl<S: Storage> Shared<S> {
                     i.on_write_error(e, path);
                     return false;
                 }
-                Ok(()) => i.complete_write(file_pos, buf, batches, end_offset, dsync),
+                Ok(()) => {
+                    let padded = buf.padded_len();
+                    let hot = i.hot_bytes(buf);
+                    i.complete_write(file_pos, hot, batches, end_offset, Some((padded, dsync)))
+                }
             }
         };
+        self.after_complete(persist_base).await
+    }
+
+    /// Persists the index entries a completed unit made due; false if that failed.
+    async fn after_complete(&self, persist_base: Option<i64>) -> bool {
         if let Some(seg_base) = persist_base {
             if let Err(e) = self.persist_indexes(seg_base, false).await {
                 // Indexes are rebuilt by recovery; a failure here is still a failing disk.
@@ -365,7 +404,12 @@ impl<S: Storage> Shared<S> {
     /// a write of `write_pos..data_end` (the prepared zeros do this under flush = always). A
     /// failure (a full disk, a filesystem without fallocate) only costs speed: the write
     /// then allocates, or fails with the real error.
-    async fn allocate_ahead(&self, file: &S::File, write_pos: u64, data_end: u64) {
+    async fn allocate_ahead(
+        &self,
+        file: &S::File,
+        write_pos: u64,
+        data_end: u64,
+    ) -> io::Result<()> {
         let (start, end) = {
             let i = self.inner.borrow();
             // As much again as is reserved already (1 MiB at first, at most allocate_bytes):
@@ -373,10 +417,10 @@ impl<S: Storage> Shared<S> {
             let chunk = i.allocated_end.max(1 << 20).min(i.config.allocate_bytes);
             let segment_end = align_up(i.config.segment_bytes as u64);
             if i.segment_dsync() || chunk == 0 {
-                return;
+                return Ok(());
             }
             if align_up(data_end) <= i.allocated_end {
-                return;
+                return Ok(());
             }
             let start = i.allocated_end.max(align_down(write_pos));
             (
@@ -387,8 +431,14 @@ impl<S: Storage> Shared<S> {
             )
         };
         match file.allocate(start, end - start).await {
-            Ok(()) => self.inner.borrow_mut().allocated_end = end,
-            Err(e) => tracing::debug!(error = %e, "reserving segment blocks failed"),
+            Ok(()) => {
+                self.inner.borrow_mut().allocated_end = end;
+                Ok(())
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "reserving segment blocks failed");
+                Err(e)
+            }
         }
     }
 
@@ -433,7 +483,8 @@ impl<S: Storage> Shared<S> {
 
     /// Closes the active segment (data synced, indexes complete and synced) and creates
     /// the segment `base` as the new active one, its directory entry durable.
-    async fn roll(&self, base: i64, roll_base_ms: i64) -> io::Result<()> {
+    async fn roll(self: &Rc<Self>, base: i64, roll_base_ms: i64) -> io::Result<()> {
+        self.drain_behind().await;
         let (old_base, old_file, sync_old) = {
             let mut i = self.inner.borrow_mut();
             let sync_old = i.config.flush != FlushPolicy::Always || i.dirty;
