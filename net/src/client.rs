@@ -157,6 +157,19 @@ impl Client {
         version: i16,
         req: &Req,
     ) -> Result<i32, ClientError> {
+        let (id, frame) = self.encode_request(api, version, req)?;
+        self.write_raw(&frame)?;
+        Ok(id)
+    }
+
+    /// Encodes a request frame (length prefix included) with the next correlation id,
+    /// without sending it (tests pipeline several frames in one write).
+    pub fn encode_request<Req: Encodable>(
+        &mut self,
+        api: ApiKey,
+        version: i16,
+        req: &Req,
+    ) -> Result<(i32, BytesMut), ClientError> {
         let id = self.next_correlation_id;
         self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
         let header = RequestHeader::default()
@@ -176,8 +189,7 @@ impl Client {
         req.encode(&mut buf, version).map_err(codec)?;
         let len = (buf.len() - 4) as u32;
         buf[..4].copy_from_slice(&len.to_be_bytes());
-        self.write_raw(&buf)?;
-        Ok(id)
+        Ok((id, buf))
     }
 
     /// Writes raw bytes to the connection (tests use it to send malformed frames).

@@ -45,7 +45,7 @@ pub enum ConnError {
 
 /// Responses a connection may have queued (produce requests in flight) before the broker
 /// stops reading further requests from it.
-pub const PIPELINE_MAX: usize = 64;
+pub const PIPELINE_MAX: usize = 1024;
 
 /// What the connection's writer sends next, in request order.
 enum Outgoing {
@@ -100,22 +100,16 @@ async fn read_requests(
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ConnError> {
     let max = shard.router.config.socket_request_max_bytes as i64;
+    let mut reader = FrameReader::default();
     loop {
         let next = tokio::select! {
-            r = read_exact(stream, 4) => r?,
+            r = reader.next(stream, max) => r?,
             _ = stop.wait_for(|s| *s) => return Ok(()),
         };
-        let Some(len_bytes) = next else {
+        let Some(frame) = next else {
             return Ok(());
         };
-        let len = i32::from_be_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]);
-        if len < 0 || len as i64 > max {
-            return Err(ConnError::FrameSize(len as i64));
-        }
-        let Some(frame) = read_exact(stream, len as usize).await? else {
-            return Ok(());
-        };
-        let out = match parse_frame(Bytes::from(frame))? {
+        let out = match parse_frame(frame)? {
             Parsed::Request { api, header, body } if api == ApiKey::Produce => {
                 let version = header.request_api_version;
                 let malformed = |e: ApiError| ConnError::Malformed {
@@ -153,37 +147,85 @@ async fn read_requests(
     }
 }
 
+/// Most bytes of responses gathered into one write.
+const GATHER_BYTES_MAX: usize = 256 << 10;
+
+/// What to do with the next outgoing item once it is resolved.
+enum Next {
+    Send(Response),
+    Skip,
+    /// Close the connection (after writing what was gathered), with this result.
+    Close(io::Result<()>),
+}
+
+/// Resolves a produce's result: the response, or the test-only fault, or its error.
+fn produce_outcome(r: Result<Response, ApiError>) -> Next {
+    match r {
+        Ok(_) if fault::drop_produce_response() => {
+            // Test-only fault: the append happened, the client never hears of it.
+            tracing::warn!("test fault: produce response dropped, connection closed");
+            Next::Close(Ok(()))
+        }
+        Ok(r) => Next::Send(r),
+        Err(e) => Next::Close(Err(io::Error::other(e.to_string()))),
+    }
+}
+
+/// Polls a future once, without a waker to call back (it is awaited later if not ready).
+fn poll_now<F: Future + Unpin>(f: &mut F) -> Option<F::Output> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match Pin::new(f).poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// Writes responses in request order. Responses that are ready together (pipelined
+/// requests whose appends completed in the same journal write) go out in one write.
 async fn write_responses(
     stream: Rc<TcpStream>,
     mut rx: mpsc::Receiver<Outgoing>,
 ) -> io::Result<()> {
     let mut pipe = None;
-    while let Some(out) = rx.recv().await {
-        let response = match out {
-            Outgoing::Ready(r) => r,
-            Outgoing::Produce(f) => match f.await {
-                Ok(_) if fault::drop_produce_response() => {
-                    // Test-only fault: the append happened, the client never hears of it.
-                    tracing::warn!("test fault: produce response dropped, connection closed");
-                    let _ = stream.shutdown(std::net::Shutdown::Both);
-                    return Ok(());
-                }
-                Ok(r) => r,
-                Err(e) => {
-                    let _ = stream.shutdown(std::net::Shutdown::Both);
-                    return Err(io::Error::other(e.to_string()));
-                }
+    let mut held: Option<Outgoing> = None;
+    let mut gathered: Vec<u8> = Vec::new();
+    loop {
+        let out = match held.take() {
+            Some(o) => o,
+            None => match rx.recv().await {
+                Some(o) => o,
+                None => return Ok(()),
             },
+        };
+        let next = match out {
+            Outgoing::Ready(r) => Next::Send(r),
+            Outgoing::Produce(f) => produce_outcome(f.await),
             Outgoing::Barrier(done) => {
                 let _ = done.send(());
-                continue;
+                Next::Skip
+            }
+        };
+        let response = match next {
+            Next::Send(r) => r,
+            Next::Skip => continue,
+            Next::Close(r) => {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+                return r;
             }
         };
         match response {
             Response::None => {}
             Response::Bytes(b) => {
-                let (r, _) = stream.write_all(b).await;
+                gathered.clear();
+                gathered.extend_from_slice(&b);
+                let close = gather_ready(&mut rx, &mut held, &mut gathered);
+                let (r, back) = stream.write_all(std::mem::take(&mut gathered)).await;
+                gathered = back;
                 r?;
+                if let Some(r) = close {
+                    let _ = stream.shutdown(std::net::Shutdown::Both);
+                    return r;
+                }
             }
             Response::Pieces(pieces) => {
                 if pipe.is_none() {
@@ -195,7 +237,45 @@ async fn write_responses(
             }
         }
     }
-    Ok(())
+}
+
+/// Appends to `gathered` the byte responses that are ready now, in order; the first item
+/// that is not (or is not plain bytes) is kept in `held`. Returns `Some` when the
+/// connection must close after the write.
+fn gather_ready(
+    rx: &mut mpsc::Receiver<Outgoing>,
+    held: &mut Option<Outgoing>,
+    gathered: &mut Vec<u8>,
+) -> Option<io::Result<()>> {
+    while gathered.len() < GATHER_BYTES_MAX {
+        let Ok(next) = rx.try_recv() else {
+            return None;
+        };
+        let ready = match next {
+            Outgoing::Ready(Response::Bytes(b)) => b,
+            Outgoing::Produce(mut f) => match poll_now(&mut f) {
+                None => {
+                    *held = Some(Outgoing::Produce(f));
+                    return None;
+                }
+                Some(r) => match produce_outcome(r) {
+                    Next::Send(Response::Bytes(b)) => b,
+                    Next::Send(r) => {
+                        *held = Some(Outgoing::Ready(r));
+                        return None;
+                    }
+                    Next::Skip => continue,
+                    Next::Close(r) => return Some(r),
+                },
+            },
+            other => {
+                *held = Some(other);
+                return None;
+            }
+        };
+        gathered.extend_from_slice(&ready);
+    }
+    None
 }
 
 /// Test-only fault injection, set from the environment at first use.
@@ -301,17 +381,46 @@ async fn handle_parsed(
 }
 
 /// Reads exactly `len` bytes; `None` if the peer closed the connection first.
-async fn read_exact(stream: &TcpStream, len: usize) -> io::Result<Option<Vec<u8>>> {
-    let mut buf = Vec::with_capacity(len);
-    while buf.len() < len {
-        let filled = buf.len();
-        let (r, slice) = stream.read(buf.slice(filled..len)).await;
-        buf = slice.into_inner();
-        if r? == 0 {
-            return Ok(None);
+/// Bytes asked of each read of a connection: several pipelined requests come in one read.
+const READ_BYTES: usize = 64 << 10;
+
+/// Request frames read from a connection, as many per read as have arrived.
+#[derive(Default)]
+struct FrameReader {
+    buf: BytesMut,
+}
+
+impl FrameReader {
+    /// The next frame (after its length prefix), `None` at end of stream. A length that is
+    /// negative or over `max` is refused before anything is allocated for it.
+    async fn next(&mut self, stream: &TcpStream, max: i64) -> Result<Option<Bytes>, ConnError> {
+        loop {
+            if self.buf.len() >= 4 {
+                let b = &self.buf;
+                let len = i32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+                if len < 0 || len as i64 > max {
+                    return Err(ConnError::FrameSize(len as i64));
+                }
+                let whole = 4 + len as usize;
+                if self.buf.len() >= whole {
+                    let mut frame = self.buf.split_to(whole);
+                    return Ok(Some(frame.split_off(4).freeze()));
+                }
+                self.buf.reserve(whole - self.buf.len());
+            }
+            if self.buf.capacity() - self.buf.len() < 4096 {
+                self.buf.reserve(READ_BYTES);
+            }
+            let buf = std::mem::take(&mut self.buf);
+            let filled = buf.len();
+            let total = buf.capacity();
+            let (r, slice) = stream.read(buf.slice(filled..total)).await;
+            self.buf = slice.into_inner();
+            if r? == 0 {
+                return Ok(None);
+            }
         }
     }
-    Ok(Some(buf))
 }
 
 /// Encodes a response frame: length, header, body.

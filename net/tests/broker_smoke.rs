@@ -11,7 +11,7 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::protocol::{Decodable, StrBytes};
 use tern_net::client::Client;
 use tern_net::Broker;
 use tern_tuning::BrokerConfig;
@@ -151,6 +151,55 @@ fn bad_frames_close_the_connection_only() {
             .with_allow_auto_topic_creation(true);
         let _: MetadataResponse = fresh.request(ApiKey::Metadata, 9, &md).unwrap();
         assert_eq!(produce(&mut fresh, "t", 0, &batch).0, 0);
+    }
+    broker.shutdown();
+}
+
+/// Guards the frame reader and the response writer: many requests in one write are each
+/// answered, in order; a frame that arrives in pieces is answered once it is whole.
+#[test]
+fn pipelined_and_split_frames_are_answered_in_order() {
+    let (broker, _dir) = start(vec![0]);
+    let addr = broker.local_addr().to_string();
+    let mut c = Client::connect(&addr, Duration::from_secs(10)).unwrap();
+    let md = MetadataRequest::default()
+        .with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(name("pipe")))
+        ]))
+        .with_allow_auto_topic_creation(true);
+    let _: MetadataResponse = c.request(ApiKey::Metadata, 9, &md).unwrap();
+    let batch = tern_engine::batch::build::filled(1_700_000_000_000, 2, 30, 1);
+    assert_eq!(produce(&mut c, "pipe", 0, &batch), (0, 0));
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(name("pipe"))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(Bytes::copy_from_slice(&batch)))])]);
+    let v = c.version(ApiKey::Produce, 3, 9).unwrap();
+    let mut all = Vec::new();
+    let mut ids = Vec::new();
+    for _ in 0..50 {
+        let (id, frame) = c.encode_request(ApiKey::Produce, v, &req).unwrap();
+        ids.push(id);
+        all.extend_from_slice(&frame);
+    }
+    c.write_raw(&all).unwrap();
+    let (id, frame) = c.encode_request(ApiKey::Produce, v, &req).unwrap();
+    ids.push(id);
+    for piece in [&frame[..3], &frame[3..9], &frame[9..]] {
+        c.write_raw(piece).unwrap();
+    }
+    for (k, id) in ids.iter().enumerate() {
+        let mut body = c.receive().unwrap();
+        let hv = ApiKey::Produce.response_header_version(v);
+        let header = ResponseHeader::decode(&mut body, hv).unwrap();
+        assert_eq!(header.correlation_id, *id, "response {k} out of order");
+        let resp = ProduceResponse::decode(&mut body, v).unwrap();
+        let p = &resp.responses[0].partition_responses[0];
+        assert_eq!((p.error_code, p.base_offset), (0, 2 + 2 * k as i64));
     }
     broker.shutdown();
 }

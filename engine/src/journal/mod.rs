@@ -163,6 +163,8 @@ pub enum JournalError {
     },
     #[error("journal stopped accepting writes after an I/O failure: {0}")]
     Poisoned(Arc<io::Error>),
+    #[error("journal checkpoint interrupted (the shard is stopping)")]
+    Interrupted,
 }
 
 impl JournalError {
@@ -701,9 +703,19 @@ impl<S: Storage> Journal<S> {
     ) -> Result<u64, JournalError> {
         let mut replay_start = target;
         let mut durable = Vec::with_capacity(logs.len());
+        // Every log's sync at once: the device sees them together, not one after another.
+        let mut answers = Vec::with_capacity(logs.len());
         for l in logs {
             let Some(log) = l.upgrade() else { continue };
-            let c = crate::log::checkpoint_for_journal(log).await;
+            let (tx, rx) = oneshot::channel();
+            storage.spawn(async move {
+                let _ = tx.send(crate::log::checkpoint_for_journal(log).await);
+            });
+            answers.push(rx);
+        }
+        for rx in answers {
+            // A log whose answer is lost may still need its records: no checkpoint then.
+            let c = rx.await.map_err(|_| JournalError::Interrupted)?;
             if let Some(lsn) = c.needed_lsn {
                 replay_start = replay_start.min(lsn);
             }
