@@ -12,7 +12,9 @@
 //! `vm.overcommit_memory = 2` the kernel still refuses such mappings; the abort then remains
 //! possible.)
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
+
+use mimalloc::MiMalloc as System;
 
 /// Allocations at least this large are reserved lazily.
 pub const HUGE_BYTES: usize = 1 << 30;

@@ -163,8 +163,6 @@ pub enum JournalError {
     },
     #[error("journal stopped accepting writes after an I/O failure: {0}")]
     Poisoned(Arc<io::Error>),
-    #[error("journal checkpoint interrupted (the shard is stopping)")]
-    Interrupted,
 }
 
 impl JournalError {
@@ -703,24 +701,29 @@ impl<S: Storage> Journal<S> {
     ) -> Result<u64, JournalError> {
         let mut replay_start = target;
         let mut durable = Vec::with_capacity(logs.len());
-        // Every log's sync at once: the device sees them together, not one after another.
-        let mut answers = Vec::with_capacity(logs.len());
+        // Every log's write-behind, one log after the other (the journal's own writes keep
+        // their place in the device's queue), then one sync of the whole filesystem: one
+        // journal commit and one device flush, however many partitions there are.
+        let mut ready = Vec::with_capacity(logs.len());
         for l in logs {
             let Some(log) = l.upgrade() else { continue };
-            let (tx, rx) = oneshot::channel();
-            storage.spawn(async move {
-                let _ = tx.send(crate::log::checkpoint_for_journal(log).await);
-            });
-            answers.push(rx);
+            ready.push(crate::log::checkpoint_mark(log).await);
         }
-        for rx in answers {
-            // A log whose answer is lost may still need its records: no checkpoint then.
-            let c = rx.await.map_err(|_| JournalError::Interrupted)?;
+        let synced = match ready.iter().any(|m| m.dirty) {
+            true => storage.sync_filesystem(dir).await,
+            false => Ok(()),
+        };
+        if let Err(e) = &synced {
+            tracing::error!(dir = %dir.display(), error = %e, "checkpoint sync failed");
+        }
+        for m in ready {
+            let c = crate::log::checkpoint_done(m, synced.is_ok());
             if let Some(lsn) = c.needed_lsn {
                 replay_start = replay_start.min(lsn);
             }
             durable.push((c.name, c.durable_end));
         }
+        synced.map_err(|e| JournalError::io(dir, e))?;
         durable.sort();
         let c = format::Checkpoint {
             sequence,

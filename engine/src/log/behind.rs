@@ -89,7 +89,7 @@ impl<S: Storage> Shared<S> {
             if merged {
                 i.pool.put(buf);
             } else {
-                let mut staged = i.pool.take(buf.len().max(BEHIND_WRITE_BYTES));
+                let mut staged = i.pool.take(buf.len());
                 staged.extend_from_slice(buf.as_slice());
                 i.pool.put(buf);
                 i.behind.queued_bytes += staged.len();

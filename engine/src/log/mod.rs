@@ -51,6 +51,9 @@ pub(crate) use writer::write_zeros;
 /// Smallest write buffer taken for a unit: big enough that a busy log rarely grows one.
 const UNIT_BYTES_MIN: usize = 256 * 1024;
 
+/// The same for a log under the shard journal (many quiet partitions each keep one).
+const JOURNALED_UNIT_BYTES_MIN: usize = 16 * 1024;
+
 /// A Kafka offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Offset(pub i64);
@@ -279,10 +282,16 @@ impl<S: Storage> Inner<S> {
     /// Capacity of a new unit's buffer: small for a quiet log, a full unit (so it never
     /// grows) once units have been large.
     fn unit_capacity(&self) -> usize {
-        if self.last_unit_bytes >= UNIT_BYTES_MIN {
+        // A journaled log hands its unit buffer back as soon as the journal has copied it,
+        // so a quiet one needs little; a busy one a full unit.
+        let min = match self.journal {
+            Some(_) => JOURNALED_UNIT_BYTES_MIN,
+            None => UNIT_BYTES_MIN,
+        };
+        if self.last_unit_bytes >= min {
             self.config.write_bytes_max + crate::buf::BLOCK_BYTES
         } else {
-            UNIT_BYTES_MIN
+            min
         }
     }
 
@@ -634,27 +643,60 @@ pub(crate) struct LogCheckpoint {
     pub needed_lsn: Option<u64>,
 }
 
-/// Syncs the log's unsynced segment writes (if any) and forgets the journal records they
-/// cover. A log whose sync fails keeps needing its records.
-pub(crate) async fn checkpoint_for_journal<S: Storage>(shared: Rc<Shared<S>>) -> LogCheckpoint {
-    // Everything completed is then in the segment file (the drain and the capture below
-    // have no await between them).
+/// A log's state captured by a checkpoint before its sync.
+pub(crate) struct CheckpointMark<S: Storage> {
+    shared: Rc<Shared<S>>,
+    end: i64,
+    /// Segment writes completed when captured (a later one is not covered by the sync).
+    writes: u64,
+    base: i64,
+    size: u64,
+    /// The log has segment writes the sync must cover.
+    pub dirty: bool,
+}
+
+/// First half of a checkpoint: writes out the log's bytes queued behind the journal and
+/// captures what the coming sync will cover (no await between the two).
+pub(crate) async fn checkpoint_mark<S: Storage>(shared: Rc<Shared<S>>) -> CheckpointMark<S> {
     shared.drain_behind().await;
-    let (end, dirty) = {
-        let i = shared.inner.borrow();
-        (i.readable_end, i.dirty)
-    };
-    let log = Log { shared };
-    let synced = !dirty || log.flush().await.is_ok();
-    let mut i = log.shared.inner.borrow_mut();
+    let i = shared.inner.borrow();
+    let seg = i.active();
+    let (end, writes, base, size, dirty) =
+        (i.readable_end, i.stats.writes, seg.base, seg.size, i.dirty);
+    drop(i);
+    CheckpointMark {
+        shared,
+        end,
+        writes,
+        base,
+        size,
+        dirty,
+    }
+}
+
+/// Second half: after a sync of the whole filesystem (`synced`) the log's segment is durable
+/// as captured and the journal records it covers are forgotten; a log whose sync failed (or
+/// that is poisoned) keeps needing its records.
+pub(crate) fn checkpoint_done<S: Storage>(m: CheckpointMark<S>, synced: bool) -> LogCheckpoint {
+    let mut i = m.shared.inner.borrow_mut();
+    let synced = synced && i.poisoned.is_none();
     if synced {
-        while i.journal_pending.front().is_some_and(|(e, _)| *e <= end) {
+        if i.stats.writes == m.writes {
+            i.dirty = false;
+        }
+        if i.active().base == m.base {
+            i.synced_size = i.synced_size.max(m.size);
+        }
+        if m.dirty {
+            i.stats.syncs += 1;
+        }
+        while i.journal_pending.front().is_some_and(|(e, _)| *e <= m.end) {
             i.journal_pending.pop_front();
         }
     }
     LogCheckpoint {
         name: i.journal_name.clone(),
-        durable_end: if synced { end } else { -1 },
+        durable_end: if synced { m.end } else { -1 },
         needed_lsn: i.journal_pending.front().map(|(_, lsn)| *lsn),
     }
 }

@@ -69,8 +69,8 @@ impl<S: Storage> Inner<S> {
     /// entries are due to be persisted.
     fn complete_write(
         &mut self,
-        file_pos: u64,
-        (data, charge): (bytes::Bytes, usize),
+        (file_pos, data, charge): (u64, bytes::Bytes, usize),
+        partial: &[u8],
         batches: Vec<super::BatchMeta>,
         end_offset: i64,
         written: Option<(usize, bool)>,
@@ -85,9 +85,8 @@ impl<S: Storage> Inner<S> {
         }
         let persist = seg.index.entries.len() - seg.index.persisted >= INDEX_PERSIST_ENTRIES;
         let seg_base = seg.base;
-        let cut = align_down(data.len() as u64) as usize;
         self.written_partial.clear();
-        self.written_partial.extend_from_slice(&data[cut..]);
+        self.written_partial.extend_from_slice(partial);
         self.readable_end = end_offset;
         let unit_end = file_pos + data.len() as u64;
         if self
@@ -264,7 +263,12 @@ impl<S: Storage> Shared<S> {
             .borrow_mut()
             .journal_pending
             .push_back((end_offset, ticket.lsn));
-        let hot = (bytes::Bytes::copy_from_slice(buf.as_slice()), buf.len());
+        // Memory serves the unit until it is written: its batches only, not the carried
+        // block (the hot cache addresses bytes by file position).
+        let payload = bytes::Bytes::copy_from_slice(&buf.as_slice()[from..]);
+        let hot = (file_pos + from as u64, payload, buf.len() - from);
+        let cut = align_down(buf.len() as u64) as usize;
+        let partial = buf.as_slice()[cut..].to_vec();
         self.wait_behind_room(buf.len()).await;
         self.push_behind(file_pos, buf);
         let res = ticket.durable().await.map_err(|e| match e.raw_os_error() {
@@ -281,7 +285,7 @@ impl<S: Storage> Shared<S> {
                     i.on_write_error(e, &journal.dir());
                     return;
                 }
-                Ok(()) => i.complete_write(file_pos, hot, batches, end_offset, None),
+                Ok(()) => i.complete_write(hot, &partial, batches, end_offset, None),
             }
         };
         self.after_complete(persist_base).await;
@@ -312,8 +316,17 @@ impl<S: Storage> Shared<S> {
                 }
                 Ok(()) => {
                     let padded = buf.padded_len();
-                    let hot = i.hot_bytes(buf);
-                    i.complete_write(file_pos, hot, batches, end_offset, Some((padded, dsync)))
+                    let cut = align_down(buf.len() as u64) as usize;
+                    let partial = buf.as_slice()[cut..].to_vec();
+                    let (data, charge) = i.hot_bytes(buf);
+                    let written = Some((padded, dsync));
+                    i.complete_write(
+                        (file_pos, data, charge),
+                        &partial,
+                        batches,
+                        end_offset,
+                        written,
+                    )
                 }
             }
         };

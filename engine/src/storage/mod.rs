@@ -68,6 +68,10 @@ pub trait Storage: Clone + 'static {
 
     /// Makes the directory's entries durable.
     async fn sync_dir(&self, path: &Path) -> io::Result<()>;
+
+    /// Makes every completed write and every directory entry of the filesystem holding
+    /// `path` durable (syncfs): one journal commit for any number of files.
+    async fn sync_filesystem(&self, path: &Path) -> io::Result<()>;
 }
 
 /// An open file.

@@ -291,6 +291,28 @@ impl Storage for UringStorage {
             .await?;
         dir.sync_all().await
     }
+
+    async fn sync_filesystem(&self, path: &Path) -> io::Result<()> {
+        // io_uring has no syncfs, and it waits for a journal commit and a device flush: a
+        // short-lived thread keeps the shard's thread serving meanwhile.
+        let path = path.to_path_buf();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("tern-syncfs".into())
+            .spawn(move || {
+                let r = std::fs::File::open(&path).and_then(|dir| {
+                    // SAFETY: syncfs on a descriptor we own, open for the call's duration.
+                    let rc = unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) };
+                    match rc {
+                        0 => Ok(()),
+                        _ => Err(io::Error::last_os_error()),
+                    }
+                });
+                let _ = tx.send(r);
+            })?;
+        rx.await
+            .unwrap_or_else(|_| Err(io::Error::other("syncfs thread ended without answering")))
+    }
 }
 
 /// An open file of [`UringStorage`]. See the module documentation for its descriptors.
