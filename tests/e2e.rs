@@ -689,6 +689,106 @@ fn crash_keeps_every_acknowledged_record() {
     b.assert_no_refused_frames();
 }
 
+/// Guards the shard journals across a crash and a new placement: SIGKILL under an acks=all
+/// load over 200 partitions on two shards; the restart, on one shard, replays both journals
+/// and serves every acknowledged record at its offset, each partition in send order, once.
+#[test]
+fn sigkill_over_200_partitions_then_restart_with_other_cores() {
+    const PARTITIONS: i32 = 200;
+    let mut b = Broker::start("cores = [0, 1]");
+    let topic = "wide";
+    create_topic(&b, topic, PARTITIONS);
+    let p = producer(&b, &[("linger.ms", "1"), ("message.timeout.ms", "10000")]);
+    let reports = p.context().outcomes.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = stop.clone();
+    let handle = std::thread::spawn(move || {
+        let mut id = 0usize;
+        while !stopped.load(Ordering::SeqCst) {
+            let value = stream_value(id);
+            let record = BaseRecord::<[u8], [u8], usize>::with_opaque_to(topic, id)
+                .partition((id % PARTITIONS as usize) as i32)
+                .payload(value.as_bytes());
+            match p.send(record) {
+                Ok(()) => id += 1,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    p.poll(Duration::from_millis(5));
+                }
+                Err((e, _)) => panic!("send: {e}"),
+            }
+            p.poll(Duration::ZERO);
+        }
+        p.purge(PurgeConfig::default().queue());
+        let _ = p.flush(DEADLINE);
+        outcomes(&p)
+    });
+    wait_delivered(&reports, 6_000);
+    b.kill9();
+    stop.store(true, Ordering::SeqCst);
+    let sent = handle.join().expect("producer thread");
+    b.set_extra("cores = [0]");
+    b.restart();
+    assert!(b.log().contains("journal replayed"), "{}", b.log());
+    // What each acknowledged (partition, offset) must hold.
+    let acked: BTreeMap<(i32, i64), usize> = sent
+        .iter()
+        .filter_map(|(id, o)| o.as_ref().ok().map(|po| (*po, *id)))
+        .collect();
+    assert!(acked.len() >= 6_000);
+    let c = consumer(&b, &[]);
+    let mut total = 0usize;
+    let mut parts = Vec::new();
+    for part in 0..PARTITIONS {
+        let (low, hw) = c
+            .fetch_watermarks(topic, part, DEADLINE)
+            .expect("watermarks");
+        assert_eq!(low, 0);
+        total += hw as usize;
+        parts.push((part, Offset::Offset(0)));
+    }
+    assign(&c, topic, &parts);
+    let got = consume(&c, total);
+    let mut last_id: BTreeMap<i32, usize> = BTreeMap::new();
+    let mut next_offset: BTreeMap<i32, i64> = BTreeMap::new();
+    for g in &got {
+        let value = String::from_utf8(g.rec.value.clone().unwrap()).unwrap();
+        let id: usize = value.split(' ').nth(1).unwrap().parse().unwrap();
+        assert_eq!(value, stream_value(id), "damaged record");
+        assert_eq!(
+            id % PARTITIONS as usize,
+            g.partition as usize,
+            "record in another partition"
+        );
+        let want = next_offset.entry(g.partition).or_insert(0);
+        assert_eq!(
+            g.offset, *want,
+            "partition {} has a gap or a duplicate",
+            g.partition
+        );
+        *want += 1;
+        if let Some(prev) = last_id.insert(g.partition, id) {
+            assert!(
+                prev < id,
+                "partition {}: records out of send order",
+                g.partition
+            );
+        }
+        if let Some(&acked_id) = acked.get(&(g.partition, g.offset)) {
+            assert_eq!(
+                acked_id, id,
+                "offset holds another record than acknowledged"
+            );
+        }
+    }
+    for (part, offset) in acked.keys() {
+        assert!(
+            next_offset.get(part).is_some_and(|end| offset < end),
+            "acknowledged record at {part}/{offset} lost"
+        );
+    }
+    b.assert_no_refused_frames();
+}
+
 /// Guards the graceful stop: SIGTERM while acks=all produces are in flight; the broker exits
 /// with status 0 and after a restart every acknowledged record is there.
 #[test]

@@ -204,6 +204,11 @@ impl Broker {
         child.wait().expect("wait");
     }
 
+    /// Replaces the extra TOML lines used from the next (re)start on.
+    pub fn set_extra(&mut self, extra: &str) {
+        self.extra = extra.to_string();
+    }
+
     /// Starts the broker again on the same directory, config and port.
     pub fn restart(&mut self) {
         self.spawn();

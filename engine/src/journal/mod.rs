@@ -21,9 +21,9 @@
 //!
 //! ## Checkpoints
 //!
-//! [`Journal::checkpoint`] syncs every attached partition's segment that has unsynced writes,
-//! records per partition the offset below which its segment is durable, and moves the replay
-//! start to the oldest record some partition still needs. It runs in the background when a
+//! [`Journal::checkpoint`] writes out every attached partition's queued segment bytes, syncs
+//! the filesystem once (`syncfs`), records per partition the offset below which its segment
+//! is durable, and moves the replay start to the oldest record some partition still needs. It runs in the background when a
 //! new file is started, before a file is reused, when a topic is deleted and at close.
 //!
 //! ## Invariants
