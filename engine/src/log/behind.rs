@@ -3,9 +3,9 @@
 //!
 //! Units are copied here in file order, merged into one buffer while they follow each
 //! other, and go out as one O_DIRECT write (no sync),
-//! once [`BEHIND_WRITE_BYTES`] have gathered (or half the hot cache), and before anything
-//! that needs the segment complete (sync, checkpoint, roll, close, truncate, an in-place
-//! write). A quiet partition's bytes thus wait for the journal's next checkpoint.
+//! once [`BEHIND_WRITE_BYTES`] have gathered (or half the hot cache), on the tick after
+//! they have waited [`BEHIND_AGE_MS_MAX`], and before anything that needs the segment
+//! complete (sync, checkpoint, roll, close, truncate, an in-place write, a lookup by time).
 //! A busy partition thus costs the disk a few large writes instead of one per unit.
 //!
 //! Invariants:
@@ -31,6 +31,10 @@ use crate::storage::{Storage, StorageFile};
 /// Queued bytes that start a segment write (or half the hot cache, if that is smaller).
 pub(super) const BEHIND_WRITE_BYTES: usize = 256 << 10;
 
+/// Queued bytes older than this are written on the next tick, so that the segment writes
+/// of many quiet partitions spread over time instead of all waiting for a checkpoint.
+pub(super) const BEHIND_AGE_MS_MAX: i64 = 1000;
+
 /// Largest single coalesced segment write.
 const BEHIND_COALESCE_BYTES_MAX: usize = 4 << 20;
 
@@ -43,6 +47,8 @@ pub(super) struct Behind {
     queued_bytes: usize,
     /// A write task is running.
     running: bool,
+    /// When the oldest queued bytes were queued (ms), while any are.
+    oldest_ms: Option<i64>,
 }
 
 impl<S: Storage> Shared<S> {
@@ -72,6 +78,9 @@ impl<S: Storage> Shared<S> {
         let start = {
             let mut i = self.inner.borrow_mut();
             let i = &mut *i;
+            if i.behind.queue.is_empty() {
+                i.behind.oldest_ms = Some(i.storage.now_ms());
+            }
             let merged = match i.behind.queue.back_mut() {
                 Some((pos, back))
                     if file_pos == align_down(*pos + back.len() as u64)
@@ -116,6 +125,20 @@ impl<S: Storage> Shared<S> {
         storage.spawn(async move { me.run_behind().await });
     }
 
+    /// Starts writing when the oldest queued bytes are older than [`BEHIND_AGE_MS_MAX`].
+    pub(super) fn behind_tick(self: &Rc<Self>) {
+        let due = {
+            let i = self.inner.borrow();
+            let now = i.storage.now_ms();
+            i.behind
+                .oldest_ms
+                .is_some_and(|t| now - t >= BEHIND_AGE_MS_MAX)
+        };
+        if due {
+            self.start_behind();
+        }
+    }
+
     /// Writes everything queued and waits until it is written (or failed).
     pub(super) async fn drain_behind(self: &Rc<Self>) {
         loop {
@@ -140,6 +163,9 @@ impl<S: Storage> Shared<S> {
                 let front = i.behind.queue.pop_front();
                 if let Some((_, b)) = &front {
                     i.behind.queued_bytes -= b.len();
+                }
+                if i.behind.queue.is_empty() {
+                    i.behind.oldest_ms = None;
                 }
                 front
             };

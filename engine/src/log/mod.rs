@@ -608,6 +608,7 @@ impl<S: Storage> Log<S> {
         if due {
             self.flush().await?;
         }
+        self.shared.behind_tick();
         self.enforce_retention().await?;
         self.producers_tick().await
     }
