@@ -139,19 +139,13 @@ impl NullBrokerConfig {
     }
 }
 
-/// The versions the null broker decodes and answers, per API (Tern's ranges).
+/// The versions the null broker decodes and answers: Tern's own ranges
+/// (`tern_net::api::supported`), for the APIs in [`APIS`], so that clients take the same
+/// code paths against both.
 pub fn supported(api: ApiKey) -> Option<RangeInclusive<i16>> {
-    Some(match api {
-        ApiKey::Produce => 3..=9,
-        ApiKey::Fetch => 4..=12,
-        ApiKey::ListOffsets => 1..=6,
-        ApiKey::Metadata => 1..=12,
-        ApiKey::ApiVersions => 0..=3,
-        ApiKey::CreateTopics => 2..=7,
-        ApiKey::DeleteTopics => 1..=6,
-        ApiKey::InitProducerId => 0..=4,
-        _ => return None,
-    })
+    APIS.contains(&api)
+        .then(|| tern_net::api::supported(api))
+        .flatten()
 }
 
 const APIS: [ApiKey; 8] = [

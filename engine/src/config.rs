@@ -55,11 +55,11 @@ pub struct LogConfig {
     /// Forget an idempotent producer's sequence state after this long without a batch
     /// (`producer.id.expiration.ms`).
     pub producer_id_expiration_ms: i64,
-    /// Under `flush = interval` or `never`, blocks of the active segment are reserved
-    /// (fallocate) ahead of the data, as much again as is reserved already (from 1 MiB) up
-    /// to this many bytes at a time: writes then neither extend the file nor allocate
-    /// blocks, so io_uring issues them directly instead of handing each to a kernel worker
-    /// thread. Reserved blocks past the data are released at roll and on open. 0 disables.
+    /// Under `flush = interval` or `never` (and behind the shard journal), blocks of the
+    /// active segment are reserved (fallocate) ahead of the data, as much again as is
+    /// reserved already (from 1 MiB) up to this many bytes at a time: writes then neither
+    /// extend the file nor allocate blocks (a full disk shows before an append is accepted).
+    /// Reserved blocks past the data are released at roll and on open. 0 disables.
     pub allocate_bytes: u64,
 }
 

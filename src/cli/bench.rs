@@ -508,12 +508,7 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<()> {
 
 /// Runs `tern bench null-broker` until SIGINT or SIGTERM.
 pub fn null_broker(args: NullBrokerArgs) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TERN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    super::serve::init_logging();
     // Before any thread starts, so that every thread inherits the mask.
     let signals = super::serve::block_stop_signals()?;
     let config = tern_bench::null_broker::NullBrokerConfig {

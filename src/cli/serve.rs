@@ -27,12 +27,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         print!("{}", config.to_toml_string());
         return Ok(());
     }
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TERN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging();
     let signals = block_stop_signals()?;
     let data = config.log_dir.display().to_string();
     let cores = config.cores.clone();
@@ -50,6 +45,16 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     broker.shutdown();
     eprintln!("tern: stopped");
     Ok(())
+}
+
+/// Logs to stderr, filtered by `TERN_LOG` (tracing's filter syntax; default `info`).
+pub(crate) fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TERN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 /// Blocks SIGINT and SIGTERM in this thread (and in every thread started after), so that
