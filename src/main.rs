@@ -1,5 +1,5 @@
 //! `tern`: the one binary of Tern. Subcommands are added by the issues that bring them
-//! (`serve`, `topic`, `produce`, … per DESIGN.md); today it runs the engine benchmarks.
+//! (`serve`, `topic`, `produce`, …); today it runs the engine benchmarks.
 //!
 //! Errors travel as `anyhow::Error` up to [`main`], which prints them as one readable line
 //! (`tern: error: <context>: <cause>`) and exits with status 1.

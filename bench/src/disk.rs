@@ -1,5 +1,5 @@
 //! `--baseline disk`: the raw disk measured in the same run as the broker, before and after
-//! it, so the broker's figures can be stated as ratios (PERF.md: absolute numbers drift on
+//! it, so the broker's figures can be stated as ratios (absolute numbers drift on
 //! shared machines; ratios taken in one run hold).
 //!
 //! Two figures, both with the raw io_uring O_DIRECT writers of [`crate::raw`] (the baseline

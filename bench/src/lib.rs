@@ -2,7 +2,7 @@
 //!
 //! Every figure is reported next to a baseline measured in the same run on the same machine
 //! (the raw disk through the same io_uring ring, without the broker), and as the ratio
-//! between the two: absolute numbers drift on shared machines, ratios hold (PERF.md).
+//! between the two: absolute numbers drift on shared machines, ratios hold.
 //!
 //! ## The tour
 //!

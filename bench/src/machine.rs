@@ -1,6 +1,6 @@
 //! What machine a result was measured on: a benchmark figure without its machine (cores,
 //! CPU, kernel, filesystem and disk of the data directory) cannot be compared with anything
-//! (PERF.md: "A benchmark result states: machine (cores, disk)…").
+//! (a benchmark result states its machine: cores, disk, …).
 //!
 //! Everything is read from `/proc` and `/sys`; a field that cannot be read says "unknown"
 //! instead of failing the benchmark.

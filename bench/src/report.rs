@@ -2,7 +2,7 @@
 //! itself) and the table printed for a human.
 //!
 //! Every engine figure sits next to the raw baseline measured in the same run and the ratio
-//! between them; absolute numbers drift between runs and machines, ratios hold (PERF.md).
+//! between them; absolute numbers drift between runs and machines, ratios hold.
 //! MB means 10^6 bytes; latencies are recorded in nanoseconds and reported in microseconds.
 
 use std::fmt;

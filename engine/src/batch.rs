@@ -181,7 +181,7 @@ pub fn validate(b: &[u8], index: usize) -> Result<BatchHeader, BatchError> {
 }
 
 /// Checks a stored batch read back from disk: magic, length field, CRC, offset delta.
-/// Used by recovery and reads (STYLE.md rule 4: check on write and again on read).
+/// Used by recovery and reads (checked on write and again on read).
 pub fn check_stored(b: &[u8]) -> Option<BatchHeader> {
     let h = BatchHeader::parse(b)?;
     if h.magic != MAGIC_V2

@@ -1,4 +1,4 @@
-//! An in-memory disk that fails on purpose, for crash and fault tests (STYLE.md rule 2).
+//! An in-memory disk that fails on purpose, for crash and fault tests.
 //!
 //! Every file keeps a durable image plus the list of operations since (writes and size
 //! changes), each marked durable or not. Reads see everything. [`MemStorage::crash_image`]

@@ -1,4 +1,4 @@
-//! IO behind a trait (STYLE.md rule 2).
+//! IO behind a trait.
 //!
 //! The segment, index and recovery logic is generic over [`Storage`]; it never names a
 //! runtime. Two implementations exist:

@@ -4,7 +4,7 @@
 //! The shard's task feeds requests in with `handle_*(…, now)`, drains answers with
 //! [`Coordinator::poll_reply`] and sleeps until [`Coordinator::poll_timeout`], then calls
 //! [`Coordinator::handle_timeout`]. Nothing here reads a clock, spawns, or touches a socket
-//! or a file (STYLE.md rule 1), so the tests drive it in virtual time.
+//! or a file, so the tests drive it in virtual time.
 //!
 //! # What it owns
 //! Every group of its shard: membership, generation, chosen protocol, leader, assignments,

@@ -1,7 +1,7 @@
 //! Consumer groups: the classic group protocol and committed offsets.
 //!
 //! * [`coordinator`] is the group coordinator as an IO-free state machine: `handle_*`
-//!   inputs carry `now`, replies and the next timer are polled (STYLE.md rule 1).
+//!   inputs carry `now`, replies and the next timer are polled.
 //! * [`driver`] runs a coordinator on each shard: requests in, replies out, commits made
 //!   durable before they are applied, startup replay, offset expiry, cleaning.
 //! * [`handlers`] decodes the Kafka group APIs and routes each group to its shard.
