@@ -59,7 +59,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
@@ -642,19 +641,7 @@ fn s(v: impl Into<String>) -> StrBytes {
 }
 
 fn api_versions_body() -> ApiVersionsResponse {
-    let keys = APIS
-        .iter()
-        .filter_map(|api| {
-            let r = supported(*api)?;
-            Some(
-                ApiVersion::default()
-                    .with_api_key(*api as i16)
-                    .with_min_version(*r.start())
-                    .with_max_version(*r.end()),
-            )
-        })
-        .collect();
-    ApiVersionsResponse::default().with_api_keys(keys)
+    tern_net::api::api_versions_of(&APIS)
 }
 
 impl Conn<'_> {

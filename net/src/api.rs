@@ -299,7 +299,13 @@ pub async fn handle(
 }
 
 fn api_versions_body() -> ApiVersionsResponse {
-    let keys = ALL_APIS
+    api_versions_of(&ALL_APIS)
+}
+
+/// An ApiVersions response listing `apis` with the versions Tern serves of each (the null
+/// broker of `tern bench` advertises a subset the same way).
+pub fn api_versions_of(apis: &[ApiKey]) -> ApiVersionsResponse {
+    let keys = apis
         .iter()
         .filter_map(|api| {
             let r = supported(*api)?;
