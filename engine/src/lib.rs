@@ -49,6 +49,6 @@ pub mod storage;
 pub use config::{FlushPolicy, LogConfig, TimestampType};
 pub use error::{AppendError, LogError, OpenError};
 pub use journal::{Journal, JournalConfig, JournalError};
-pub use log::{AppendInfo, Log, LogStats, Offset, ReadResult, Slice};
+pub use log::{AppendInfo, Log, LogStats, Offset, ReadResult, Recovery, Slice};
 pub use storage::memory::MemStorage;
 pub use storage::uring::{DirectIo, UringStorage};

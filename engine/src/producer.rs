@@ -25,8 +25,9 @@
 //! The table survives restarts as *snapshot + replay*: a snapshot file
 //! (`<offset>.producers`, format in `FORMAT.md`) holds the ranges of batches below its
 //! offset; on open the log loads the newest snapshot not past its end and replays the batch
-//! headers from there. Snapshots are written when the log closes and after each segment
-//! roll, so an unclean restart replays at most the active segment.
+//! headers from there. Snapshots are written when the log closes, after each segment roll
+//! and (journaled logs) at each journal checkpoint, so an unclean restart replays at most
+//! the active segment, and with the journal only what came after the last checkpoint.
 
 use std::collections::{HashMap, VecDeque};
 

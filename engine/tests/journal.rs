@@ -505,3 +505,92 @@ fn acknowledged_appends_are_readable_before_their_segment_write() {
         assert_eq!(found, None);
     });
 }
+
+/// A checkpoint leaves a producer snapshot at the end it made durable, so a restart after a
+/// crash rebuilds producer state from there instead of scanning the active segment; a
+/// checkpoint whose sync failed leaves the previous snapshot in charge. Either way, retries
+/// of batches from before and after the checkpoint are answered as duplicates.
+#[test]
+fn checkpoints_snapshot_producer_state() {
+    run(async {
+        for sync_fails in [false, true] {
+            let storage = MemStorage::new(1_000_000);
+            let config = small_config();
+            let journal = Journal::open(storage.clone(), JOURNAL_DIR, tiny_journal(4, 0))
+                .await
+                .unwrap();
+            let log = open_attached(&storage, &journal, "t-0", &config).await;
+            let mut sequence = 0;
+            let mut sent = Vec::new();
+            let mut append = |k: u8| {
+                let b = build::with_producer(
+                    build::filled(storage.now_ms(), 2, 100, k),
+                    7,
+                    0,
+                    sequence,
+                );
+                sequence += 2;
+                b
+            };
+            for k in 0..4 {
+                let b = append(k);
+                let info = log.append(std::slice::from_ref(&b)).await.unwrap();
+                sent.push((b, info.first_offset.0));
+            }
+            journal.checkpoint().await.unwrap();
+            let first_end = log.readable_end().0;
+            let dir = part_dir("t-0");
+            let names = storage.list_dir(&dir).await.unwrap();
+            assert!(
+                names.contains(&format!("{first_end:020}.producers")),
+                "{names:?}"
+            );
+            for k in 4..6 {
+                let b = append(k);
+                let info = log.append(std::slice::from_ref(&b)).await.unwrap();
+                sent.push((b, info.first_offset.0));
+            }
+            if sync_fails {
+                storage.set_faults(Faults {
+                    fail_sync_nth: Some(storage.sync_count() + 1),
+                    ..Faults::default()
+                });
+                assert!(journal.checkpoint().await.is_err());
+            } else {
+                journal.checkpoint().await.unwrap();
+                let second_end = log.readable_end().0;
+                // The first snapshot goes at the next checkpoint, the second stays.
+                journal.checkpoint().await.unwrap();
+                let names = storage.list_dir(&dir).await.unwrap();
+                let snapshots: Vec<&String> =
+                    names.iter().filter(|n| n.ends_with(".producers")).collect();
+                assert_eq!(
+                    snapshots,
+                    [&format!("{second_end:020}.producers")],
+                    "{names:?}"
+                );
+            }
+            let image = storage.crash_image(7);
+            drop((log, journal));
+            let names = image.list_dir(&dir).await.unwrap();
+            assert!(
+                names.contains(&format!("{first_end:020}.producers")) || !sync_fails,
+                "the durable snapshot survives a failed checkpoint: {names:?}"
+            );
+            replay(&image, &config).await.unwrap();
+            let log = Log::open(image.clone(), &dir, config.clone())
+                .await
+                .unwrap();
+            let end = log.readable_end().0;
+            for (b, offset) in [&sent[1], &sent[5]] {
+                let info = log
+                    .append(std::slice::from_ref(b))
+                    .await
+                    .unwrap_or_else(|e| panic!("sync_fails {sync_fails}, end {end}: {e}"));
+                assert!(info.duplicate, "sync_fails {sync_fails}: retry of {offset}");
+                assert_eq!(info.first_offset.0, *offset);
+            }
+            log.close().await.unwrap();
+        }
+    });
+}

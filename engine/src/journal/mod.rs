@@ -709,7 +709,7 @@ impl<S: Storage> Journal<S> {
             let Some(log) = l.upgrade() else { continue };
             ready.push(crate::log::checkpoint_mark(log).await);
         }
-        let synced = match ready.iter().any(|m| m.dirty) {
+        let synced = match ready.iter().any(|m| m.dirty || m.snapshot) {
             true => storage.sync_filesystem(dir).await,
             false => Ok(()),
         };

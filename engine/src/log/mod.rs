@@ -24,6 +24,7 @@ mod maintenance;
 mod producers;
 mod read;
 mod recovery;
+pub use recovery::Recovery;
 mod segment;
 mod writer;
 
@@ -76,6 +77,8 @@ pub struct AppendInfo {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LogStats {
     pub appends: u64,
+    /// Bytes of the batches appended (not counting retried duplicates).
+    pub bytes_appended: u64,
     pub writes: u64,
     pub syncs: u64,
     pub bytes_written: u64,
@@ -198,6 +201,9 @@ struct Inner<S: Storage> {
     producers: ProducerTable,
     /// Offset of the newest producer snapshot written (or loaded).
     producer_snapshot: i64,
+    /// Older snapshots superseded by a checkpoint's, removed at the next checkpoint (see
+    /// [`checkpoint_mark`]).
+    stale_snapshots: Vec<i64>,
     /// The shard journal that makes appends durable under `flush = always`, once attached.
     journal: Option<crate::journal::Journal<S>>,
     /// This partition's name in journal records (its directory's name).
@@ -342,6 +348,7 @@ impl<S: Storage> Inner<S> {
         let first = self.next_offset;
         for (b, h) in batches.iter().zip(&headers) {
             let base = self.next_offset;
+            self.stats.bytes_appended += b.as_ref().len() as u64;
             self.queue_batch(b.as_ref(), h, now_ms, append_time);
             self.producers.record(h, base, now_ms);
         }
@@ -654,17 +661,56 @@ pub(crate) struct CheckpointMark<S: Storage> {
     size: u64,
     /// The log has segment writes the sync must cover.
     pub dirty: bool,
+    /// A producer snapshot at `end` was written for the sync to make durable.
+    pub snapshot: bool,
 }
 
 /// First half of a checkpoint: writes out the log's bytes queued behind the journal and
-/// captures what the coming sync will cover (no await between the two).
+/// captures what the coming sync will cover (no await between the two); then writes the
+/// producers' snapshot at the captured end, if the log grew since the last one.
+///
+/// The snapshot is written without a sync of its own: the checkpoint's sync of the whole
+/// filesystem makes it durable together with the segment bytes below its offset, so a
+/// restart after a crash rebuilds producer state from the last checkpoint instead of
+/// scanning the whole active segment. Until that sync succeeds the previous snapshot stays
+/// (a torn or missing new one is ignored at open, and one past the recovered end is never
+/// used); the previous one is removed at the next checkpoint.
 pub(crate) async fn checkpoint_mark<S: Storage>(shared: Rc<Shared<S>>) -> CheckpointMark<S> {
     shared.drain_behind().await;
-    let i = shared.inner.borrow();
-    let seg = i.active();
-    let (end, writes, base, size, dirty) =
-        (i.readable_end, i.stats.writes, seg.base, seg.size, i.dirty);
-    drop(i);
+    let (end, writes, base, size, dirty, snapshot_bytes) = {
+        let i = shared.inner.borrow();
+        let seg = i.active();
+        let end = i.readable_end;
+        let snapshot_bytes = (end > i.producer_snapshot.max(0) && i.poisoned.is_none())
+            .then(|| i.producers.encode_snapshot(end));
+        (
+            end,
+            i.stats.writes,
+            seg.base,
+            seg.size,
+            i.dirty,
+            snapshot_bytes,
+        )
+    };
+    let log = Log {
+        shared: shared.clone(),
+    };
+    let stale = std::mem::take(&mut shared.inner.borrow_mut().stale_snapshots);
+    for o in stale {
+        if let Err(e) = log.remove_producer_snapshot(o).await {
+            tracing::warn!(error = %e, "removing a superseded producer snapshot");
+        }
+    }
+    let snapshot = match snapshot_bytes {
+        Some(b) => match log.write_producer_snapshot(end, b, false).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "producer snapshot at a checkpoint");
+                false
+            }
+        },
+        None => false,
+    };
     CheckpointMark {
         shared,
         end,
@@ -672,6 +718,7 @@ pub(crate) async fn checkpoint_mark<S: Storage>(shared: Rc<Shared<S>>) -> Checkp
         base,
         size,
         dirty,
+        snapshot,
     }
 }
 
@@ -693,6 +740,13 @@ pub(crate) fn checkpoint_done<S: Storage>(m: CheckpointMark<S>, synced: bool) ->
         }
         while i.journal_pending.front().is_some_and(|(e, _)| *e <= m.end) {
             i.journal_pending.pop_front();
+        }
+        if m.snapshot && m.end > i.producer_snapshot {
+            if i.producer_snapshot >= 0 {
+                let old = i.producer_snapshot;
+                i.stale_snapshots.push(old);
+            }
+            i.producer_snapshot = m.end;
         }
     }
     LogCheckpoint {

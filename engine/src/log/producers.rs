@@ -88,18 +88,32 @@ impl<S: Storage> Log<S> {
     /// Writes a producer snapshot at `offset` if it is newer than the last one, then removes
     /// older snapshots.
     pub(super) async fn snapshot_producers(&self, offset: i64) -> Result<(), LogError> {
-        let (storage, dir, bytes) = {
+        let bytes = {
             let i = self.shared.inner.borrow();
             // Written even when no producer is known: the next open then replays nothing
             // before `offset` instead of scanning the whole log for producers.
             if offset <= i.producer_snapshot {
                 return Ok(());
             }
-            (
-                i.storage.clone(),
-                i.dir.clone(),
-                i.producers.encode_snapshot(offset),
-            )
+            i.producers.encode_snapshot(offset)
+        };
+        self.write_producer_snapshot(offset, bytes, true).await?;
+        self.shared.inner.borrow_mut().producer_snapshot = offset;
+        self.remove_producer_snapshots(|o| o < offset).await
+    }
+
+    /// Writes `bytes` as the snapshot at `offset` through a temporary file and a rename;
+    /// with `sync`, the file and the directory are synced (without, a later sync of the
+    /// filesystem must make them durable before the snapshot is relied on).
+    pub(super) async fn write_producer_snapshot(
+        &self,
+        offset: i64,
+        bytes: Vec<u8>,
+        sync: bool,
+    ) -> Result<(), LogError> {
+        let (storage, dir) = {
+            let i = self.shared.inner.borrow();
+            (i.storage.clone(), i.dir.clone())
         };
         let dst = segment_path(&dir, offset, EXT);
         let tmp = dst.with_extension("producers.tmp");
@@ -107,11 +121,26 @@ impl<S: Storage> Log<S> {
         let f = storage.open(&tmp, FileMode::Buffered).await.map_err(io)?;
         f.set_len(0).await.map_err(io)?;
         f.write_bytes_at(bytes, 0).await.map_err(io)?;
-        f.sync_data().await.map_err(io)?;
+        if sync {
+            f.sync_data().await.map_err(io)?;
+        }
         storage.rename(&tmp, &dst).await.map_err(io)?;
-        storage.sync_dir(&dir).await.map_err(io)?;
-        self.shared.inner.borrow_mut().producer_snapshot = offset;
-        self.remove_producer_snapshots(|o| o < offset).await
+        if sync {
+            storage.sync_dir(&dir).await.map_err(io)?;
+        }
+        Ok(())
+    }
+
+    /// Removes the snapshot at `offset`, if it is there.
+    pub(super) async fn remove_producer_snapshot(&self, offset: i64) -> Result<(), LogError> {
+        let (storage, path) = {
+            let i = self.shared.inner.borrow();
+            (i.storage.clone(), segment_path(&i.dir, offset, EXT))
+        };
+        match storage.remove_file(&path).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(LogError::io(&path, e)),
+            _ => Ok(()),
+        }
     }
 
     /// Removes the snapshot files whose offset matches `doomed`.

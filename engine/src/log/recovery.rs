@@ -59,13 +59,38 @@ fn parse_base(name: &str, ext: &str) -> Option<i64> {
     (stem.len() == 20 && stem.bytes().all(|c| c.is_ascii_digit())).then(|| stem.parse().ok())?
 }
 
+/// What [`Log::open_with`] may assume about how the previous process stopped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Recovery {
+    /// Unknown or a crash: the active segment is synced before anything is trusted (a
+    /// killed process's writes may still sit in the page cache).
+    #[default]
+    Full,
+    /// Every log was closed without error (data, indexes and producer snapshot synced) and
+    /// nothing wrote to it since; the caller knows it from a marker written after the last
+    /// close and removed durably before this open (see the broker's start). The sync of the
+    /// active segment is skipped; everything else is still checked.
+    AfterCleanShutdown,
+}
+
 impl<S: Storage> Log<S> {
-    /// Opens (creating if needed) the log in `dir` and recovers it. The writer task is
-    /// spawned on the storage's runtime.
+    /// Opens (creating if needed) the log in `dir` and recovers it, not knowing how the
+    /// last process stopped ([`Recovery::Full`]). The writer task is spawned on the
+    /// storage's runtime.
     pub async fn open(
         storage: S,
         dir: impl Into<PathBuf>,
         config: LogConfig,
+    ) -> Result<Log<S>, OpenError> {
+        Self::open_with(storage, dir, config, Recovery::Full).await
+    }
+
+    /// [`open`](Self::open), told how the last process stopped.
+    pub async fn open_with(
+        storage: S,
+        dir: impl Into<PathBuf>,
+        config: LogConfig,
+        recovery: Recovery,
     ) -> Result<Log<S>, OpenError> {
         config.validate()?;
         let dir = dir.into();
@@ -127,12 +152,14 @@ impl<S: Storage> Log<S> {
             .map_err(|e| OpenError::io(&path, e))?
             .to_vec();
         // What a killed process left in the page cache becomes durable before any index
-        // entry can point past it.
-        active
-            .file
-            .sync_data()
-            .await
-            .map_err(|e| OpenError::io(&path, e))?;
+        // entry can point past it (after a clean shutdown, close already synced it).
+        if recovery == Recovery::Full {
+            active
+                .file
+                .sync_data()
+                .await
+                .map_err(|e| OpenError::io(&path, e))?;
+        }
         let synced_size = active.size;
         let (producers, producer_snapshot) =
             super::producers::load(&storage, &dir, &names, &segments, end).await?;
@@ -167,6 +194,7 @@ impl<S: Storage> Log<S> {
             stats: Default::default(),
             producers,
             producer_snapshot,
+            stale_snapshots: Vec::new(),
             journal: None,
             journal_name: String::new(),
             journal_pending: VecDeque::new(),
@@ -313,9 +341,10 @@ pub(super) async fn recover_segment<S: Storage>(
                 .await
                 .map_err(|e| OpenError::io(&path, e))?;
         }
-    } else {
-        seg.push_time_entry();
     }
+    // The entry for the segment's largest timestamp, as a roll or a close writes it: after a
+    // clean close the time index on disk then matches and is not rewritten.
+    seg.push_time_entry();
     tracing::debug!(path = %path.display(), scanned, size = seg.size, "segment recovered");
     rewrite_index_files(&mut seg)
         .await

@@ -17,6 +17,11 @@ use crate::storage::{FileMode, Storage, StorageFile};
 
 /// Index entries pending before they are appended to the index files.
 const INDEX_PERSIST_ENTRIES: usize = 1024;
+/// Durable segment bytes past the last persisted index entry before the entries that point
+/// into them are appended to the index files, whatever their count: recovery scans a
+/// segment from its last persisted entry, so with large batches (few entries) this bounds
+/// the scan after a crash.
+const INDEX_PERSIST_BYTES: u64 = 16 << 20;
 
 /// Runs until the log closes or every handle to it is gone.
 pub(super) async fn run<S: Storage>(weak: Weak<Shared<S>>, wake: Rc<Notify>) {
@@ -83,7 +88,16 @@ impl<S: Storage> Inner<S> {
         for b in &batches {
             seg.on_batch(b, interval);
         }
-        let persist = seg.index.entries.len() - seg.index.persisted >= INDEX_PERSIST_ENTRIES;
+        // Only entries pointing into durable bytes may be persisted (see `persist_indexes`).
+        let durable = self.synced_size;
+        let seg = self.active();
+        let persisted = seg.index.persisted;
+        let due = seg.index.entries[persisted..].partition_point(|e| e.position as u64 <= durable);
+        let persisted_pos = persisted
+            .checked_sub(1)
+            .map_or(0, |k| seg.index.entries[k].position as u64);
+        let persist = due >= INDEX_PERSIST_ENTRIES
+            || (due > 0 && durable.saturating_sub(persisted_pos) >= INDEX_PERSIST_BYTES);
         let seg_base = seg.base;
         self.written_partial.clear();
         self.written_partial.extend_from_slice(partial);
