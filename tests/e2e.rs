@@ -806,9 +806,48 @@ fn sigterm_during_produce_keeps_acknowledged_records() {
         b.log()
     );
     let outcomes = handle.join().expect("producer thread");
+    // Every log closed cleanly: the marker lets the next start skip crash-only work, and
+    // that start takes it, so that a crash of its own is never taken for a clean stop.
+    let marker = b.data_dir().join(".tern-clean-shutdown");
+    assert!(marker.exists(), "no clean-shutdown marker:\n{}", b.log());
     b.restart();
+    assert!(!marker.exists(), "the marker outlived the start");
+    assert_eq!(last_recovery(&b), "AfterCleanShutdown");
+    check_after_restart(&b, topic, &outcomes);
+    b.kill9();
+    assert!(!marker.exists());
+    b.restart();
+    assert_eq!(last_recovery(&b), "Full");
     check_after_restart(&b, topic, &outcomes);
     b.assert_no_refused_frames();
+}
+
+/// How the last start opened its partitions, from its "partitions opened" log line.
+fn last_recovery(b: &Broker) -> String {
+    let log = b.log();
+    let line = log
+        .lines()
+        .rfind(|l| l.contains("partitions opened"))
+        .unwrap_or_else(|| panic!("no \"partitions opened\" line:\n{log}"));
+    // The log may be coloured: drop escape sequences before reading the field.
+    let mut plain = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    let value = plain
+        .split("recovery=")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no recovery field: {plain}"));
+    value.split_whitespace().next().unwrap_or_default().to_string()
 }
 
 // ------------------------------------------------------------------------------ raw socket

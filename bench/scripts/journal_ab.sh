@@ -26,6 +26,8 @@ run_tern() { # journal rate partitions
   local t1; t1=$(cpu $pid); local s1; s1=$(date +%s.%N)
   kill -TERM $pid; wait $pid 2>/dev/null
   printf 'tern journal=%s rate=%s p=%s cpu_cores=%.3f | %s\n' $1 $2 $3 "$(echo "($t1-$t0)/100/($s1-$s0)" | bc -l)" "$(echo $out | tr '\n' ' ')"
+  # Each shard's disk writes against the bytes produced (logged at close).
+  grep -o 'shard closed.*' $D/serve.log | sed 's/^/  /'
 }
 
 run_null() { # rate partitions
@@ -40,7 +42,7 @@ run_null() { # rate partitions
 }
 
 floor() { # rate_mb partitions
-  $BIN bench floor --partitions $2 --records-per-s $(( $1 * 1024 )) --duration-s 5 --dir $D/floor 2>&1 | grep "floor (arr" | sed "s/^/floor rate=$1 p=$2 /"
+  $BIN bench floor --partitions $2 --records-per-s $(( $1 * 1024 )) --duration-s 5 --dir $D/floor 2>&1 | grep -E "floor \(arr|CPU per" | sed "s/^/floor rate=$1 p=$2 /"
 }
 
 for r in $(seq 1 $ROUNDS); do

@@ -10,15 +10,21 @@ use std::time::Duration;
 
 /// User + system CPU time consumed by the calling thread so far; zero if unavailable.
 pub fn thread_cpu() -> Duration {
+    let (user, system) = thread_cpu_split();
+    user + system
+}
+
+/// User and system CPU time consumed by the calling thread so far; zeros if unavailable.
+pub fn thread_cpu_split() -> (Duration, Duration) {
     let mut ru = std::mem::MaybeUninit::<libc::rusage>::uninit();
     // SAFETY: ru is valid for writes of one rusage; RUSAGE_THREAD is a valid `who`.
     if unsafe { libc::getrusage(libc::RUSAGE_THREAD, ru.as_mut_ptr()) } != 0 {
-        return Duration::ZERO;
+        return (Duration::ZERO, Duration::ZERO);
     }
     // SAFETY: getrusage succeeded, so it filled ru.
     let ru = unsafe { ru.assume_init() };
     let tv = |t: libc::timeval| {
         Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
     };
-    tv(ru.ru_utime) + tv(ru.ru_stime)
+    (tv(ru.ru_utime), tv(ru.ru_stime))
 }

@@ -58,6 +58,11 @@ pub struct FloorResult {
     pub writes: u64,
     /// Records written (whole run).
     pub records: u64,
+    /// CPU time of the writing thread over the whole run, user and system: the kernel's
+    /// cost of a durable write on this machine (submission, device notification, the wait's
+    /// sleep and wakeup) is `system / writes`.
+    pub cpu_user: Duration,
+    pub cpu_system: Duration,
 }
 
 impl FloorResult {
@@ -123,6 +128,7 @@ pub fn measure(dir: &Path, plan: &FloorPlan) -> anyhow::Result<FloorResult> {
     let mut hist = new_histogram()?;
     let mut writes = 0u64;
     let mut records = 0u64;
+    let (user0, system0) = crate::cpu::thread_cpu_split();
     let start = Instant::now();
     let measure_from = start + plan.warmup;
     let intended = |i: u64| start + Duration::from_secs_f64(i as f64 / plan.records_per_s);
@@ -172,7 +178,10 @@ pub fn measure(dir: &Path, plan: &FloorPlan) -> anyhow::Result<FloorResult> {
             .sec(wait.as_secs())
             .nsec(wait.subsec_nanos());
         let args = types::SubmitArgs::new().timespec(&ts);
-        let want = usize::from(busy);
+        // Always wait for one completion or the timeout: with nothing in flight the timeout
+        // is the next arrival, so an idle floor sleeps as a broker waiting for the network
+        // would, instead of spinning (which would inflate its CPU figures).
+        let want = 1;
         match ring.submitter().submit_with_args(want, &args) {
             Ok(_) => {}
             Err(e) if e.raw_os_error() == Some(libc::ETIME) => {}
@@ -210,6 +219,7 @@ pub fn measure(dir: &Path, plan: &FloorPlan) -> anyhow::Result<FloorResult> {
             }
         }
     }
+    let (user1, system1) = crate::cpu::thread_cpu_split();
     drop(ring);
     drop(files);
     drop(scratch);
@@ -217,6 +227,8 @@ pub fn measure(dir: &Path, plan: &FloorPlan) -> anyhow::Result<FloorResult> {
         latency_ns: hist,
         writes,
         records,
+        cpu_user: user1.saturating_sub(user0),
+        cpu_system: system1.saturating_sub(system0),
     })
 }
 

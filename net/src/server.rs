@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::sync::{mpsc as std_mpsc, Arc};
 use std::thread::JoinHandle;
 
-use tern_engine::DirectIo;
+use tern_engine::{DirectIo, Recovery};
 use tern_tuning::BrokerConfig;
 use tokio::sync::{mpsc, watch};
 
@@ -43,7 +43,8 @@ pub enum StartError {
 pub struct Broker {
     addr: SocketAddr,
     stop: watch::Sender<bool>,
-    threads: Vec<JoinHandle<()>>,
+    /// Each shard thread returns true if it closed every log and its journal cleanly.
+    threads: Vec<JoinHandle<bool>>,
     router: Arc<Router>,
 }
 
@@ -55,6 +56,7 @@ impl Broker {
             path: config.log_dir.display().to_string(),
             cause,
         })?;
+        let recovery = take_clean_shutdown_marker(&config.log_dir)?;
         let meta = Arc::new(MetaStore::load(&config.log_dir)?);
         replay_journals(&config, &meta)?;
         let listeners = bind_all(config.listener, config.cores.len())?;
@@ -97,6 +99,7 @@ impl Broker {
                 stop: stop_rx.clone(),
                 ready: ready_tx.clone(),
                 direct: direct_io(&config),
+                recovery,
             };
             let t = std::thread::Builder::new()
                 .name(format!("tern-shard-{i}"))
@@ -107,12 +110,13 @@ impl Broker {
                     // Before the ring exists, so that its kernel workers inherit it too.
                     if let Err(reason) = set_nice(nice) {
                         let _ = shard.ready.send(Err(reason));
-                        return;
+                        return false;
                     }
                     match tern_engine::storage::uring::new_runtime() {
                         Ok(rt) => rt.block_on(run_shard(shard)),
                         Err(e) => {
                             let _ = shard.ready.send(Err(format!("io_uring runtime: {e}")));
+                            false
                         }
                     }
                 })
@@ -159,11 +163,51 @@ impl Broker {
     }
 
     /// Stops accepting, finishes in-flight requests, closes every log, joins the threads.
+    /// When every shard closed everything without error, the clean-shutdown marker lets the
+    /// next start skip the crash-only recovery work.
     pub fn shutdown(self) {
         let _ = self.stop.send(true);
+        let mut clean = !self.threads.is_empty();
         for t in self.threads {
-            let _ = t.join();
+            clean &= t.join().unwrap_or(false);
         }
+        if clean {
+            if let Err(e) = write_clean_shutdown_marker(&self.router.config.log_dir) {
+                tracing::warn!(error = %e, "clean-shutdown marker not written");
+            }
+        }
+    }
+}
+
+/// Written in `log.dirs` after a shutdown in which every log and journal closed without
+/// error; removed (durably) at the next start before anything is opened for writing. Its
+/// presence at start means nothing was written since every log's close synced it.
+pub const CLEAN_SHUTDOWN_FILE: &str = ".tern-clean-shutdown";
+
+fn write_clean_shutdown_marker(dir: &std::path::Path) -> io::Result<()> {
+    let f = std::fs::File::create(dir.join(CLEAN_SHUTDOWN_FILE))?;
+    f.sync_all()?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// How the previous process stopped: [`Recovery::AfterCleanShutdown`] if it left the
+/// marker, which is removed and the removal made durable here, so that a crash of this
+/// process is never taken for a clean stop.
+fn take_clean_shutdown_marker(dir: &std::path::Path) -> Result<Recovery, StartError> {
+    let path = dir.join(CLEAN_SHUTDOWN_FILE);
+    let err = |cause| StartError::DataDir {
+        path: path.display().to_string(),
+        cause,
+    };
+    match std::fs::remove_file(&path) {
+        Ok(()) => {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(err)?;
+            Ok(Recovery::AfterCleanShutdown)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Recovery::Full),
+        Err(e) => Err(err(e)),
     }
 }
 
@@ -261,6 +305,8 @@ struct ShardConfig {
     stop: watch::Receiver<bool>,
     ready: std_mpsc::Sender<Result<(), String>>,
     direct: DirectIo,
+    /// What the shard's logs may assume at open about how the broker last stopped.
+    recovery: Recovery,
 }
 
 /// Sets the calling thread's niceness (`shard.nice`); 0 leaves it as inherited.
@@ -285,19 +331,28 @@ fn set_nice(nice: i32) -> Result<(), String> {
     Err(format!("shard.nice = {nice}: setpriority: {e}{hint}"))
 }
 
-async fn run_shard(cfg: ShardConfig) {
+/// Runs one shard until it stops; true if it closed everything cleanly.
+async fn run_shard(cfg: ShardConfig) -> bool {
     let state = ShardState::new(cfg.index, cfg.router.clone(), cfg.direct, cfg.stop.clone());
     if let Err(e) = state.open_journal().await {
         let _ = cfg.ready.send(Err(e));
-        return;
+        return false;
     }
-    if let Err(e) = state.open_owned().await {
+    let opening = std::time::Instant::now();
+    if let Err(e) = state.open_owned(cfg.recovery).await {
         let _ = cfg.ready.send(Err(e));
-        return;
+        return false;
     }
+    tracing::info!(
+        shard = cfg.index,
+        partitions = state.partition_count(),
+        recovery = ?cfg.recovery,
+        ms = opening.elapsed().as_millis() as u64,
+        "partitions opened"
+    );
     if let Err(e) = state.load_groups().await {
         let _ = cfg.ready.send(Err(e));
-        return;
+        return false;
     }
     tokio_uring::spawn(state.clone().serve_queue(cfg.rx));
     let ticks = tokio_uring::spawn(state.clone().run_ticks());
@@ -339,5 +394,5 @@ async fn run_shard(cfg: ShardConfig) {
         n.await;
     }
     ticks.abort();
-    state.close_all().await;
+    state.close_all().await
 }

@@ -16,7 +16,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use tern_engine::producer::SequenceError;
-use tern_engine::{AppendError, DirectIo, Journal, Log, LogError, Offset, Slice, UringStorage};
+use tern_engine::{
+    AppendError, DirectIo, Journal, Log, LogError, Offset, Recovery, Slice, UringStorage,
+};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::config_map::{journal_config, journal_root, log_config};
@@ -26,6 +28,9 @@ use crate::router::Router;
 
 /// Period of the per-shard housekeeping tick (flush = interval, retention), in ms.
 pub const TICK_MS: u64 = 100;
+
+/// Partition logs a shard opens at once (at start, or when a topic gains partitions).
+const OPEN_CONCURRENCY: usize = 32;
 
 /// Bound of each shard's inbound queue.
 pub const SHARD_QUEUE_MAX: usize = 4096;
@@ -155,6 +160,11 @@ impl ShardState {
         self.partitions.borrow().get(tp).cloned()
     }
 
+    /// Partitions this shard has open.
+    pub fn partition_count(&self) -> usize {
+        self.partitions.borrow().len()
+    }
+
     fn dir_of(&self, tp: &Tp) -> PathBuf {
         self.router
             .config
@@ -175,33 +185,53 @@ impl ShardState {
         Ok(())
     }
 
-    /// Opens every partition of the current snapshot that this shard owns.
-    pub async fn open_owned(self: &Rc<Self>) -> Result<(), String> {
+    /// Opens every partition of the current snapshot that this shard owns, assuming what
+    /// `recovery` says of how the broker last stopped.
+    pub async fn open_owned(self: &Rc<Self>, recovery: Recovery) -> Result<(), String> {
         let snap = self.router.meta.snapshot();
         for t in snap.topics.values() {
-            self.open_topic(t, 0).await?;
+            self.open_topic(t, 0, recovery).await?;
         }
         Ok(())
     }
 
-    async fn open_topic(&self, t: &Arc<TopicMeta>, from: i32) -> Result<(), String> {
+    async fn open_topic(
+        &self,
+        t: &Arc<TopicMeta>,
+        from: i32,
+        recovery: Recovery,
+    ) -> Result<(), String> {
         let config = log_config(&self.router.config, &t.overrides).map_err(|e| e.to_string())?;
-        for p in from..t.partitions {
-            let tp = (t.name.clone(), p);
-            if self.router.owner(&tp.0, p) != self.index || self.partition(&tp).is_some() {
-                continue;
+        let mine: Vec<i32> = (from..t.partitions)
+            .filter(|p| {
+                let tp = (t.name.clone(), *p);
+                self.router.owner(&tp.0, *p) == self.index && self.partition(&tp).is_none()
+            })
+            .collect();
+        // Several logs open at once: an open is a chain of small file operations (io_uring
+        // hands opens and directory work to kernel threads), so their waits overlap.
+        for group in mine.chunks(OPEN_CONCURRENCY) {
+            let opening: Vec<_> = group
+                .iter()
+                .map(|p| {
+                    let dir = self.dir_of(&(t.name.clone(), *p));
+                    let open = Log::open_with(self.storage.clone(), dir, config.clone(), recovery);
+                    (*p, tokio_uring::spawn(open))
+                })
+                .collect();
+            for (p, task) in opening {
+                let log = task
+                    .await
+                    .map_err(|e| format!("opening partition {p}: {e}"))?
+                    .map_err(|e| e.to_string())?;
+                if let Some(j) = self.journal.borrow().as_ref() {
+                    log.attach_journal(j);
+                }
+                let signal = t.signals.get(p as usize).cloned().unwrap_or_default();
+                self.partitions
+                    .borrow_mut()
+                    .insert((t.name.clone(), p), Rc::new(Partition { log, signal }));
             }
-            let dir = self.dir_of(&tp);
-            let log = Log::open(self.storage.clone(), dir, config.clone())
-                .await
-                .map_err(|e| e.to_string())?;
-            if let Some(j) = self.journal.borrow().as_ref() {
-                log.attach_journal(j);
-            }
-            let signal = t.signals.get(p as usize).cloned().unwrap_or_default();
-            self.partitions
-                .borrow_mut()
-                .insert(tp, Rc::new(Partition { log, signal }));
         }
         Ok(())
     }
@@ -247,7 +277,7 @@ impl ShardState {
             ShardMsg::Open { topic, from, reply } => {
                 let me = self.clone();
                 tokio_uring::spawn(async move {
-                    let _ = reply.send(me.open_topic(&topic, from).await);
+                    let _ = reply.send(me.open_topic(&topic, from, Recovery::Full).await);
                 });
             }
             ShardMsg::Drop { topic, reply } => {
@@ -342,20 +372,43 @@ impl ShardState {
         }
     }
 
-    /// Closes every log (graceful shutdown).
-    pub async fn close_all(&self) {
+    /// Closes every log and the journal (graceful shutdown); true if all closed without
+    /// error (everything they hold is durable).
+    pub async fn close_all(&self) -> bool {
         let all: Vec<(Tp, Rc<Partition>)> = self.partitions.borrow_mut().drain().collect();
+        let (mut appended, mut segment_bytes) = (0u64, 0u64);
+        let mut clean = true;
         for (tp, p) in all {
             if let Err(e) = p.log.close().await {
                 tracing::warn!(topic = %tp.0, partition = tp.1, error = %e, "close");
+                clean = false;
             }
+            let s = p.log.stats();
+            appended += s.bytes_appended;
+            segment_bytes += s.bytes_written;
         }
         let journal = self.journal.borrow_mut().take();
+        let mut journal_stats = tern_engine::journal::JournalStats::default();
         if let Some(j) = journal {
             if let Err(e) = j.close().await {
                 tracing::warn!(error = %e, "journal close");
+                clean = false;
             }
+            journal_stats = j.stats();
         }
+        // What the disk wrote for what was produced, for benchmarks (partitions deleted while
+        // serving are not counted).
+        let written = segment_bytes + journal_stats.bytes_written;
+        tracing::info!(
+            shard = self.index,
+            bytes_appended = appended,
+            segment_bytes_written = segment_bytes,
+            journal_bytes_written = journal_stats.bytes_written,
+            journal_writes = journal_stats.writes,
+            disk_bytes_per_byte = format!("{:.2}", written as f64 / appended.max(1) as f64),
+            "shard closed"
+        );
+        clean
     }
 }
 

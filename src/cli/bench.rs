@@ -224,6 +224,13 @@ pub fn floor(args: FloorArgs) -> anyhow::Result<()> {
         r.writes,
         r.records as f64 / r.writes.max(1) as f64
     );
+    let per_write_us = |d: std::time::Duration| d.as_secs_f64() * 1e6 / r.writes.max(1) as f64;
+    println!(
+        "CPU per durable write: user {:.1} us, system {:.1} us ({:.3} cores over the run)",
+        per_write_us(r.cpu_user),
+        per_write_us(r.cpu_system),
+        (r.cpu_user + r.cpu_system).as_secs_f64() / (args.duration_s + args.warmup_s)
+    );
     Ok(())
 }
 
