@@ -847,7 +847,11 @@ fn last_recovery(b: &Broker) -> String {
         .split("recovery=")
         .nth(1)
         .unwrap_or_else(|| panic!("no recovery field: {plain}"));
-    value.split_whitespace().next().unwrap_or_default().to_string()
+    value
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 // ------------------------------------------------------------------------------ raw socket

@@ -256,6 +256,7 @@ fn replay_journals(config: &BrokerConfig, meta: &MetaStore) -> Result<(), StartE
                 .map_err(|e| StartError::Journal(e.to_string()))?;
             if stats.records > 0 {
                 tracing::info!(journal = %dir.display(), records = stats.records,
+                    journal_bytes = stats.journal_bytes,
                     batches = stats.batches_applied, bytes = stats.bytes_applied,
                     partitions = stats.partitions, ms = started.elapsed().as_millis() as u64,
                     "journal replayed");

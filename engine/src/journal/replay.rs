@@ -48,6 +48,8 @@ pub(super) struct ReadState<F> {
 pub struct ReplayStats {
     /// Records read after the checkpoint.
     pub records: u64,
+    /// Journal bytes those records take (what a replay reads).
+    pub journal_bytes: u64,
     /// Batches appended to segments.
     pub batches_applied: u64,
     /// Bytes of those batches.
@@ -161,22 +163,15 @@ async fn scan_chain<F: StorageFile>(
             break;
         };
         let path = super::slot_path(dir, slot);
-        let data = file
-            .read_at(0, h.file_bytes as usize)
-            .await
-            .map_err(|e| JournalError::io(&path, e))?;
-        if (data.len() as u64) < h.file_bytes {
+        let len = file.len().await.map_err(|e| JournalError::io(&path, e))?;
+        if len < h.file_bytes {
             return Err(JournalError::Corrupt {
                 path,
-                pos: data.len() as u64,
-                reason: format!(
-                    "the file was cut to {} of its {} bytes",
-                    data.len(),
-                    h.file_bytes
-                ),
+                pos: len,
+                reason: format!("the file was cut to {len} of its {} bytes", h.file_bytes),
             });
         }
-        lsn = scan_file(&path, &data, h, lsn, &mut state.records)?;
+        lsn = scan_file(&path, file, h, lsn, SCAN_CHUNK_BYTES, &mut state.records).await?;
         current = headers
             .iter()
             .filter(|(_, n)| n.start_lsn == lsn && n.generation > h.generation)
@@ -200,41 +195,110 @@ async fn scan_chain<F: StorageFile>(
     Ok(())
 }
 
+/// Bytes of a journal file read at once while scanning it.
+const SCAN_CHUNK_BYTES: u64 = 32 << 20;
+
+/// The bytes of a journal file from some position on, read in chunks as a scan needs them:
+/// a replay reads only as far as the records go, not the whole preallocated file.
+struct Window<'a, F> {
+    file: &'a F,
+    file_bytes: u64,
+    chunk_bytes: u64,
+    /// File position of `data[0]`.
+    start: u64,
+    data: Bytes,
+}
+
+impl<F: StorageFile> Window<'_, F> {
+    /// The bytes from `pos` on, at least `want` of them unless the file ends first.
+    async fn at(&mut self, pos: u64, want: usize) -> std::io::Result<Bytes> {
+        let have = (self.start + self.data.len() as u64).saturating_sub(pos);
+        if pos < self.start || have < want as u64 {
+            let len = (want as u64)
+                .max(self.chunk_bytes)
+                .min(self.file_bytes.saturating_sub(pos));
+            self.data = self.file.read_at(pos, len as usize).await?;
+            self.start = pos;
+        }
+        let from = ((pos - self.start) as usize).min(self.data.len());
+        Ok(self.data.slice(from..))
+    }
+
+    /// True if the file has bytes past the `got` bytes read from `pos`.
+    fn more_after(&self, pos: u64, got: usize) -> bool {
+        pos + (got as u64) < self.file_bytes
+    }
+
+    /// True if a valid record for `lsn` starts at `pos`.
+    async fn valid_record_at(&mut self, pos: u64, lsn: u64) -> std::io::Result<bool> {
+        let b = self.at(pos, format::RECORD_HEADER_BYTES).await?;
+        Ok(match format::decode_record(&b, lsn) {
+            Ok(_) => true,
+            Err(RecordError::BadCrc { len }) if len > b.len() => {
+                let whole = self.at(pos, len).await?;
+                format::decode_record(&whole, lsn).is_ok()
+            }
+            Err(_) => false,
+        })
+    }
+}
+
 /// Reads the records of one file from `lsn` on; returns the LSN after the last one.
-fn scan_file(
+async fn scan_file<F: StorageFile>(
     path: &Path,
-    data: &Bytes,
+    file: &F,
     h: FileHeader,
     mut lsn: u64,
+    chunk_bytes: u64,
     out: &mut Vec<OwnedRecord>,
 ) -> Result<u64, JournalError> {
-    let Some(mut pos) = (lsn - h.start_lsn)
-        .checked_add(format::FILE_HEADER_BYTES)
-        .map(|p| p as usize)
-    else {
+    let Some(mut pos) = (lsn - h.start_lsn).checked_add(format::FILE_HEADER_BYTES) else {
         return Ok(lsn);
     };
-    while pos < data.len() {
-        match format::decode_record(&data[pos..], lsn) {
+    let io = |e| JournalError::io(path, e);
+    let mut window = Window {
+        file,
+        file_bytes: h.file_bytes,
+        chunk_bytes,
+        start: 0,
+        data: Bytes::new(),
+    };
+    let mut want = format::RECORD_HEADER_BYTES;
+    while pos < h.file_bytes {
+        let b = window.at(pos, want).await.map_err(io)?;
+        want = format::RECORD_HEADER_BYTES;
+        match format::decode_record(&b, lsn) {
             Ok((r, len)) => {
                 out.push(OwnedRecord {
                     lsn,
                     kind: r.kind,
                     partition: r.partition.to_string(),
                     base_offset: r.base_offset,
-                    payload: data.slice_ref(r.payload),
+                    payload: b.slice_ref(r.payload),
                 });
-                pos += len;
+                pos += len as u64;
                 lsn += len as u64;
             }
+            // Too few bytes for a header in this window: read on, if the file goes on.
+            Err(RecordError::End)
+                if b.len() < format::RECORD_HEADER_BYTES && window.more_after(pos, b.len()) => {}
             Err(RecordError::End) => break,
+            // The record runs past the window: read it whole, then decide.
+            Err(RecordError::BadCrc { len })
+                if len > b.len() && window.more_after(pos, b.len()) =>
+            {
+                want = len;
+            }
             Err(RecordError::BadCrc { len }) => {
                 // A torn last write ends the journal; a damaged record that valid ones
                 // follow is corruption, and skipping it would lose them.
-                let next = pos.saturating_add(len);
-                let follows = next < data.len()
-                    && format::decode_record(&data[next..], lsn + len as u64).is_ok();
-                if follows {
+                let next = pos.saturating_add(len as u64);
+                if next < h.file_bytes
+                    && window
+                        .valid_record_at(next, lsn + len as u64)
+                        .await
+                        .map_err(io)?
+                {
                     return Err(corrupt(path, pos, "a record's checksum does not match"));
                 }
                 break;
@@ -245,10 +309,10 @@ fn scan_file(
     Ok(lsn)
 }
 
-fn corrupt(path: &Path, pos: usize, reason: &str) -> JournalError {
+fn corrupt(path: &Path, pos: u64, reason: &str) -> JournalError {
     JournalError::Corrupt {
         path: path.to_path_buf(),
-        pos: pos as u64,
+        pos,
         reason: reason.to_string(),
     }
 }
@@ -275,6 +339,7 @@ pub async fn recover<S: Storage>(
         return Ok(stats);
     }
     stats.records = state.records.len() as u64;
+    stats.journal_bytes = state.end_lsn - state.records.first().map_or(state.end_lsn, |r| r.lsn);
     let durable: HashMap<&str, i64> = state
         .checkpoint
         .iter()
@@ -409,4 +474,110 @@ fn split_batches(payload: &Bytes, lsn: u64) -> Result<Vec<(i64, i64, Bytes)>, St
 
 fn end_of(h: &BatchHeader) -> i64 {
     h.last_offset() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::storage::memory::MemStorage;
+
+    const FILE_BYTES: u64 = 64 << 10;
+
+    /// A journal file with records of assorted sizes from `start_lsn`; returns the file's
+    /// bytes and each record's (LSN, payload length, file position).
+    fn journal_file(start_lsn: u64) -> (Vec<u8>, Vec<(u64, usize, usize)>) {
+        let h = FileHeader {
+            generation: 3,
+            start_lsn,
+            file_bytes: FILE_BYTES,
+        };
+        let mut data = format::file_header_block(&h);
+        let mut lsn = start_lsn;
+        let mut records = Vec::new();
+        for (k, payload_len) in [1usize, 700, 9, 5000, 33, 12_000, 64, 3].iter().enumerate() {
+            let payload = vec![k as u8 + 1; *payload_len];
+            let pos = data.len();
+            let len = format::encode_record(
+                &format::Record {
+                    lsn,
+                    kind: RecordKind::Batches,
+                    partition: "t-0",
+                    base_offset: k as i64,
+                    payload: &payload,
+                },
+                |b| data.extend_from_slice(b),
+            );
+            records.push((lsn, *payload_len, pos));
+            lsn += len as u64;
+        }
+        data.resize(FILE_BYTES as usize, 0);
+        (data, records)
+    }
+
+    async fn scan_with(
+        data: Vec<u8>,
+        start_lsn: u64,
+        chunk: u64,
+    ) -> Result<(u64, Vec<OwnedRecord>), JournalError> {
+        let storage = MemStorage::new(0);
+        let path = Path::new("/j/00000000.journal");
+        storage.create_dir_all(Path::new("/j")).await.unwrap();
+        let f = storage.open(path, FileMode::Buffered).await.unwrap();
+        f.write_bytes_at(data, 0).await.unwrap();
+        let h = FileHeader {
+            generation: 3,
+            start_lsn,
+            file_bytes: FILE_BYTES,
+        };
+        let mut out = Vec::new();
+        let end = scan_file(path, &f, h, start_lsn, chunk, &mut out).await?;
+        Ok((end, out))
+    }
+
+    /// Records split across read chunks at every kind of boundary (inside a header, inside a
+    /// payload, exactly at a record's end) are read the same as from one read of the file;
+    /// a torn last record ends the scan, a damaged record with a valid one after it is an
+    /// error, whatever the chunk size.
+    #[test]
+    fn chunked_scans_read_what_one_read_does() {
+        crate::storage::uring::new_runtime()
+            .unwrap()
+            .block_on(async {
+                let start = 1 << 20;
+                let (data, records) = journal_file(start);
+                let end_lsn = {
+                    let (lsn, len, pos) = records[records.len() - 1];
+                    let (r, n) = format::decode_record(&data[pos..], lsn).unwrap();
+                    assert_eq!(r.payload.len(), len);
+                    lsn + n as u64
+                };
+                for chunk in [8, 32, 40, 100, 777, 4096, 5000, FILE_BYTES] {
+                    let (end, out) = scan_with(data.clone(), start, chunk).await.unwrap();
+                    assert_eq!(end, end_lsn, "chunk {chunk}");
+                    assert_eq!(out.len(), records.len(), "chunk {chunk}");
+                    for (r, (lsn, len, _)) in out.iter().zip(&records) {
+                        assert_eq!((r.lsn, r.payload.len()), (*lsn, *len), "chunk {chunk}");
+                        assert!(r.payload.iter().all(|b| *b == r.base_offset as u8 + 1));
+                    }
+                    // The last record torn: the scan ends before it.
+                    let (last_lsn, _, last_pos) = records[records.len() - 1];
+                    let mut torn = data.clone();
+                    torn[last_pos + format::RECORD_HEADER_BYTES] ^= 0xff;
+                    let (end, out) = scan_with(torn, start, chunk).await.unwrap();
+                    assert_eq!(
+                        (end, out.len()),
+                        (last_lsn, records.len() - 1),
+                        "chunk {chunk}"
+                    );
+                    // A damaged record in the middle (valid ones follow): an error.
+                    let (_, _, mid_pos) = records[3];
+                    let mut bad = data.clone();
+                    bad[mid_pos + format::RECORD_HEADER_BYTES + 100] ^= 0xff;
+                    let err = scan_with(bad, start, chunk).await.unwrap_err();
+                    assert!(err.to_string().contains("checksum"), "chunk {chunk}: {err}");
+                }
+            });
+    }
 }

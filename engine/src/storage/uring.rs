@@ -133,6 +133,12 @@ const FILE_MODE: u32 = 0o644;
 /// longer transfers are split. A whole number of blocks, so direct writes stay aligned.
 const MAX_CHUNK: usize = 1 << 30;
 
+/// Reads of a direct file at least this long use its `O_DIRECT` descriptor: the file's
+/// data is not in the page cache (it was written around it), and a cold buffered read
+/// through io_uring advances one readahead window per retry (~0.3 GB/s here, against
+/// ~1.7 GB/s direct), which is what recovery and journal replay read at.
+const DIRECT_READ_MIN: usize = 64 << 10;
+
 /// Whether segment files are opened with `O_DIRECT` (the `direct_io` setting).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DirectIo {
@@ -376,6 +382,43 @@ fn fstat_size(fd: RawFd) -> io::Result<u64> {
     u64::try_from(st.st_size).map_err(|_| invalid_input(format!("negative size {}", st.st_size)))
 }
 
+impl UringFile {
+    /// `read_at` through the `O_DIRECT` descriptor: the covering block-aligned range is
+    /// read into a block-aligned buffer and the asked-for bytes are returned (fewer at the
+    /// end of the file).
+    async fn read_direct(&self, pos: u64, len: usize) -> io::Result<Bytes> {
+        let block = crate::buf::BLOCK_BYTES as u64;
+        let start = align_down(pos);
+        let end = (pos + len as u64).div_ceil(block) * block;
+        let total = (end - start) as usize;
+        let mut buf: Vec<u8> = Vec::with_capacity(total + block as usize);
+        // Zeros before the aligned start keep every byte of the Vec initialised.
+        let lead = buf.as_ptr().align_offset(block as usize);
+        buf.resize(lead, 0);
+        let mut done = 0usize;
+        while done < total {
+            let n = (total - done).min(MAX_CHUNK);
+            let from = lead + done;
+            let (res, slice) = self
+                .write
+                .read_at(buf.slice(from..from + n), start + done as u64)
+                .await;
+            buf = slice.into_inner();
+            match res? {
+                0 => break, // end of file
+                k => done += k,
+            }
+            if !done.is_multiple_of(block as usize) {
+                break; // a short read ends at the end of the file
+            }
+        }
+        let skip = (pos - start) as usize;
+        let have = done.saturating_sub(skip).min(len);
+        let data = Bytes::from(buf);
+        Ok(Bytes::slice(&data, lead + skip..lead + skip + have))
+    }
+}
+
 impl StorageFile for UringFile {
     async fn write_at(
         &self,
@@ -475,6 +518,9 @@ impl StorageFile for UringFile {
             return Err(invalid_input(format!(
                 "read_at of {len} bytes at {pos} overflows"
             )));
+        }
+        if self.direct && len >= DIRECT_READ_MIN {
+            return self.read_direct(pos, len).await;
         }
         let mut buf = Vec::with_capacity(len);
         while buf.len() < len {
