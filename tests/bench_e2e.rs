@@ -52,6 +52,8 @@ fn short_run_reports_and_consumes_everything() {
             "3",
             "--window-s",
             "1",
+            "--broker-pid",
+            &broker.pid().to_string(),
             "--json",
         ])
         .arg(&json)
@@ -107,6 +109,18 @@ fn short_run_reports_and_consumes_everything() {
     assert!(windows.iter().all(|w| w["publish_mb_per_s"].is_number()));
     let svg = std::fs::read_to_string(&plot).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("polyline"));
+    // --broker-pid: the broker's CPU over the test phase, per GB too.
+    let cpu = &r["broker_cpu"];
+    assert_eq!(
+        cpu["pid"].as_i64(),
+        Some(i64::from(broker.pid())),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cores = cpu["cores"].as_f64().unwrap();
+    assert!(cores > 0.0 && cores < 64.0, "{cpu}");
+    assert!(cpu["core_s_per_gb"].as_f64().unwrap() > 0.0, "{cpu}");
+    assert!(stdout.contains("broker CPU (pid"), "{stdout}");
 
     let cmp = tern()
         .args(["bench", "compare"])
@@ -139,6 +153,18 @@ fn bad_workload_names_the_field() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("lingerMs"), "{err}");
+    // A --broker-pid that names no process is refused before anything runs.
+    std::fs::write(&workload, WORKLOAD).unwrap();
+    let out = tern()
+        .args(["bench", "run", "--workload"])
+        .arg(&workload)
+        .args(["--broker", "127.0.0.1:1", "--broker-pid", "4294967295"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--broker-pid 4294967295"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
 
 /// Guards `--vs`: the same workload against two brokers in alternating rounds, the rounds'

@@ -112,6 +112,42 @@ pub struct Totals {
     pub measured: Interval,
     pub windows: Vec<Window>,
     pub backlog_drain_s: Option<f64>,
+    pub broker_cpu: Option<BrokerCpu>,
+}
+
+/// The broker process's CPU time over the test phase (`--broker-pid`).
+#[derive(Debug, Clone, Serialize)]
+pub struct BrokerCpu {
+    pub pid: u32,
+    pub user_s: f64,
+    pub system_s: f64,
+    /// (user + system) / the test phase's length.
+    pub cores: f64,
+    /// (user + system) per GB acknowledged in the test phase; `None` when nothing was.
+    pub core_s_per_gb: Option<f64>,
+}
+
+impl BrokerCpu {
+    /// From two samples of the process's (user, system) CPU time taken `test_s` apart,
+    /// during which `bytes` were acknowledged.
+    pub fn between(
+        pid: u32,
+        start: (std::time::Duration, std::time::Duration),
+        end: (std::time::Duration, std::time::Duration),
+        test_s: f64,
+        bytes: u64,
+    ) -> BrokerCpu {
+        let user_s = end.0.saturating_sub(start.0).as_secs_f64();
+        let system_s = end.1.saturating_sub(start.1).as_secs_f64();
+        let total = user_s + system_s;
+        BrokerCpu {
+            pid,
+            user_s,
+            system_s,
+            cores: if test_s > 0.0 { total / test_s } else { 0.0 },
+            core_s_per_gb: (bytes > 0).then(|| total / (bytes as f64 / 1e9)),
+        }
+    }
 }
 
 /// The disk baseline measured before and after the broker run (`--baseline disk`).
@@ -219,6 +255,8 @@ pub struct BrokerReport {
     pub ratio_publish_p50_to_null_p50: Option<f64>,
     /// publish_latency_p99_ms / the null broker's publish p99.
     pub ratio_publish_p99_to_null_p99: Option<f64>,
+    /// The broker's CPU over the test phase, when its pid was given.
+    pub broker_cpu: Option<BrokerCpu>,
     pub windows: Vec<Window>,
 }
 
@@ -275,6 +313,7 @@ impl BrokerReport {
             null_baseline: None,
             ratio_publish_p50_to_null_p50: None,
             ratio_publish_p99_to_null_p99: None,
+            broker_cpu: t.broker_cpu,
             windows: t.windows,
             workload: t.workload,
         }
@@ -474,6 +513,19 @@ impl fmt::Display for BrokerReport {
             writeln!(
                 out,
                 "ratio publish / null broker publish: p50 {p50:.2}×, p99 {p99:.2}×"
+            )?;
+        }
+        if let Some(c) = &self.broker_cpu {
+            writeln!(
+                out,
+                "broker CPU (pid {}, test phase): user {} s + system {} s = {} cores{}",
+                c.pid,
+                f(c.user_s),
+                f(c.system_s),
+                f(c.cores),
+                c.core_s_per_gb
+                    .map(|g| format!(", {} core·s per GB acknowledged", f(g)))
+                    .unwrap_or_default()
             )?;
         }
         if let Some(r) = self.ratio_publish_p99_to_fdatasync_p99 {

@@ -28,3 +28,61 @@ pub fn thread_cpu_split() -> (Duration, Duration) {
     };
     (tv(ru.ru_utime), tv(ru.ru_stime))
 }
+
+/// User and system CPU time consumed so far by process `pid` (all its threads), from
+/// `/proc/<pid>/stat`.
+pub fn process_cpu_split(pid: u32) -> std::io::Result<(Duration, Duration)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    parse_proc_stat(&text, clock_ticks_per_s()).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("/proc/{pid}/stat: no utime/stime fields"),
+        )
+    })
+}
+
+fn clock_ticks_per_s() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as u64
+    } else {
+        100
+    }
+}
+
+/// utime and stime (fields 14 and 15) of a `/proc/<pid>/stat` line. The command name
+/// (field 2) is in parentheses and may hold spaces and parentheses itself, so fields are
+/// counted from the last `)`.
+fn parse_proc_stat(text: &str, ticks_per_s: u64) -> Option<(Duration, Duration)> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    // `rest` starts at field 3 (state): utime is the 12th field from there.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    let d = |ticks: u64| Duration::from_nanos(ticks * 1_000_000_000 / ticks_per_s.max(1));
+    Some((d(utime), d(stime)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_stat_fields_are_counted_from_the_last_parenthesis() {
+        let line = "4242 (tern (shard) 1) S 1 4242 4242 0 -1 4194560 1000 0 0 0 \
+                    250 75 0 0 20 0 5 0 100 1000000 500 18446744073709551615";
+        let (user, system) = parse_proc_stat(line, 100).unwrap();
+        assert_eq!(user, Duration::from_millis(2500));
+        assert_eq!(system, Duration::from_millis(750));
+        assert!(parse_proc_stat("4242 (x) S 1 2", 100).is_none());
+        assert!(parse_proc_stat("no parenthesis", 100).is_none());
+    }
+
+    #[test]
+    fn this_process_has_a_cpu_time() {
+        let (user, system) = process_cpu_split(std::process::id()).unwrap();
+        assert!(user + system < Duration::from_secs(100_000));
+        assert!(process_cpu_split(u32::MAX).is_err());
+    }
+}

@@ -117,6 +117,9 @@ pub struct RunOptions {
     pub progress: bool,
     /// What the broker is, when the caller knows (the suite started it).
     pub broker_software: Option<String>,
+    /// The broker's process id when it runs on this machine: its CPU time over the test
+    /// phase is reported.
+    pub broker_pid: Option<u32>,
 }
 
 /// The phase of a run a window belongs to.
@@ -201,7 +204,11 @@ struct Runner<'a> {
     counts_consumers: Vec<Vec<Counts>>,
     producers: Vec<JoinHandle<Result<ProducerOutcome, WireError>>>,
     consumers: Vec<JoinHandle<Result<(), WireError>>>,
+    /// The broker's (user, system) CPU time as the test phase started and ended.
+    cpu_samples: (CpuSample, CpuSample),
 }
+
+type CpuSample = Option<(Duration, Duration)>;
 
 /// The window being filled.
 struct OpenWindow {
@@ -225,6 +232,7 @@ impl<'a> Runner<'a> {
             clock: RunClock::new(),
             end_ns: Arc::new(AtomicU64::new(u64::MAX)),
             stop_consumers: Arc::new(AtomicBool::new(false)),
+            cpu_samples: (None, None),
             recorders: Vec::new(),
             counts_producers: vec![Counts::default(); topics.len()],
             counts_consumers: vec![
@@ -451,6 +459,9 @@ impl<'a> Runner<'a> {
             }
         };
         self.start_producers(t0)?;
+        if phase == Phase::Test {
+            self.sample_broker_cpu(Phase::Test);
+        }
         let window_ns = (self.opts.window_s.max(0.1) * 1e9) as u64;
         let mut windows: Vec<(Phase, u64, u64, Interval)> = Vec::new();
         let mut open = OpenWindow {
@@ -466,9 +477,13 @@ impl<'a> Runner<'a> {
         let mut last_progress = 0u64;
         loop {
             std::thread::sleep(Duration::from_millis(TICK_MS));
+            // Whether the producers are done is read before the clock: a producer that
+            // finished at the end of the timeline then never looks early (read the other
+            // way round, one that finished between the two reads ended the run without
+            // its drain phase and left records unconsumed).
+            let producers_done = self.producers.iter().all(JoinHandle::is_finished);
             let now = self.clock.now_ns();
             self.collect(&mut open.data);
-            let producers_done = self.producers.iter().all(JoinHandle::is_finished);
             let consumers_failed = self.consumers.iter().any(JoinHandle::is_finished);
             let end = self.end_ns.load(Ordering::Acquire);
             if (producers_done && now < end) || consumers_failed {
@@ -513,6 +528,7 @@ impl<'a> Runner<'a> {
                 windows.push((done.phase, done.start_ns, now, done.data));
             }
             if let Some(n) = next {
+                self.sample_broker_cpu(n);
                 phase = n;
             }
             if self.opts.progress
@@ -610,6 +626,35 @@ impl<'a> Runner<'a> {
         let _ = err.flush();
     }
 
+    /// Samples the broker's CPU time as the test phase starts and as it ends.
+    fn sample_broker_cpu(&mut self, next: Phase) {
+        let Some(pid) = self.opts.broker_pid else {
+            return;
+        };
+        let sample = match crate::cpu::process_cpu_split(pid) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("broker CPU: cannot read pid {pid}: {e}");
+                None
+            }
+        };
+        match next {
+            Phase::Test => self.cpu_samples.0 = sample,
+            Phase::Drain => self.cpu_samples.1 = sample,
+            _ => {}
+        }
+    }
+
+    fn broker_cpu(&self, test_s: f64, bytes: u64) -> Option<crate::broker_report::BrokerCpu> {
+        let pid = self.opts.broker_pid?;
+        let (Some(start), Some(end)) = self.cpu_samples else {
+            return None;
+        };
+        Some(crate::broker_report::BrokerCpu::between(
+            pid, start, end, test_s, bytes,
+        ))
+    }
+
     fn report(
         &self,
         windows: Vec<(Phase, u64, u64, Interval)>,
@@ -661,6 +706,7 @@ impl<'a> Runner<'a> {
             measured,
             windows: out_windows,
             backlog_drain_s,
+            broker_cpu: self.broker_cpu(test_records.2, test_records.0 * w.message_size),
         })
     }
 }

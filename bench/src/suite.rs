@@ -152,6 +152,7 @@ pub fn run(opts: &SuiteOptions) -> anyhow::Result<Vec<BrokerReport>> {
                 "tern {} (started by the suite)",
                 env!("CARGO_PKG_VERSION")
             )),
+            broker_pid: None,
         };
         let null = match crate::null_broker::baseline_refusal(w) {
             _ if !opts.null_baseline => None,
@@ -169,6 +170,7 @@ pub fn run(opts: &SuiteOptions) -> anyhow::Result<Vec<BrokerReport>> {
         let floor_before = measure_floor()?;
         let broker = LocalBroker::start(&opts.tern_exe, &opts.dir, &opts.broker_config)?;
         run_opts.broker = broker.addr.clone();
+        run_opts.broker_pid = Some(broker.pid());
         let result = crate::run::run(w, &run_opts);
         // The floor after the run, before the broker's data is deleted with it.
         let floor_after = measure_floor()?;
@@ -304,6 +306,11 @@ pub struct LocalBroker {
 }
 
 impl LocalBroker {
+    /// The broker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts `tern serve` on 127.0.0.1 (a free port) with its data under `dir`, and waits
     /// until it listens.
     pub fn start(tern_exe: &Path, dir: &Path, extra_config: &str) -> anyhow::Result<LocalBroker> {

@@ -47,6 +47,13 @@ pub struct RunArgs {
     /// --json with a `-vs` suffix; the rounds' figures with a `-rounds` suffix).
     #[arg(long, value_name = "HOST:PORT")]
     vs: Option<String>,
+    /// The process id of the broker under test, when it runs on this machine: its CPU
+    /// time over the test phase is reported (cores, and core·s per GB acknowledged).
+    #[arg(long, value_name = "PID")]
+    broker_pid: Option<u32>,
+    /// The same for the --vs broker.
+    #[arg(long, value_name = "PID", requires = "vs")]
+    vs_broker_pid: Option<u32>,
     /// With --vs: rounds of one run per broker, in alternating order (a b, b a, a b, …),
     /// so that the machine's drift weighs on both alike. Each broker's report is its
     /// round with the median publish p99.
@@ -256,6 +263,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     check_output("--json", args.json.as_deref())?;
     check_output("--plot", args.plot.as_deref())?;
     let w = Workload::from_file(&args.workload)?;
+    for (flag, pid) in [
+        ("--broker-pid", args.broker_pid),
+        ("--vs-broker-pid", args.vs_broker_pid),
+    ] {
+        if let Some(pid) = pid {
+            tern_bench::cpu::process_cpu_split(pid)
+                .with_context(|| format!("{flag} {pid}: no such process readable here"))?;
+        }
+    }
     if args.baseline.contains(&Baseline::Null) {
         if let Some(why) = tern_bench::null_broker::baseline_refusal(&w) {
             bail!("--baseline null: {why}");
@@ -270,6 +286,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         keep_topics: args.keep_topics,
         progress: true,
         broker_software: None,
+        broker_pid: args.broker_pid,
     };
     let plan = DiskPlan::of(args.quick);
     let write_bytes = disk::write_bytes_for(w.message_size);
@@ -295,7 +312,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             (r, None, Vec::new())
         }
         Some(vs) => {
-            let (a, b, rounds) = interleaved(&w, &opts, vs, args.rounds)?;
+            let (a, b, rounds) = interleaved(&w, &opts, vs, args.vs_broker_pid, args.rounds)?;
             (a, Some(b), rounds)
         }
     };
@@ -370,10 +387,12 @@ fn interleaved(
     w: &Workload,
     opts: &RunOptions,
     vs: &str,
+    vs_pid: Option<u32>,
     rounds: u32,
 ) -> anyhow::Result<(BrokerReport, BrokerReport, Vec<Round>)> {
     let vs_opts = RunOptions {
         broker: vs.to_string(),
+        broker_pid: vs_pid,
         ..opts.clone()
     };
     let (mut a_runs, mut b_runs, mut table) = (Vec::new(), Vec::new(), Vec::new());
