@@ -1,0 +1,18 @@
+//! # tern-replication: the cluster layer
+//!
+//! What a single `tern serve` does not know alone: which brokers exist, which of them leads
+//! each partition, and how nodes talk to each other.
+//!
+//! * The controller: a metadata image built from records (brokers, topics, partitions,
+//!   producer-id blocks), replicated by a Raft quorum of the voter nodes (tikv's `raft`
+//!   crate, `RawNode`: no IO inside). Every decision (placement, election, fencing) is a
+//!   pure function of the image; the quorum and the controller are state machines driven by
+//!   messages and a clock, so a whole quorum runs deterministically in virtual time.
+//! * The transport: QUIC (quinn) between nodes with mutual TLS.
+//!
+//! ## Invariants
+//!
+//! * The Raft log and hard state are durable before any message that depends on them is
+//!   sent.
+//! * The image changes only by applying committed records, in log order, on every node
+//!   alike.
