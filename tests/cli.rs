@@ -408,3 +408,76 @@ fn serve_refuses_a_shard_nice_it_cannot_apply() {
     assert!(err.contains("shard.nice = -5: setpriority: "), "{err}");
     assert!(err.contains("needs root or CAP_SYS_NICE"), "{err}");
 }
+
+/// Guards the data directory's owner (`meta.properties`) and the cluster keys at startup: a
+/// directory of another cluster or node refuses to start, and so does a configuration that
+/// asks for a cluster this build does not serve yet, each in one line.
+#[test]
+fn serve_refuses_another_clusters_data_and_unserved_cluster_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(
+        data.join("meta.properties"),
+        "version=1\ncluster.id=AAAAAAAAAAAAAAAAAAAAAA\nnode.id=0\n",
+    )
+    .unwrap();
+    let serve = |extra: &str| -> Output {
+        let config = dir.path().join("tern.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listeners = \"127.0.0.1:0\"\nlog.dirs = \"{}\"\ncores = [0]\n{extra}\n",
+                data.display()
+            ),
+        )
+        .unwrap();
+        Command::new(env!("CARGO_BIN_EXE_tern"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+            .into()
+    };
+    let err = serve("cluster.id = \"BBBBBBBBBBBBBBBBBBBBBB\"").one_line_error();
+    assert!(
+        err.contains("belongs to cluster AAAAAAAAAAAAAAAAAAAAAA but cluster.id is BBBB"),
+        "{err}"
+    );
+    let err = serve("node.id = 5").one_line_error();
+    assert!(
+        err.contains("belongs to node.id 0 but node.id is 5"),
+        "{err}"
+    );
+    let err = serve("process.roles = \"broker,controller\"").one_line_error();
+    assert!(
+        err.contains("when controller.quorum.voters is empty"),
+        "{err}"
+    );
+    let cluster = "controller.quorum.voters = \"0@127.0.0.1:19093\"\n\
+                   quic.tls.cert = \"a\"\nquic.tls.key = \"b\"\nquic.tls.ca = \"c\"";
+    let err = serve(cluster).one_line_error();
+    assert!(err.contains("a CONTROLLER listener"), "{err}");
+    let config = dir.path().join("tern.toml");
+    let with_listener = format!(
+        "listeners = \"127.0.0.1:0,CONTROLLER://127.0.0.1:19093\"\nlog.dirs = \"{}\"\ncores = [0]\n{cluster}\n",
+        data.display()
+    );
+    std::fs::write(&config, with_listener).unwrap();
+    let out: Output = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+        .into();
+    let err = out.one_line_error();
+    assert!(err.contains("serves a single node only"), "{err}");
+    // The directory's owner is untouched by the refused starts.
+    let props = std::fs::read_to_string(data.join("meta.properties")).unwrap();
+    assert!(
+        props.contains("cluster.id=AAAAAAAAAAAAAAAAAAAAAA"),
+        "{props}"
+    );
+}

@@ -1761,3 +1761,30 @@ fn offsets_log_is_cleaned_and_replays_the_same() {
     assert_eq!(r.topics.len(), 1);
     assert_eq!(r.topics[0].partitions[0].committed_offset, 11_999);
 }
+
+/// Guards `meta.properties`: the first start writes a generated cluster id, Metadata
+/// answers it, and a restart keeps it.
+#[test]
+fn cluster_id_is_generated_once_and_answered_in_metadata() {
+    let mut b = Broker::start("");
+    let metadata_cluster_id = |b: &Broker| {
+        let mut s = raw_connect(b);
+        let frame = request_frame(ApiKey::Metadata, 12, &MetadataRequest::default());
+        let mut body = round_trip(&mut s, ApiKey::Metadata, 12, &frame);
+        let resp = kafka_protocol::messages::MetadataResponse::decode(&mut body, 12).unwrap();
+        resp.cluster_id.map(|c| c.to_string()).unwrap_or_default()
+    };
+    let props = std::fs::read_to_string(b.data_dir().join("meta.properties")).unwrap();
+    let stored = props
+        .lines()
+        .find_map(|l| l.strip_prefix("cluster.id="))
+        .unwrap_or_else(|| panic!("no cluster.id in {props}"))
+        .to_string();
+    assert_eq!(stored.len(), 22, "{props}");
+    assert!(props.contains("node.id=0"), "{props}");
+    assert_eq!(metadata_cluster_id(&b), stored);
+    assert!(b.stop().success());
+    b.restart();
+    assert_eq!(metadata_cluster_id(&b), stored);
+    assert!(b.stop().success());
+}

@@ -47,9 +47,6 @@ use crate::wire::fetch::{
     FETCH_VERSIONS,
 };
 
-/// The cluster id single-node brokers report (Kafka clients only display it).
-const CLUSTER_ID: &str = "tern-single-node";
-
 /// What a handler hands back to the connection.
 #[derive(Debug)]
 pub enum Response {
@@ -390,7 +387,7 @@ async fn metadata(shard: &Rc<ShardState>, req: MetadataRequest, v: i16) -> Metad
     }
     MetadataResponse::default()
         .with_brokers(vec![broker])
-        .with_cluster_id(Some(s(CLUSTER_ID)))
+        .with_cluster_id(Some(s(router.cluster_id())))
         .with_controller_id(BrokerId(config.node_id))
         .with_topics(topics)
 }

@@ -25,6 +25,7 @@ pub mod config_map;
 pub mod conn;
 pub mod group;
 pub mod meta;
+pub mod node_meta;
 pub mod producer_ids;
 pub mod router;
 pub mod server;

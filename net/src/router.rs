@@ -19,6 +19,8 @@ pub struct Router {
     shards: Vec<mpsc::Sender<ShardMsg>>,
     meta_tx: mpsc::Sender<MetaMsg>,
     local_addr: std::net::SocketAddr,
+    /// The cluster this node belongs to (`meta.properties`).
+    cluster_id: String,
     /// InitProducerId's allocator.
     pub producer_ids: crate::producer_ids::ProducerIds,
 }
@@ -35,6 +37,7 @@ impl Router {
         shards: Vec<mpsc::Sender<ShardMsg>>,
         meta_tx: mpsc::Sender<MetaMsg>,
         local_addr: std::net::SocketAddr,
+        cluster_id: String,
         producer_ids: crate::producer_ids::ProducerIds,
     ) -> Self {
         Router {
@@ -43,8 +46,14 @@ impl Router {
             shards,
             meta_tx,
             local_addr,
+            cluster_id,
             producer_ids,
         }
+    }
+
+    /// The cluster id this node answers in Metadata and DescribeCluster.
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
     }
 
     /// The address the listeners are bound to.

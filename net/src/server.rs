@@ -36,6 +36,13 @@ pub enum StartError {
     ProducerIds(#[from] ProducerIdError),
     #[error("{0}")]
     Journal(String),
+    #[error(transparent)]
+    NodeMeta(#[from] crate::node_meta::NodeMetaError),
+    #[error(
+        "controller.quorum.voters is set, but this build serves a single node only: the \
+         cluster (controller quorum, QUIC transport) is not finished; remove the cluster keys"
+    )]
+    ClusterNotServed,
 }
 
 /// A running broker.
@@ -56,6 +63,14 @@ impl Broker {
             path: config.log_dir.display().to_string(),
             cause,
         })?;
+        if config.cluster.is_cluster() {
+            return Err(StartError::ClusterNotServed);
+        }
+        let node = crate::node_meta::NodeMeta::load_or_create(
+            &config.log_dir,
+            config.node_id,
+            config.cluster.cluster_id.as_deref(),
+        )?;
         let recovery = take_clean_shutdown_marker(&config.log_dir)?;
         let meta = Arc::new(MetaStore::load(&config.log_dir)?);
         replay_journals(&config, &meta)?;
@@ -79,6 +94,7 @@ impl Broker {
             senders,
             meta_tx,
             addr,
+            node.cluster_id,
             producer_ids,
         ));
         let (stop, stop_rx) = watch::channel(false);

@@ -14,9 +14,13 @@ use std::path::{Path, PathBuf};
 use toml::{Table, Value};
 
 use crate::choice::{DirectIo, FlushMode, PlacementPolicy, TimestampType};
+use crate::cluster::{self, ClusterConfig, QuicTls};
 use crate::cores::{available_cores, format_cpu_list, parse_cpu_list, CPU_ID_MAX};
 use crate::error::{unknown_key, ConfigError, ConfigErrorKind};
-use crate::listener::{format_listener, parse_advertised, parse_listener, HostPort};
+use crate::listener::{
+    format_controller_listener, format_listener, parse_advertised_listeners, parse_listeners,
+    HostPort,
+};
 use crate::placement::{parse_pin_key, place, Pins};
 use crate::value::{self, describe, Bounds, Raw, INT32_MAX};
 
@@ -63,6 +67,17 @@ pub const BROKER_KEYS: &[&str] = &[
     "cores",
     "placement",
     "shard.nice",
+    "controller.quorum.voters",
+    "process.roles",
+    "broker.session.timeout.ms",
+    "broker.heartbeat.interval.ms",
+    "controller.quorum.election.timeout.ms",
+    "cluster.id",
+    "broker.rack",
+    "auto.leader.rebalance.enable",
+    "quic.tls.cert",
+    "quic.tls.key",
+    "quic.tls.ca",
     PINS,
 ];
 
@@ -88,12 +103,16 @@ pub const DEFAULT_LOG_DIR: &str = "./tern-data";
 pub struct BrokerConfig {
     /// `node.id`: this broker's id, ≥ 0. Default 0.
     pub node_id: i32,
-    /// `listeners`: the one PLAINTEXT address to bind; port 0 picks a free port. Default
+    /// `listeners`: the PLAINTEXT address to bind; port 0 picks a free port. Default
     /// 127.0.0.1:9092.
     pub listener: SocketAddr,
+    /// `listeners`' CONTROLLER entry: the node's QUIC (UDP) endpoint in a cluster.
+    pub controller_listener: Option<SocketAddr>,
     /// `advertised.listeners`: the address told to clients; `None` tells them the address
     /// actually bound (see [`BrokerConfig::advertised`]).
     pub advertised_listener: Option<HostPort>,
+    /// `advertised.listeners`' CONTROLLER entry: the QUIC address told to other nodes.
+    pub advertised_controller: Option<HostPort>,
     /// `log.dirs`: the one data directory. Default `./tern-data`.
     pub log_dir: PathBuf,
     /// `num.partitions`: partitions of an auto-created topic (and of CreateTopics asking for
@@ -163,6 +182,9 @@ pub struct BrokerConfig {
     /// `[pins]`: `"topic/partition" = shard` placements that override `placement`; every
     /// shard index is `< cores.len()`.
     pub pins: Pins,
+    /// The cluster keys (`controller.quorum.voters`, `process.roles`, …); without voters
+    /// this node is a single broker.
+    pub cluster: ClusterConfig,
 }
 
 impl Default for BrokerConfig {
@@ -227,7 +249,9 @@ impl BrokerConfig {
         BrokerConfig {
             node_id: 0,
             listener: DEFAULT_LISTENER,
+            controller_listener: None,
             advertised_listener: None,
+            advertised_controller: None,
             log_dir: PathBuf::from(DEFAULT_LOG_DIR),
             num_partitions: 1,
             default_replication_factor: 1,
@@ -254,6 +278,7 @@ impl BrokerConfig {
             placement: PlacementPolicy::Balanced,
             shard_nice: 0,
             pins: Pins::new(),
+            cluster: ClusterConfig::default(),
         }
     }
 
@@ -341,7 +366,7 @@ impl BrokerConfig {
                 read_only: true,
             })
             .collect();
-        if self.advertised_listener.is_none() {
+        if self.advertised_listener.is_none() && self.advertised_controller.is_none() {
             let value = format_listener(&HostPort::from(self.listener));
             let entry = ConfigEntry {
                 name: "advertised.listeners",
@@ -404,15 +429,25 @@ impl BrokerConfig {
         let size = |v: usize| Value::Integer(i64::try_from(v).unwrap_or(i64::MAX));
         let string = |s: &str| Value::String(s.to_owned());
         let g = &self.groups;
+        let mut listeners = format_listener(&self.listener.into());
+        if let Some(c) = self.controller_listener {
+            listeners = format!("{listeners},{}", format_controller_listener(&c.into()));
+        }
         let mut values = vec![
             ("node.id", int(self.node_id.into())),
-            (
-                "listeners",
-                Value::String(format_listener(&self.listener.into())),
-            ),
+            ("listeners", Value::String(listeners)),
         ];
-        if let Some(a) = &self.advertised_listener {
-            values.push(("advertised.listeners", Value::String(format_listener(a))));
+        let advertised: Vec<String> = [
+            self.advertised_listener.as_ref().map(format_listener),
+            self.advertised_controller
+                .as_ref()
+                .map(format_controller_listener),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if !advertised.is_empty() {
+            values.push(("advertised.listeners", Value::String(advertised.join(","))));
         }
         values.extend([
             (
@@ -493,7 +528,45 @@ impl BrokerConfig {
             ("placement", string(self.placement.as_str())),
             ("shard.nice", int(self.shard_nice.into())),
         ]);
+        self.cluster_values(&mut values);
         values
+    }
+
+    fn cluster_values(&self, values: &mut Vec<(&'static str, Value)>) {
+        let c = &self.cluster;
+        let voters: Vec<String> = c.voters.iter().map(ToString::to_string).collect();
+        let path = |p: &Path| Value::String(p.to_string_lossy().into_owned());
+        values.extend([
+            ("controller.quorum.voters", Value::String(voters.join(","))),
+            ("process.roles", Value::String(c.roles.as_str().to_owned())),
+            (
+                "broker.session.timeout.ms",
+                Value::Integer(c.broker_session_timeout_ms),
+            ),
+            (
+                "broker.heartbeat.interval.ms",
+                Value::Integer(c.broker_heartbeat_interval_ms),
+            ),
+            (
+                "controller.quorum.election.timeout.ms",
+                Value::Integer(c.election_timeout_ms),
+            ),
+        ]);
+        if let Some(id) = &c.cluster_id {
+            values.push(("cluster.id", Value::String(id.clone())));
+        }
+        if let Some(rack) = &c.rack {
+            values.push(("broker.rack", Value::String(rack.clone())));
+        }
+        values.push((
+            "auto.leader.rebalance.enable",
+            Value::Boolean(c.auto_leader_rebalance),
+        ));
+        if let Some(t) = &c.tls {
+            values.push(("quic.tls.cert", path(&t.cert)));
+            values.push(("quic.tls.key", path(&t.key)));
+            values.push(("quic.tls.ca", path(&t.ca)));
+        }
     }
 }
 
@@ -587,15 +660,27 @@ impl Reader<'_> {
                 .transpose()
         };
         let listener_form = "a string like \"PLAINTEXT://127.0.0.1:9092\"";
-        Ok(BrokerConfig {
-            node_id: self.int("node.id", int32, d.node_id)?,
-            listener: match text("listeners", listener_form)? {
-                Some(s) => parse_listener("listeners", &s)?,
-                None => d.listener,
+        let listeners = match text("listeners", listener_form)? {
+            Some(s) => parse_listeners("listeners", &s)?,
+            None => crate::listener::Listeners {
+                kafka: d.listener,
+                controller: None,
             },
-            advertised_listener: text("advertised.listeners", listener_form)?
-                .map(|s| parse_advertised("advertised.listeners", &s))
-                .transpose()?,
+        };
+        let advertised = text("advertised.listeners", listener_form)?
+            .map(|s| parse_advertised_listeners("advertised.listeners", &s))
+            .transpose()?
+            .unwrap_or_default();
+        let node_id = self.int("node.id", int32, d.node_id)?;
+        let (cluster, roles_given) = self.cluster(node_id)?;
+        cluster::check(&cluster, node_id, roles_given, listeners.controller)?;
+        Ok(BrokerConfig {
+            node_id,
+            listener: listeners.kafka,
+            controller_listener: listeners.controller,
+            advertised_listener: advertised.kafka,
+            advertised_controller: advertised.controller,
+            cluster,
             log_dir: self.log_dir()?.unwrap_or(d.log_dir),
             num_partitions: self.int("num.partitions", positive32, d.num_partitions)?,
             default_replication_factor: self.replication_factor()?,
@@ -670,6 +755,94 @@ impl Reader<'_> {
             shard_nice: self.int("shard.nice", Bounds::between(-20, 19), d.shard_nice)?,
             pins: Pins::new(),
         })
+    }
+
+    /// The cluster keys, and whether `process.roles` was given.
+    fn cluster(&self, node_id: i32) -> Result<(ClusterConfig, bool), ConfigErrorKind> {
+        let d = ClusterConfig::default();
+        let text = |key: &str, expected: &str| -> Result<Option<String>, ConfigErrorKind> {
+            self.get(key)
+                .map(|r| value::string(key, r, expected).map(str::to_owned))
+                .transpose()
+        };
+        let voters = match text(
+            "controller.quorum.voters",
+            "a string like \"1@host:9093,…\"",
+        )? {
+            Some(t) => cluster::parse_voters(&t)?,
+            None => Vec::new(),
+        };
+        let roles_text = text("process.roles", "a string like \"broker,controller\"")?;
+        let roles_given = roles_text.is_some();
+        let roles = match roles_text {
+            Some(t) => cluster::parse_roles(&t)?,
+            None => cluster::ProcessRoles {
+                broker: true,
+                controller: voters.iter().any(|v| v.id == node_id),
+            },
+        };
+        let cluster_id = text("cluster.id", "a string")?;
+        if let Some(id) = &cluster_id {
+            cluster::check_cluster_id(id)?;
+        }
+        let rack = text("broker.rack", "a string")?;
+        if rack.as_deref().is_some_and(|r| r.trim().is_empty()) {
+            return Err(ConfigErrorKind::Invalid {
+                key: "broker.rack".to_owned(),
+                expected: "a non-empty rack name".to_owned(),
+                found: "\"\"".to_owned(),
+            });
+        }
+        let files = [
+            text("quic.tls.cert", "a PEM file path")?,
+            text("quic.tls.key", "a PEM file path")?,
+            text("quic.tls.ca", "a PEM file path")?,
+        ];
+        let tls = match files {
+            [None, None, None] => None,
+            [Some(cert), Some(key), Some(ca)] => Some(QuicTls {
+                cert: PathBuf::from(cert),
+                key: PathBuf::from(key),
+                ca: PathBuf::from(ca),
+            }),
+            _ => {
+                return Err(ConfigErrorKind::Invalid {
+                    key: "quic.tls.cert".to_owned(),
+                    expected: "quic.tls.cert, quic.tls.key and quic.tls.ca together".to_owned(),
+                    found: "only some of them".to_owned(),
+                })
+            }
+        };
+        let ms = Bounds::between(1, INT32_MAX);
+        Ok((
+            ClusterConfig {
+                voters,
+                roles,
+                broker_session_timeout_ms: self.int(
+                    "broker.session.timeout.ms",
+                    ms,
+                    d.broker_session_timeout_ms,
+                )?,
+                broker_heartbeat_interval_ms: self.int(
+                    "broker.heartbeat.interval.ms",
+                    ms,
+                    d.broker_heartbeat_interval_ms,
+                )?,
+                election_timeout_ms: self.int(
+                    "controller.quorum.election.timeout.ms",
+                    ms,
+                    d.election_timeout_ms,
+                )?,
+                cluster_id,
+                rack,
+                auto_leader_rebalance: match self.get("auto.leader.rebalance.enable") {
+                    Some(raw) => value::boolean("auto.leader.rebalance.enable", raw)?,
+                    None => d.auto_leader_rebalance,
+                },
+                tls,
+            },
+            roles_given,
+        ))
     }
 
     fn journal_file_bytes(&self, default: u64) -> Result<u64, ConfigErrorKind> {

@@ -33,6 +33,7 @@
 
 mod broker;
 mod choice;
+mod cluster;
 mod cores;
 mod error;
 mod listener;
@@ -45,6 +46,7 @@ pub use broker::{
     BrokerConfig, ConfigEntry, GroupSettings, BROKER_KEYS, DEFAULT_LISTENER, DEFAULT_LOG_DIR,
 };
 pub use choice::{CleanupPolicy, DirectIo, FlushMode, PlacementPolicy, TimestampType};
+pub use cluster::{ClusterConfig, ProcessRoles, QuicTls, Voter};
 pub use cores::{available_cores, format_cpu_list, parse_cpu_list};
 pub use error::{ConfigError, ConfigErrorKind};
 pub use listener::HostPort;

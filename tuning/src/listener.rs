@@ -1,5 +1,7 @@
-//! `listeners` and `advertised.listeners`: Kafka's `PROTOCOL://host:port` notation, reduced
-//! to what Tern serves today (one PLAINTEXT listener).
+//! `listeners` and `advertised.listeners`: Kafka's `NAME://host:port,…` notation, reduced to
+//! what Tern serves: one PLAINTEXT listener for clients (TCP) and, in a cluster, one
+//! CONTROLLER listener, the node's QUIC endpoint (UDP) for the controller quorum and
+//! replication.
 //!
 //! The listener is a socket address because we bind it: its host must be an IP address
 //! (`localhost` is read as 127.0.0.1, an empty host as 0.0.0.0, as in Kafka). The advertised
@@ -38,25 +40,34 @@ impl From<SocketAddr> for HostPort {
     }
 }
 
-/// The only security protocol served so far.
+/// The security protocol of the client listener.
 const PLAINTEXT: &str = "PLAINTEXT";
+
+/// The listener name of the node's QUIC endpoint (controller quorum and replication).
+pub(crate) const CONTROLLER: &str = "CONTROLLER";
 
 /// Kafka's security protocols and listener names that we recognise but do not serve yet.
 const NOT_YET: &[&str] = &["SSL", "SASL_PLAINTEXT", "SASL_SSL"];
 
-/// Splits `[PLAINTEXT://]host:port` into host (brackets removed) and port text, checking
-/// there is one listener and its protocol is PLAINTEXT.
-fn split<'a>(key: &str, text: &'a str) -> Result<(&'a str, &'a str), ConfigErrorKind> {
+/// Which listener an entry of `listeners` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Name {
+    /// Kafka clients (TCP).
+    Plaintext,
+    /// Other nodes (QUIC over UDP).
+    Controller,
+}
+
+/// Splits `[NAME://]host:port` into its listener name, host (brackets removed) and port text.
+fn split_one<'a>(key: &str, text: &'a str) -> Result<(Name, &'a str, &'a str), ConfigErrorKind> {
     let text = text.trim();
-    if text.contains(',') {
-        return Err(ConfigErrorKind::Unsupported {
-            key: key.to_owned(),
-            what: format!("more than one listener ({text:?})"),
-            instead: "a single PLAINTEXT listener".to_owned(),
-        });
-    }
-    let address = match text.split_once("://") {
-        Some((protocol, address)) if protocol.eq_ignore_ascii_case(PLAINTEXT) => address,
+    let (name, address) = match text.split_once("://") {
+        Some((protocol, address)) if protocol.eq_ignore_ascii_case(PLAINTEXT) => {
+            (Name::Plaintext, address)
+        }
+        Some((protocol, address)) if protocol.eq_ignore_ascii_case(CONTROLLER) => {
+            (Name::Controller, address)
+        }
         Some((protocol, _)) => {
             let what = if NOT_YET.iter().any(|p| p.eq_ignore_ascii_case(protocol)) {
                 format!("security protocol {protocol}")
@@ -66,10 +77,10 @@ fn split<'a>(key: &str, text: &'a str) -> Result<(&'a str, &'a str), ConfigError
             return Err(ConfigErrorKind::Unsupported {
                 key: key.to_owned(),
                 what,
-                instead: "PLAINTEXT://host:port".to_owned(),
+                instead: "PLAINTEXT://host:port and CONTROLLER://host:port".to_owned(),
             });
         }
-        None => text,
+        None => (Name::Plaintext, text),
     };
     let (host, port) = address.rsplit_once(':').ok_or_else(|| invalid(key, text))?;
     let host = match host.strip_prefix('[') {
@@ -77,14 +88,43 @@ fn split<'a>(key: &str, text: &'a str) -> Result<(&'a str, &'a str), ConfigError
         None if host.contains(':') => return Err(invalid(key, text)),
         None => host,
     };
-    Ok((host, port))
+    Ok((name, host, port))
+}
+
+/// Splits a comma-separated list into at most one PLAINTEXT and one CONTROLLER entry.
+fn split_list<'a, T>(
+    key: &str,
+    text: &'a str,
+    mut parse: impl FnMut(&'a str, &'a str, &'a str) -> Result<T, ConfigErrorKind>,
+) -> Result<(Option<T>, Option<T>), ConfigErrorKind> {
+    let (mut plaintext, mut controller) = (None, None);
+    for entry in text.split(',') {
+        let (name, host, port) = split_one(key, entry)?;
+        let slot = match name {
+            Name::Plaintext => &mut plaintext,
+            Name::Controller => &mut controller,
+        };
+        if slot.is_some() {
+            let which = match name {
+                Name::Plaintext => PLAINTEXT,
+                Name::Controller => CONTROLLER,
+            };
+            return Err(ConfigErrorKind::Unsupported {
+                key: key.to_owned(),
+                what: format!("more than one {which} listener ({:?})", text.trim()),
+                instead: format!("one {which} listener"),
+            });
+        }
+        *slot = Some(parse(entry.trim(), host, port)?);
+    }
+    Ok((plaintext, controller))
 }
 
 fn invalid(key: &str, text: &str) -> ConfigErrorKind {
     let expected = if key == "listeners" {
-        "one listener like \"PLAINTEXT://127.0.0.1:9092\" (an IP address and a port 0-65535)"
+        "a listener like \"PLAINTEXT://127.0.0.1:9092\" (an IP address and a port 0-65535)"
     } else {
-        "one listener like \"PLAINTEXT://broker1.example.com:9092\" (a host and a port 1-65535)"
+        "a listener like \"PLAINTEXT://broker1.example.com:9092\" (a host and a port 1-65535)"
     };
     ConfigErrorKind::Invalid {
         key: key.to_owned(),
@@ -93,49 +133,99 @@ fn invalid(key: &str, text: &str) -> ConfigErrorKind {
     }
 }
 
-/// Parses the address to bind (`listeners`). Port 0 (any free port) is allowed, for tests.
-pub(crate) fn parse_listener(key: &str, text: &str) -> Result<SocketAddr, ConfigErrorKind> {
-    let (host, port) = split(key, text)?;
-    let port = port.parse::<u16>().map_err(|_| invalid(key, text))?;
-    let ip = match host {
-        "" => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        h if h.eq_ignore_ascii_case("localhost") => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        h => h.parse::<IpAddr>().map_err(|_| invalid(key, text))?,
-    };
-    Ok(SocketAddr::new(ip, port))
+/// The addresses to bind (`listeners`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Listeners {
+    /// PLAINTEXT: Kafka clients, TCP.
+    pub kafka: SocketAddr,
+    /// CONTROLLER: the node's QUIC endpoint, UDP.
+    pub controller: Option<SocketAddr>,
 }
 
-/// Parses the address told to clients (`advertised.listeners`): a hostname or an IP
-/// address, and a port that is not 0.
+/// Parses the addresses to bind (`listeners`): one PLAINTEXT listener and at most one
+/// CONTROLLER listener. Port 0 (any free port) is allowed, for tests.
+pub(crate) fn parse_listeners(key: &str, text: &str) -> Result<Listeners, ConfigErrorKind> {
+    let (kafka, controller) = split_list(key, text, |entry, host, port| {
+        let port = port.parse::<u16>().map_err(|_| invalid(key, entry))?;
+        let ip = match host {
+            "" => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            h if h.eq_ignore_ascii_case("localhost") => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            h => h.parse::<IpAddr>().map_err(|_| invalid(key, entry))?,
+        };
+        Ok(SocketAddr::new(ip, port))
+    })?;
+    let kafka = kafka.ok_or_else(|| ConfigErrorKind::Invalid {
+        key: key.to_owned(),
+        expected: "a PLAINTEXT listener for clients (\"PLAINTEXT://127.0.0.1:9092\")".to_owned(),
+        found: format!("{:?}", text.trim()),
+    })?;
+    Ok(Listeners { kafka, controller })
+}
+
+/// Parses the address to bind (`listeners`) when only a PLAINTEXT one is allowed.
+#[cfg(test)]
+pub(crate) fn parse_listener(key: &str, text: &str) -> Result<SocketAddr, ConfigErrorKind> {
+    parse_listeners(key, text).map(|l| l.kafka)
+}
+
+/// The addresses told to others (`advertised.listeners`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Advertised {
+    pub kafka: Option<HostPort>,
+    pub controller: Option<HostPort>,
+}
+
+/// Parses the addresses told to others (`advertised.listeners`): hostnames or IP addresses,
+/// and ports that are not 0; at most one PLAINTEXT and one CONTROLLER entry.
+pub(crate) fn parse_advertised_listeners(
+    key: &str,
+    text: &str,
+) -> Result<Advertised, ConfigErrorKind> {
+    let (kafka, controller) = split_list(key, text, |entry, host, port| {
+        let port = port
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| invalid(key, entry))?;
+        if host.parse::<Ipv6Addr>().is_err() && !is_host_name(host) {
+            return Err(invalid(key, entry));
+        }
+        Ok(HostPort {
+            host: host.to_owned(),
+            port,
+        })
+    })?;
+    Ok(Advertised { kafka, controller })
+}
+
+/// A DNS name (or an IPv4 address, which has the same shape).
+pub(crate) fn is_host_name(h: &str) -> bool {
+    h.len() <= 253
+        && h.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// Parses the address told to clients when only a PLAINTEXT one is given.
+#[cfg(test)]
 pub(crate) fn parse_advertised(key: &str, text: &str) -> Result<HostPort, ConfigErrorKind> {
-    let (host, port) = split(key, text)?;
-    let port = port
-        .parse::<u16>()
-        .ok()
-        .filter(|p| *p != 0)
-        .ok_or_else(|| invalid(key, text))?;
-    let is_name = |h: &str| {
-        h.len() <= 253
-            && h.split('.').all(|label| {
-                !label.is_empty()
-                    && label.len() <= 63
-                    && label
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            })
-    };
-    if host.parse::<Ipv6Addr>().is_err() && !is_name(host) {
-        return Err(invalid(key, text));
-    }
-    Ok(HostPort {
-        host: host.to_owned(),
-        port,
-    })
+    parse_advertised_listeners(key, text)?
+        .kafka
+        .ok_or_else(|| invalid(key, text))
 }
 
 /// `PLAINTEXT://host:port`, the form Kafka tools show.
 pub(crate) fn format_listener(address: &HostPort) -> String {
     format!("{PLAINTEXT}://{address}")
+}
+
+/// `CONTROLLER://host:port`.
+pub(crate) fn format_controller_listener(address: &HostPort) -> String {
+    format!("{CONTROLLER}://{address}")
 }
 
 #[cfg(test)]
@@ -154,8 +244,21 @@ mod tests {
         let err = |t: &str| parse_listener("listeners", t).unwrap_err().to_string();
         assert!(err("SSL://1.2.3.4:9093").contains("security protocol SSL is not supported yet"));
         assert!(err("INTERNAL://1.2.3.4:9093").contains("listener name INTERNAL"));
-        assert!(err("PLAINTEXT://a:1,PLAINTEXT://b:2").contains("more than one listener"));
-        assert!(err("broker1:9092").starts_with("key \"listeners\": expected one listener"));
+        assert!(err("PLAINTEXT://127.0.0.1:1,PLAINTEXT://127.0.0.2:2")
+            .contains("more than one PLAINTEXT listener"));
+        assert!(err("broker1:9092").starts_with("key \"listeners\": expected a listener"));
+        let both = parse_listeners(
+            "listeners",
+            "PLAINTEXT://127.0.0.1:9092, CONTROLLER://127.0.0.1:9093",
+        )
+        .unwrap();
+        assert_eq!(both.kafka.port(), 9092);
+        assert_eq!(both.controller.map(|c| c.port()), Some(9093));
+        let err = |t: &str| parse_listeners("listeners", t).unwrap_err().to_string();
+        assert!(err("CONTROLLER://127.0.0.1:9093").contains("a PLAINTEXT listener for clients"));
+        assert!(err("CONTROLLER://127.0.0.1:1,CONTROLLER://127.0.0.1:2")
+            .contains("more than one CONTROLLER listener"));
+        assert!(err("PLAINTEXT://127.0.0.1:1,CONTROLLER://host:2").contains("expected"));
         assert!(err("127.0.0.1").contains("expected"));
         assert!(err("127.0.0.1:70000").contains("expected"));
         assert!(err("::1:9092").contains("expected"));

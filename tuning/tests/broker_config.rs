@@ -82,7 +82,7 @@ fn example_file_is_the_defaults() {
 /// Every key set to something other than its default.
 const FULL: &str = r#"
 node.id = 7
-listeners = "PLAINTEXT://0.0.0.0:19092"
+listeners = "PLAINTEXT://0.0.0.0:19092,CONTROLLER://0.0.0.0:19093"
 advertised.listeners = "PLAINTEXT://broker7.example.com:19092"
 log.dirs = ["/var/lib/tern"]
 num.partitions = 6
@@ -103,6 +103,17 @@ log.hot.bytes = 1048576
 cores = [3, 1]
 placement = "hash"
 shard.nice = 5
+controller.quorum.voters = "7@broker7.example.com:19093,8@broker8.example.com:19093,9@10.0.0.9:19093"
+process.roles = "broker,controller"
+broker.session.timeout.ms = 12000
+broker.heartbeat.interval.ms = 3000
+controller.quorum.election.timeout.ms = 1500
+cluster.id = "MkU3OEVBNTcwNTJENDM2Qk"
+broker.rack = "rack-b"
+auto.leader.rebalance.enable = false
+quic.tls.cert = "/etc/tern/node-7.crt"
+quic.tls.key = "/etc/tern/node-7.key"
+quic.tls.ca = "/etc/tern/ca.crt"
 
 [pins]
 "orders/3" = 1
@@ -131,6 +142,22 @@ fn full_file_round_trips() {
     assert_eq!(cfg.pins.get(&("orders".to_owned(), 3)), Some(&1));
     assert_eq!(cfg.place("orders", 3), 1);
     assert_ne!(cfg, BrokerConfig::with_cores(CPUS.to_vec()));
+    let c = &cfg.cluster;
+    assert_eq!(cfg.controller_listener.map(|l| l.port()), Some(19093));
+    assert_eq!(c.voters.len(), 3);
+    assert!(c.roles.broker && c.roles.controller);
+    assert_eq!(
+        (c.broker_session_timeout_ms, c.broker_heartbeat_interval_ms),
+        (12000, 3000)
+    );
+    assert_eq!(c.election_timeout_ms, 1500);
+    assert_eq!(c.cluster_id.as_deref(), Some("MkU3OEVBNTcwNTJENDM2Qk"));
+    assert_eq!(c.rack.as_deref(), Some("rack-b"));
+    assert!(!c.auto_leader_rebalance);
+    assert_eq!(
+        c.tls.as_ref().map(|t| t.ca.clone()),
+        Some(PathBuf::from("/etc/tern/ca.crt"))
+    );
 
     let printed = cfg.to_toml_string();
     assert_eq!(parse(&printed).unwrap(), cfg, "{printed}");
@@ -256,7 +283,7 @@ fn bad_values() {
     assert!(error(r#"listeners = "SSL://1.2.3.4:9093""#)
         .starts_with(r#"key "listeners": security protocol SSL is not supported yet"#));
     assert!(error(r#"listeners = "PLAINTEXT://broker1:9092""#)
-        .starts_with(r#"key "listeners": expected one listener like"#));
+        .starts_with(r#"key "listeners": expected a listener like"#));
     assert!(error(r#"log.dirs = ["/a", "/b"]"#)
         .starts_with(r#"key "log.dirs": more than one directory"#));
     assert!(
@@ -393,6 +420,8 @@ fn broker_entries() {
         .iter()
         .copied()
         .filter(|k| !k.ends_with(".hours") && !k.starts_with("log.retention.minutes"))
+        // Shown only when set.
+        .filter(|k| !["cluster.id", "broker.rack"].contains(k) && !k.starts_with("quic.tls."))
         .collect();
     assert_eq!(names, expected);
 }
@@ -471,4 +500,75 @@ proptest! {
         let printed = cfg.to_toml_string();
         prop_assert_eq!(parse(&printed), Ok(cfg), "{}", printed);
     }
+}
+
+/// Guards the cluster keys across each other: a voter's roles, its CONTROLLER listener and
+/// its voter entry, the TLS files, and the single node's refusals of cluster keys.
+#[test]
+fn cluster_keys_are_checked_together() {
+    let base = r#"
+node.id = 1
+listeners = "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093"
+controller.quorum.voters = "1@127.0.0.1:9093,2@127.0.0.2:9093,3@127.0.0.3:9093"
+quic.tls.cert = "n1.crt"
+quic.tls.key = "n1.key"
+quic.tls.ca = "ca.crt"
+"#;
+    let cfg = parse(base).unwrap();
+    assert!(cfg.cluster.is_cluster());
+    assert!(
+        cfg.cluster.roles.controller,
+        "a voter defaults to broker,controller"
+    );
+    let printed = cfg.to_toml_string();
+    assert_eq!(parse(&printed).unwrap(), cfg, "{printed}");
+    // Node 4 is not a voter: a broker only.
+    let broker = parse(&base.replace("node.id = 1", "node.id = 4")).unwrap();
+    assert!(!broker.cluster.roles.controller);
+
+    let err = |text: &str| error(text);
+    let with = |from: &str, to: &str| {
+        let t = base.replace(from, to);
+        assert_ne!(t, base, "{from}");
+        err(&t)
+    };
+    assert!(
+        with("node.id = 1", "node.id = 1\nprocess.roles = \"broker\"")
+            .contains("node 1 is one of controller.quorum.voters")
+    );
+    assert!(with(
+        "node.id = 1",
+        "node.id = 4\nprocess.roles = \"broker,controller\""
+    )
+    .contains("node 4 is not one of controller.quorum.voters"));
+    assert!(with(",CONTROLLER://127.0.0.1:9093", "").contains("a CONTROLLER listener"));
+    assert!(
+        with("CONTROLLER://127.0.0.1:9093", "CONTROLLER://127.0.0.1:9094")
+            .contains("this node's entry (1@…) to name its CONTROLLER listener")
+    );
+    assert!(with("quic.tls.ca = \"ca.crt\"\n", "").contains("together"));
+    let no_tls = base
+        .lines()
+        .filter(|l| !l.starts_with("quic.tls"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(err(&no_tls).contains("tern cert dev"));
+    assert!(with(
+        "node.id = 1",
+        "node.id = 1\nbroker.heartbeat.interval.ms = 9000"
+    )
+    .contains("less than broker.session.timeout.ms"));
+    assert!(with("2@127.0.0.2:9093", "1@127.0.0.2:9093").contains("each node id"));
+    assert!(with("node.id = 1", "node.id = 1\ncluster.id = \"a b\"").contains("cluster.id"));
+    assert!(
+        with("node.id = 1", "node.id = 1\nprocess.roles = \"controller\"")
+            .contains("controller-only")
+    );
+    // A single node refuses what only a cluster can use.
+    assert!(err("process.roles = \"broker,controller\"")
+        .contains("when controller.quorum.voters is empty"));
+    assert!(
+        err("quic.tls.cert = \"a\"\nquic.tls.key = \"b\"\nquic.tls.ca = \"c\"")
+            .contains("a single node has no QUIC peers")
+    );
 }
