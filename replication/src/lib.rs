@@ -8,7 +8,9 @@
 //!   crate, `RawNode`: no IO inside). Every decision (placement, election, fencing) is a
 //!   pure function of the image; the quorum and the controller are state machines driven by
 //!   messages and a clock, so a whole quorum runs deterministically in virtual time.
-//! * The transport: QUIC (quinn) between nodes with mutual TLS.
+//! * [`transport`]: QUIC (quinn) between nodes, one stream per direction and peer, framed
+//!   messages; [`tls`]: mutual TLS with node certificates from the cluster's CA, and the
+//!   development certificates of `tern cert dev`.
 //!
 //! ## Invariants
 //!
@@ -16,3 +18,6 @@
 //!   sent.
 //! * The image changes only by applying committed records, in log order, on every node
 //!   alike.
+
+pub mod tls;
+pub mod transport;
