@@ -8,6 +8,17 @@
 //!   crate, `RawNode`: no IO inside). Every decision (placement, election, fencing) is a
 //!   pure function of the image; the quorum and the controller are state machines driven by
 //!   messages and a clock, so a whole quorum runs deterministically in virtual time.
+//! * [`image`]: the metadata image and its records; `apply` refuses any record that would
+//!   break an invariant (leader ∈ ISR ⊆ replicas, epochs only grow, unique names and ids).
+//! * [`decide`]: the controller's decisions as pure functions of the image (registration,
+//!   heartbeats and fencing, elections, placement, topics, producer ids) and the one table
+//!   of Kafka error codes.
+//! * [`codec`]: the byte formats of record batches, image snapshots and node-to-node frames
+//!   (`replication/FORMAT.md`); decoders never panic on any input.
+//! * [`quorum`]: raft-rs `RawNode` glue without IO: persist batches, messages held until
+//!   durable, committed entries; the [`quorum::QuorumLog`] persistence trait.
+//! * [`controller`]: one controller node (`handle_*` inputs, `poll_*` outputs, virtual time).
+//! * [`sim`]: the seeded simulator of a controller quorum and its brokers, with faults.
 //! * [`transport`]: QUIC (quinn) between nodes, one stream per direction and peer, framed
 //!   messages; [`tls`]: mutual TLS with node certificates from the cluster's CA, and the
 //!   development certificates of `tern cert dev`.
@@ -19,5 +30,11 @@
 //! * The image changes only by applying committed records, in log order, on every node
 //!   alike.
 
+pub mod codec;
+pub mod controller;
+pub mod decide;
+pub mod image;
+pub mod quorum;
+pub mod sim;
 pub mod tls;
 pub mod transport;
