@@ -39,6 +39,16 @@ enum Command {
     /// Run benchmarks; every figure is reported next to a baseline measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Certificates for the QUIC transport between nodes.
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum CertCommand {
+    /// A new CA and one certificate per node (names tern-node-<id>), for trying a cluster
+    /// out; use your own CA in production.
+    Dev(cli::cert::CertDevArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,6 +115,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Compare(args)) => cli::bench::compare(args),
         Command::Bench(BenchCommand::Floor(args)) => cli::bench::floor(args),
         Command::Bench(BenchCommand::NullBroker(args)) => cli::bench::null_broker(args),
+        Command::Cert(CertCommand::Dev(args)) => cli::cert::dev(args),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The subcommands of `tern`, one module each.
 
 pub mod bench;
+pub mod cert;
 pub mod consume;
 pub mod group;
 mod kafka;
