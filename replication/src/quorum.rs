@@ -375,8 +375,10 @@ impl Quorum {
             .commit
             .clamp(state.snapshot_index(), state.last_index());
         state.hard_state.commit = commit;
-        let mut conf_state = ConfState::default();
-        conf_state.voters = config.voters.iter().map(|&v| raft_id(v)).collect();
+        let conf_state = ConfState {
+            voters: config.voters.iter().map(|&v| raft_id(v)).collect(),
+            ..Default::default()
+        };
         let applied = state.snapshot_index();
         let store = LogStore { state, conf_state };
         let raft_config = raft::Config {
@@ -498,8 +500,10 @@ impl Quorum {
             .raft_log
             .term(index)
             .map_err(|e| QuorumError::BadLog(format!("no term at {index}: {e}")))?;
-        let mut snap = Snapshot::default();
-        snap.data = data.into();
+        let mut snap = Snapshot {
+            data: data.into(),
+            ..Default::default()
+        };
         let meta = snap.mut_metadata();
         meta.index = index;
         meta.term = term;

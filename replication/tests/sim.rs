@@ -2,6 +2,12 @@
 //! `TERN_SIM_SEEDS=N` runs N seeds (default 100, half with 3 controllers, half with 5);
 //! `TERN_SIM_SEED=S` replays one seed.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::field_reassign_with_default
+)]
+
 use std::time::Instant;
 
 use tern_replication::sim::{run, SimConfig};
