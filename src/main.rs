@@ -71,6 +71,9 @@ enum BenchCommand {
     /// A Kafka-protocol server that stores nothing and acknowledges at once: the floor of
     /// client + harness latency (runs until SIGINT or SIGTERM).
     NullBroker(cli::bench::NullBrokerArgs),
+    /// The node-to-node QUIC transport against plain TCP on loopback, in one run:
+    /// throughput and CPU per GB.
+    Transport(cli::bench::TransportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -115,6 +118,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Compare(args)) => cli::bench::compare(args),
         Command::Bench(BenchCommand::Floor(args)) => cli::bench::floor(args),
         Command::Bench(BenchCommand::NullBroker(args)) => cli::bench::null_broker(args),
+        Command::Bench(BenchCommand::Transport(args)) => cli::bench::transport(args),
         Command::Cert(CertCommand::Dev(args)) => cli::cert::dev(args),
     }
 }

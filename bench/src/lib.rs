@@ -28,6 +28,8 @@
 //!   opposite floor (a Kafka-protocol server that stores nothing and answers at once: what
 //!   the client, the harness and the network cost), and [`suite`] starts local `tern serve`
 //!   processes for the standard workloads (`bench/workloads/`).
+//! * `tern bench transport` ([`transport`]) moves bytes between two nodes over the QUIC
+//!   transport and over plain TCP on loopback, in one run: throughput and CPU per GB.
 //!
 //! Criterion micro-benchmarks of the engine's CPU cost live with the engine
 //! (`engine/benches/`).
@@ -53,6 +55,7 @@ pub mod spec;
 pub mod stats;
 pub mod suite;
 pub mod throughput;
+pub mod transport;
 pub mod wire;
 pub mod workload;
 

@@ -223,6 +223,22 @@ impl Transport {
         })
     }
 
+    /// Queues a frame to `to`, waiting for room in its queue (backpressure for bulk
+    /// senders); frames are still dropped while the peer is unreachable.
+    pub async fn send_wait(&self, to: i32, channel: u8, payload: Bytes) -> Result<(), SendError> {
+        if payload.len() > self.shared.frame_bytes_max as usize {
+            return Err(SendError::TooLarge {
+                len: payload.len(),
+                max: self.shared.frame_bytes_max,
+            });
+        }
+        let queue = self.queues.get(&to).ok_or(SendError::UnknownPeer(to))?;
+        queue
+            .send((channel, payload))
+            .await
+            .map_err(|_| SendError::Closed)
+    }
+
     /// Connections and frames refused so far.
     pub fn refused(&self) -> u64 {
         self.shared.refused.load(Ordering::Relaxed)

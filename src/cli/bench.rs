@@ -553,3 +553,32 @@ pub fn null_broker(args: NullBrokerArgs) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Options of `tern bench transport`.
+#[derive(Debug, clap::Args)]
+pub struct TransportArgs {
+    /// Bytes sent one way in each leg.
+    #[arg(long, value_name = "MIB", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    total_mib: u64,
+    /// Payload bytes per frame.
+    #[arg(long, value_name = "KIB", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..=16 * 1024))]
+    frame_kib: u64,
+    /// Write the report as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+/// Runs `tern bench transport`.
+pub fn transport(args: TransportArgs) -> anyhow::Result<()> {
+    check_output("--json", args.json.as_deref())?;
+    let frame = (args.frame_kib * 1024) as usize;
+    let r = tern_bench::transport::run(args.total_mib << 20, frame)?;
+    print!("{}", r.text());
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&r)?;
+        std::fs::write(path, text + "\n").with_context(|| format!("{}", path.display()))?;
+    }
+    Ok(())
+}
