@@ -19,6 +19,9 @@
 //!   durable, committed entries; the [`quorum::QuorumLog`] persistence trait.
 //! * [`controller`]: one controller node (`handle_*` inputs, `poll_*` outputs, virtual time).
 //! * [`sim`]: the seeded simulator of a controller quorum and its brokers, with faults.
+//! * [`node`]: the driver thread of a cluster node: controller + transport + Raft log +
+//!   clock, this broker's registration and heartbeats, requests routed to the leader, and
+//!   the committed image published to the broker.
 //! * [`transport`]: QUIC (quinn) between nodes, one stream per direction and peer, framed
 //!   messages; [`tls`]: mutual TLS with node certificates from the cluster's CA, and the
 //!   development certificates of `tern cert dev`.
@@ -34,6 +37,7 @@ pub mod codec;
 pub mod controller;
 pub mod decide;
 pub mod image;
+pub mod node;
 pub mod quorum;
 pub mod sim;
 pub mod tls;
