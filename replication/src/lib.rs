@@ -17,6 +17,9 @@
 //!   (`replication/FORMAT.md`); decoders never panic on any input.
 //! * [`quorum`]: raft-rs `RawNode` glue without IO: persist batches, messages held until
 //!   durable, committed entries; the [`quorum::QuorumLog`] persistence trait.
+//! * [`raft_log`]: [`raft_log::FileQuorumLog`], the durable `QuorumLog`: one append-only file
+//!   of checksummed records, torn tails truncated, damage to synced records refused, rewritten
+//!   through a synced rename when it outgrows the state.
 //! * [`controller`]: one controller node (`handle_*` inputs, `poll_*` outputs, virtual time).
 //! * [`sim`]: the seeded simulator of a controller quorum and its brokers, with faults.
 //! * [`node`]: the driver thread of a cluster node: controller + transport + Raft log +
@@ -39,6 +42,7 @@ pub mod decide;
 pub mod image;
 pub mod node;
 pub mod quorum;
+pub mod raft_log;
 pub mod sim;
 pub mod tls;
 pub mod transport;
