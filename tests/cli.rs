@@ -410,8 +410,8 @@ fn serve_refuses_a_shard_nice_it_cannot_apply() {
 }
 
 /// Guards the data directory's owner (`meta.properties`) and the cluster keys at startup: a
-/// directory of another cluster or node refuses to start, and so does a configuration that
-/// asks for a cluster this build does not serve yet, each in one line.
+/// directory of another cluster or node refuses to start, and so do cluster keys without
+/// their listener, cluster id or readable TLS files, each in one line.
 #[test]
 fn serve_refuses_another_clusters_data_and_unserved_cluster_keys() {
     let dir = tempfile::tempdir().unwrap();
@@ -473,7 +473,22 @@ fn serve_refuses_another_clusters_data_and_unserved_cluster_keys() {
         .unwrap()
         .into();
     let err = out.one_line_error();
-    assert!(err.contains("serves a single node only"), "{err}");
+    assert!(err.contains("the same cluster.id on every node"), "{err}");
+    let with_id = format!(
+        "listeners = \"127.0.0.1:0,CONTROLLER://127.0.0.1:19093\"\nlog.dirs = \"{}\"\ncores = [0]\n\
+         cluster.id = \"AAAAAAAAAAAAAAAAAAAAAA\"\n{cluster}\n",
+        data.display()
+    );
+    std::fs::write(&config, with_id).unwrap();
+    let out: Output = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+        .into();
+    let err = out.one_line_error();
+    assert!(err.contains("quic.tls: a: "), "{err}");
     // The directory's owner is untouched by the refused starts.
     let props = std::fs::read_to_string(data.join("meta.properties")).unwrap();
     assert!(

@@ -70,6 +70,61 @@ pub async fn run_writer(local: Rc<ShardState>, mut rx: mpsc::Receiver<MetaMsg>) 
                 configs,
                 validate_only,
                 reply,
+            } if local.router.cluster.is_some() => {
+                let local = local.clone();
+                // Forwarded: other requests go on while the controller commits this one.
+                tokio_uring::spawn(async move {
+                    let Some(node) = local.router.cluster.as_ref() else {
+                        return;
+                    };
+                    let request = tern_replication::decide::CreateTopicRequest {
+                        name,
+                        num_partitions: partitions,
+                        replication_factor,
+                        configs,
+                    };
+                    let r = crate::cluster::create(&local, node, request, validate_only).await;
+                    let _ = reply.send(r);
+                });
+            }
+            MetaMsg::Delete { name, reply } if local.router.cluster.is_some() => {
+                let local = local.clone();
+                tokio_uring::spawn(async move {
+                    let Some(node) = local.router.cluster.as_ref() else {
+                        return;
+                    };
+                    let _ = reply.send(crate::cluster::delete(&local, node, &name).await);
+                });
+            }
+            MetaMsg::CreatePartitions {
+                name,
+                count,
+                validate_only,
+                reply,
+            } if local.router.cluster.is_some() => {
+                let local = local.clone();
+                tokio_uring::spawn(async move {
+                    let Some(node) = local.router.cluster.as_ref() else {
+                        return;
+                    };
+                    let r = crate::cluster::create_partitions(
+                        &local,
+                        node,
+                        &name,
+                        count,
+                        validate_only,
+                    )
+                    .await;
+                    let _ = reply.send(r);
+                });
+            }
+            MetaMsg::Create {
+                name,
+                partitions,
+                replication_factor,
+                configs,
+                validate_only,
+                reply,
             } => {
                 let r = create(
                     &local,
@@ -144,10 +199,18 @@ async fn create(
     if validate_only {
         return Ok(meta);
     }
-    let mut topics = snap.topics.clone();
-    topics.insert(name, meta.clone());
-    publish_and_open(local, topics, &meta, 0).await?;
+    create_local(local, meta.clone()).await?;
     Ok(meta)
+}
+
+/// Publishes a new topic and opens its partitions on their shards.
+pub(crate) async fn create_local(
+    local: &Rc<ShardState>,
+    meta: Arc<TopicMeta>,
+) -> Result<(), AdminError> {
+    let mut topics = local.router.meta.snapshot().topics.clone();
+    topics.insert(meta.name.clone(), meta.clone());
+    publish_and_open(local, topics, &meta, 0).await
 }
 
 async fn publish_and_open(
@@ -178,6 +241,11 @@ async fn publish_and_open(
 }
 
 async fn delete(local: &Rc<ShardState>, name: &str) -> Result<Uuid, AdminError> {
+    delete_local(local, name).await
+}
+
+/// Unpublishes a topic and drops its partitions (and their data) on every shard.
+pub(crate) async fn delete_local(local: &Rc<ShardState>, name: &str) -> Result<Uuid, AdminError> {
     let router = &local.router;
     let snap = router.meta.snapshot();
     let Some(meta) = snap.topics.get(name) else {
@@ -230,6 +298,17 @@ async fn create_partitions(
     if validate_only {
         return Ok(());
     }
+    grow_local(local, old, count).await
+}
+
+/// Publishes `old` with `count` partitions and opens the new ones.
+pub(crate) async fn grow_local(
+    local: &Rc<ShardState>,
+    old: &Arc<TopicMeta>,
+    count: i32,
+) -> Result<(), AdminError> {
+    let name = old.name.as_str();
+    let snap = local.router.meta.snapshot();
     let mut grown = new_topic(old.name.clone(), old.id, count, old.overrides.clone());
     for (i, s) in old.signals.iter().enumerate() {
         grown.signals[i] = s.clone();

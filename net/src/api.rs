@@ -235,7 +235,9 @@ pub async fn handle(
         ApiKey::DescribeConfigs => {
             respond(api, v, id, &describe_configs(shard, decode(b, v)?, v).await)
         }
-        ApiKey::InitProducerId => respond(api, v, id, &init_producer_id(shard, decode(b, v)?)),
+        ApiKey::InitProducerId => {
+            respond(api, v, id, &init_producer_id(shard, decode(b, v)?).await)
+        }
         ApiKey::FindCoordinator => respond(
             api,
             v,
@@ -331,6 +333,9 @@ pub fn api_versions_unsupported(correlation_id: i32) -> Response {
 
 async fn metadata(shard: &Rc<ShardState>, req: MetadataRequest, v: i16) -> MetadataResponse {
     let router = &shard.router;
+    if let Some(node) = &router.cluster {
+        return crate::cluster::metadata(shard, node, &req, v).await;
+    }
     let config = &router.config;
     let advertised = config.advertised(router.local_addr());
     let broker = MetadataResponseBroker::default()
@@ -392,7 +397,10 @@ async fn metadata(shard: &Rc<ShardState>, req: MetadataRequest, v: i16) -> Metad
         .with_topics(topics)
 }
 
-async fn auto_create(shard: &Rc<ShardState>, name: &str) -> Result<Arc<TopicMeta>, AdminError> {
+pub(crate) async fn auto_create(
+    shard: &Rc<ShardState>,
+    name: &str,
+) -> Result<Arc<TopicMeta>, AdminError> {
     let r = shard
         .router
         .meta(|reply| MetaMsg::Create {
@@ -507,6 +515,8 @@ pub async fn produce_dispatch(
                 Some(ResponseError::InvalidRequiredAcks)
             } else if snap.partition(&name, p.index).is_none() {
                 Some(ResponseError::UnknownTopicOrPartition)
+            } else if !router.leads(&name, p.index) {
+                Some(ResponseError::NotLeaderOrFollower)
             } else {
                 None
             };
@@ -678,6 +688,10 @@ async fn fetch_once(shard: &Rc<ShardState>, req: &FetchRequest) -> Vec<Vec<Fetch
         let name = t.topic.to_string();
         let mut parts = Vec::new();
         for p in &t.partitions {
+            if !router.leads(&name, p.partition) {
+                parts.push(None);
+                continue;
+            }
             let (tx, rx) = oneshot::channel();
             let owner = router.owner(&name, p.partition);
             let msg = ShardMsg::Fetch {
@@ -779,15 +793,21 @@ async fn list_offsets(
         for p in t.partitions {
             let tp = (name.clone(), p.partition_index);
             let timestamp = p.timestamp;
-            let r = router
-                .ask(shard, &name, p.partition_index, |reply| {
-                    ShardMsg::ListOffsets {
-                        tp,
-                        timestamp,
-                        reply,
-                    }
-                })
-                .await;
+            let led = router.leads(&name, p.partition_index);
+            let r = match led {
+                false => None,
+                true => {
+                    router
+                        .ask(shard, &name, p.partition_index, |reply| {
+                            ShardMsg::ListOffsets {
+                                tp,
+                                timestamp,
+                                reply,
+                            }
+                        })
+                        .await
+                }
+            };
             let r = r.unwrap_or(ListOffsetsResult {
                 error: ResponseError::NotLeaderOrFollower.code(),
                 offset: -1,
@@ -1010,7 +1030,10 @@ pub const SHARDS_CONFIG: &str = "tern.partition.shards";
 /// InitProducerId for idempotent producers: a new producer id, or (KIP-360) the same id
 /// with the next epoch when the client asks for a bump. Transactional ids are refused:
 /// transactions are not implemented.
-fn init_producer_id(shard: &Rc<ShardState>, req: InitProducerIdRequest) -> InitProducerIdResponse {
+async fn init_producer_id(
+    shard: &Rc<ShardState>,
+    req: InitProducerIdRequest,
+) -> InitProducerIdResponse {
     let resp = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
@@ -1023,6 +1046,12 @@ fn init_producer_id(shard: &Rc<ShardState>, req: InitProducerIdRequest) -> InitP
         return resp
             .with_producer_id(ProducerId(pid))
             .with_producer_epoch(epoch + 1);
+    }
+    if let Some(node) = &shard.router.cluster {
+        return match crate::cluster::allocate_producer_id(&shard.router, node).await {
+            Ok(id) => resp.with_producer_id(ProducerId(id)).with_producer_epoch(0),
+            Err(e) => resp.with_error_code(e.code),
+        };
     }
     match shard.router.producer_ids.allocate() {
         Ok(id) => resp.with_producer_id(ProducerId(id)).with_producer_epoch(0),

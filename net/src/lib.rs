@@ -21,6 +21,7 @@ pub mod admin;
 pub mod alloc;
 pub mod api;
 pub mod client;
+pub mod cluster;
 pub mod config_map;
 pub mod conn;
 pub mod group;

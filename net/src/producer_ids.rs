@@ -51,6 +51,8 @@ struct Next {
 pub struct ProducerIds {
     path: PathBuf,
     next: Mutex<Next>,
+    /// In a cluster: the block the controller gave this broker, `[next, end)`.
+    cluster_block: Mutex<(i64, i64)>,
 }
 
 fn encode(next: i64) -> [u8; FILE_BYTES] {
@@ -92,6 +94,7 @@ impl ProducerIds {
                 id: start,
                 reserved_end: start,
             }),
+            cluster_block: Mutex::new((0, 0)),
         })
     }
 
@@ -114,6 +117,28 @@ impl ProducerIds {
         let id = next.id;
         next.id += 1;
         Ok(id)
+    }
+
+    /// In a cluster: the next id of the block the controller handed out, if any is left.
+    pub fn take_from_cluster_block(&self) -> Option<i64> {
+        let mut b = match self.cluster_block.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        (b.0 < b.1).then(|| {
+            b.0 += 1;
+            b.0 - 1
+        })
+    }
+
+    /// In a cluster: a new block from the controller replaces what is left of the old one
+    /// (the controller never hands an id out twice, so the rest is only skipped).
+    pub fn set_cluster_block(&self, first: i64, size: i32) {
+        let mut b = match self.cluster_block.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *b = (first, first.saturating_add(i64::from(size.max(0))));
     }
 
     fn persist(&self, next: i64) -> Result<(), ProducerIdError> {

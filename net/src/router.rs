@@ -21,8 +21,17 @@ pub struct Router {
     local_addr: std::net::SocketAddr,
     /// The cluster this node belongs to (`meta.properties`).
     cluster_id: String,
+    /// This node's cluster driver, when `controller.quorum.voters` is set.
+    pub cluster: Option<tern_replication::node::ClusterNode>,
     /// InitProducerId's allocator.
     pub producer_ids: crate::producer_ids::ProducerIds,
+}
+
+/// Which cluster this broker belongs to, and its cluster driver when it is one of several.
+#[derive(Debug)]
+pub struct Membership {
+    pub cluster_id: String,
+    pub node: Option<tern_replication::node::ClusterNode>,
 }
 
 /// The shard that should have answered is gone (the broker is stopping).
@@ -37,9 +46,13 @@ impl Router {
         shards: Vec<mpsc::Sender<ShardMsg>>,
         meta_tx: mpsc::Sender<MetaMsg>,
         local_addr: std::net::SocketAddr,
-        cluster_id: String,
+        membership: Membership,
         producer_ids: crate::producer_ids::ProducerIds,
     ) -> Self {
+        let Membership {
+            cluster_id,
+            node: cluster,
+        } = membership;
         Router {
             config,
             meta,
@@ -47,8 +60,14 @@ impl Router {
             meta_tx,
             local_addr,
             cluster_id,
+            cluster,
             producer_ids,
         }
+    }
+
+    /// Whether this broker serves `topic`/`partition` (in a cluster: leads it).
+    pub fn leads(&self, topic: &str, partition: i32) -> bool {
+        crate::cluster::leads(self.cluster.as_ref(), self.config.node_id, topic, partition)
     }
 
     /// The cluster id this node answers in Metadata and DescribeCluster.

@@ -38,11 +38,8 @@ pub enum StartError {
     Journal(String),
     #[error(transparent)]
     NodeMeta(#[from] crate::node_meta::NodeMetaError),
-    #[error(
-        "controller.quorum.voters is set, but this build serves a single node only: the \
-         cluster (controller quorum, QUIC transport) is not finished; remove the cluster keys"
-    )]
-    ClusterNotServed,
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterStartError),
 }
 
 /// A running broker.
@@ -63,9 +60,6 @@ impl Broker {
             path: config.log_dir.display().to_string(),
             cause,
         })?;
-        if config.cluster.is_cluster() {
-            return Err(StartError::ClusterNotServed);
-        }
         let node = crate::node_meta::NodeMeta::load_or_create(
             &config.log_dir,
             config.node_id,
@@ -88,13 +82,21 @@ impl Broker {
         }
         let (meta_tx, meta_rx) = mpsc::channel::<MetaMsg>(META_QUEUE_MAX);
         let producer_ids = ProducerIds::open(&config.log_dir.join(crate::meta::META_DIR))?;
+        let cluster = if config.cluster.is_cluster() {
+            Some(crate::cluster::start(&config, &node.cluster_id, addr)?)
+        } else {
+            None
+        };
         let router = Arc::new(Router::new(
             config.clone(),
             meta,
             senders,
             meta_tx,
             addr,
-            node.cluster_id,
+            crate::router::Membership {
+                cluster_id: node.cluster_id,
+                node: cluster,
+            },
             producer_ids,
         ));
         let (stop, stop_rx) = watch::channel(false);
@@ -375,6 +377,9 @@ async fn run_shard(cfg: ShardConfig) -> bool {
     let ticks = tokio_uring::spawn(state.clone().run_ticks());
     if let Some(meta_rx) = cfg.meta_rx {
         tokio_uring::spawn(admin::run_writer(state.clone(), meta_rx));
+        if let Some(node) = &state.router.cluster {
+            tokio_uring::spawn(crate::cluster::run_mirror(state.clone(), node.subscribe()));
+        }
     }
     let listener = tokio_uring::net::TcpListener::from_std(cfg.listener);
     let _ = cfg.ready.send(Ok(()));

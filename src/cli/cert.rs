@@ -71,7 +71,11 @@ pub fn dev(args: CertDevArgs) -> anyhow::Result<()> {
         ids.len(),
         out.display()
     );
-    println!("in node N's tern.toml:");
+    println!("in node N's tern.toml (the cluster.id is new: use it on every node):");
+    println!(
+        "  cluster.id = \"{}\"",
+        tern_net::node_meta::new_cluster_id()
+    );
     println!("  quic.tls.cert = \"{}\"", out.join("node-N.crt").display());
     println!("  quic.tls.key = \"{}\"", out.join("node-N.key").display());
     println!("  quic.tls.ca = \"{}\"", out.join("ca.crt").display());

@@ -27,6 +27,8 @@ pub struct Broker {
     extra: String,
     starts: usize,
     env: Vec<(String, String)>,
+    /// The CONTROLLER listener (`host:port`) of a cluster node.
+    controller: Option<String>,
 }
 
 impl Broker {
@@ -50,6 +52,24 @@ impl Broker {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            controller: None,
+        };
+        broker.spawn();
+        broker
+    }
+
+    /// Starts a cluster node: [`Broker::start`] with a CONTROLLER listener on `controller`
+    /// (`127.0.0.1:PORT`) next to the client listener.
+    pub fn start_node(extra: &str, controller: &str) -> Broker {
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
+        let mut broker = Broker {
+            child: None,
+            port: 0,
+            dir,
+            extra: extra.to_string(),
+            starts: 0,
+            env: Vec::new(),
+            controller: Some(controller.to_string()),
         };
         broker.spawn();
         broker
@@ -74,8 +94,12 @@ impl Broker {
     }
 
     fn write_config(&self) -> PathBuf {
+        let controller = match &self.controller {
+            Some(c) => format!(",CONTROLLER://{c}"),
+            None => String::new(),
+        };
         let mut toml = format!(
-            "listeners = \"127.0.0.1:{}\"\nlog.dirs = \"{}\"\n",
+            "listeners = \"127.0.0.1:{}{controller}\"\nlog.dirs = \"{}\"\n",
             self.port,
             self.data_dir().display()
         );

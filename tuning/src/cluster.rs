@@ -300,6 +300,16 @@ pub(crate) fn check(
             "none".to_owned(),
         );
     }
+    if cluster.cluster_id.is_none() {
+        return mismatch(
+            "cluster.id",
+            format!(
+                "the same cluster.id on every node when {VOTERS} is set \
+                 (`tern cert dev` prints a new one)"
+            ),
+            "none".to_owned(),
+        );
+    }
     if cluster.broker_heartbeat_interval_ms >= cluster.broker_session_timeout_ms {
         return mismatch(
             "broker.heartbeat.interval.ms",

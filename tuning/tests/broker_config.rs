@@ -513,6 +513,7 @@ controller.quorum.voters = "1@127.0.0.1:9093,2@127.0.0.2:9093,3@127.0.0.3:9093"
 quic.tls.cert = "n1.crt"
 quic.tls.key = "n1.key"
 quic.tls.ca = "ca.crt"
+cluster.id = "c1"
 "#;
     let cfg = parse(base).unwrap();
     assert!(cfg.cluster.is_cluster());
@@ -559,7 +560,7 @@ quic.tls.ca = "ca.crt"
     )
     .contains("less than broker.session.timeout.ms"));
     assert!(with("2@127.0.0.2:9093", "1@127.0.0.2:9093").contains("each node id"));
-    assert!(with("node.id = 1", "node.id = 1\ncluster.id = \"a b\"").contains("cluster.id"));
+    assert!(with("cluster.id = \"c1\"", "cluster.id = \"a b\"").contains("cluster.id"));
     assert!(
         with("node.id = 1", "node.id = 1\nprocess.roles = \"controller\"")
             .contains("controller-only")

@@ -94,6 +94,10 @@ async fn ask(shard: &Rc<ShardState>, group_id: &str, op: GroupOp) -> GroupAnswer
         Err(code) => return GroupAnswer::Unavailable(code),
     };
     let p = store::partition_for(group_id, partitions);
+    if !shard.router.leads(OFFSETS_TOPIC, p) {
+        // In a cluster: another broker coordinates this group (FindCoordinator names it).
+        return GroupAnswer::Unavailable(ResponseError::NotCoordinator.code());
+    }
     shard
         .router
         .ask(shard, OFFSETS_TOPIC, p, |reply| ShardMsg::Group {
@@ -122,32 +126,55 @@ pub async fn find_coordinator(
 ) -> FindCoordinatorResponse {
     let config = &shard.router.config;
     let advertised = config.advertised(shard.router.local_addr());
-    let node = BrokerId(config.node_id);
     let error = match req.key_type {
         0 => offsets_topic(shard).await.err().unwrap_or(0),
         1 => 0,
         _ => ResponseError::InvalidRequest.code(),
     };
-    let (node, host, port) = if error == 0 {
-        (node, s(advertised.host), advertised.port as i32)
-    } else {
-        (BrokerId(-1), s(""), -1)
+    let here = (
+        BrokerId(config.node_id),
+        s(advertised.host),
+        advertised.port as i32,
+    );
+    let coordinator = |key: &str| -> (BrokerId, StrBytes, i32, i16) {
+        if error != 0 {
+            return (BrokerId(-1), s(""), -1, error);
+        }
+        let Some(node) = &shard.router.cluster else {
+            return (here.0, here.1.clone(), here.2, 0);
+        };
+        // In a cluster: the leader of the group's `__consumer_offsets` partition.
+        let view = node.view();
+        let found = view.image.topics.get(OFFSETS_TOPIC).and_then(|t| {
+            let p = store::partition_for(key, t.partitions.len() as i32);
+            let leader = t.partitions.get(usize::try_from(p).ok()?)?.leader;
+            let b = view.image.broker(leader).filter(|b| !b.fenced)?;
+            let e = b.endpoints.iter().find(|e| e.listener == "PLAINTEXT")?;
+            Some((BrokerId(leader), s(e.host.clone()), i32::from(e.port)))
+        });
+        match found {
+            Some((n, h, p)) if req.key_type == 0 => (n, h, p, 0),
+            Some(_) => (here.0, here.1.clone(), here.2, 0),
+            None => (BrokerId(-1), s(""), -1, COORDINATOR_NOT_AVAILABLE),
+        }
     };
     if v >= 4 {
         let coordinators = req
             .coordinator_keys
             .into_iter()
             .map(|key| {
+                let (node, host, port, error) = coordinator(key.as_str());
                 FoundCoordinator::default()
                     .with_key(key)
                     .with_node_id(node)
-                    .with_host(host.clone())
+                    .with_host(host)
                     .with_port(port)
                     .with_error_code(error)
             })
             .collect();
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
+    let (node, host, port, error) = coordinator(req.key.as_str());
     FindCoordinatorResponse::default()
         .with_error_code(error)
         .with_node_id(node)

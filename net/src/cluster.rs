@@ -1,0 +1,551 @@
+//! The broker in a cluster: what changes when `controller.quorum.voters` is set.
+//!
+//! * [`start`] starts this node's [`ClusterNode`] (controller voter, QUIC transport, Raft
+//!   log in `<log.dirs>/__cluster/`, registration and heartbeats).
+//! * The committed metadata image is the truth: Metadata answers from it (every live broker,
+//!   each partition's leader, replicas, ISR and epochs), and Produce, Fetch and ListOffsets
+//!   for a partition this broker does not lead get NOT_LEADER_OR_FOLLOWER ([`leads`]).
+//! * The metadata writer forwards CreateTopics, DeleteTopics and CreatePartitions to the
+//!   controller ([`create`], [`delete`], [`create_partitions`]) and answers once the change
+//!   is in this node's image and its partitions are open.
+//! * [`run_mirror`] (a task on shard 0) keeps the local topic table and the shards' open
+//!   partitions equal to the image's topics: every node opens every partition (a replica or
+//!   not), and serves only those it leads.
+//!
+//! A topic on disk that the image never had is kept (never deleted here): only a deletion
+//! seen in the image deletes data.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use tern_replication::controller::{BrokerRequest, BrokerResponse, ControllerConfig};
+use tern_replication::decide::{CreatePartitionsRequest, CreateTopicRequest};
+use tern_replication::image::{Endpoint, MetadataImage};
+use tern_replication::node::{ClusterNode, NodeSettings, NodeView, RequestError};
+use tern_tuning::BrokerConfig;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::admin::{self, AdminError};
+use crate::meta::{new_topic, TopicMeta};
+use crate::shard::ShardState;
+
+/// The listener name clients connect to, as registered with the controller.
+const CLIENT_LISTENER: &str = "PLAINTEXT";
+/// How long an admin request waits for the controller and then for the local image.
+const ADMIN_TIMEOUT_MS: u64 = 30_000;
+
+/// Why the cluster node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterStartError {
+    #[error("quic.tls: {0}")]
+    Tls(#[from] tern_replication::tls::TlsError),
+    #[error("controller.quorum.voters: {voter}: {reason}")]
+    Voter { voter: String, reason: String },
+    #[error(
+        "process.roles = \"broker\": broker-only nodes are not served yet; make every node a voter"
+    )]
+    BrokerOnly,
+    #[error("the controller's Raft log in {path}: {reason}")]
+    Log { path: String, reason: String },
+    #[error(transparent)]
+    Node(#[from] tern_replication::node::NodeError),
+}
+
+/// Starts this node's controller and broker session. `kafka` is the bound client address.
+pub fn start(
+    config: &BrokerConfig,
+    cluster_id: &str,
+    kafka: SocketAddr,
+) -> Result<ClusterNode, ClusterStartError> {
+    let c = &config.cluster;
+    if !c.roles.controller {
+        return Err(ClusterStartError::BrokerOnly);
+    }
+    let Some(tls) = &c.tls else {
+        // The configuration check requires the files in a cluster.
+        return Err(ClusterStartError::Voter {
+            voter: config.node_id.to_string(),
+            reason: "no quic.tls files".into(),
+        });
+    };
+    let tls = tern_replication::tls::TlsMaterial::from_files(&tls.cert, &tls.key, &tls.ca)?;
+    let mut voters = BTreeMap::new();
+    for v in &c.voters {
+        let addr = (v.address.host.as_str(), v.address.port)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| ClusterStartError::Voter {
+                voter: v.to_string(),
+                reason: "the host does not resolve".into(),
+            })?;
+        voters.insert(v.id, addr);
+    }
+    let listen = config
+        .controller_listener
+        .unwrap_or(voters[&config.node_id]);
+    let mut controller = ControllerConfig::new(
+        config.node_id,
+        voters.keys().copied().collect(),
+        rand::random(),
+    );
+    controller.election_timeout_ms = c.election_timeout_ms as u64;
+    controller.broker_session_timeout_ms = c.broker_session_timeout_ms as u64;
+    controller.auto_leader_rebalance_enable = c.auto_leader_rebalance;
+    controller.num_partitions = config.num_partitions;
+    controller.default_replication_factor = config.default_replication_factor;
+    let advertised = config.advertised(kafka);
+    let settings = NodeSettings {
+        node_id: config.node_id,
+        cluster_id: cluster_id.to_owned(),
+        listen,
+        voters,
+        controller,
+        endpoints: vec![Endpoint {
+            listener: CLIENT_LISTENER.into(),
+            host: advertised.host,
+            port: advertised.port,
+        }],
+        rack: c.rack.clone(),
+        heartbeat_interval_ms: c.broker_heartbeat_interval_ms as u64,
+        request_timeout_ms: ADMIN_TIMEOUT_MS,
+    };
+    let dir = config.log_dir.join(RAFT_DIR);
+    let log = open_raft_log(&dir)?;
+    Ok(ClusterNode::start(settings, tls, log)?)
+}
+
+/// The controller's Raft log directory inside `log.dirs`.
+pub const RAFT_DIR: &str = "__cluster";
+
+/// Whether this broker leads `topic`/`partition`: always without a cluster; in a cluster,
+/// when the image names this node as the partition's leader.
+pub fn leads(node: Option<&ClusterNode>, node_id: i32, topic: &str, partition: i32) -> bool {
+    let Some(node) = node else {
+        return true;
+    };
+    let view = node.view();
+    let led = view
+        .image
+        .topics
+        .get(topic)
+        .and_then(|t| {
+            usize::try_from(partition)
+                .ok()
+                .and_then(|p| t.partitions.get(p))
+        })
+        .is_some_and(|p| p.leader == node_id);
+    led
+}
+
+fn s(v: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(v.into())
+}
+
+/// The Metadata response of a cluster node, from its image.
+pub async fn metadata(
+    shard: &Rc<ShardState>,
+    node: &ClusterNode,
+    req: &MetadataRequest,
+    v: i16,
+) -> MetadataResponse {
+    let router = &shard.router;
+    let mut view = node.view();
+    let wanted: Option<Vec<(Option<String>, Uuid)>> = req.topics.as_ref().map(|t| {
+        t.iter()
+            .map(|t| (t.name.as_ref().map(|n| n.to_string()), t.topic_id))
+            .collect()
+    });
+    let wanted = match wanted {
+        Some(w) if !(w.is_empty() && v == 0) => Some(w),
+        _ => None,
+    };
+    let auto = router.config.auto_create_topics && (v < 4 || req.allow_auto_topic_creation);
+    if let (Some(w), true) = (&wanted, auto) {
+        for (name, _) in w {
+            if let Some(n) = name {
+                if !view.image.topics.contains_key(n) {
+                    let _ = crate::api::auto_create(shard, n).await;
+                }
+            }
+        }
+        view = node.view();
+    }
+    let image = &view.image;
+    let brokers = image
+        .brokers
+        .values()
+        .filter(|b| !b.fenced)
+        .filter_map(|b| {
+            let e = b.endpoints.iter().find(|e| e.listener == CLIENT_LISTENER)?;
+            let mut broker = MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.id))
+                .with_host(s(e.host.clone()))
+                .with_port(i32::from(e.port));
+            broker.rack = b.rack.clone().map(s);
+            Some(broker)
+        })
+        .collect();
+    let names: Vec<(Option<String>, Uuid)> = wanted.unwrap_or_else(|| {
+        image
+            .topics
+            .keys()
+            .map(|n| (Some(n.clone()), Uuid::nil()))
+            .collect()
+    });
+    let mut topics = Vec::new();
+    for (name, id) in names {
+        let found = match &name {
+            Some(n) => image.topics.get(n),
+            None => image.topic_by_id(id.as_bytes()),
+        };
+        let mut t = match found {
+            Some(t) => topic_metadata(image, t),
+            None => MetadataResponseTopic::default()
+                .with_name(name.map(|n| TopicName(s(n))))
+                .with_topic_id(id)
+                .with_error_code(if id.is_nil() {
+                    ResponseError::UnknownTopicOrPartition.code()
+                } else {
+                    ResponseError::UnknownTopicId.code()
+                }),
+        };
+        if v < 10 {
+            t.topic_id = Uuid::nil();
+        }
+        if v < 7 {
+            for p in &mut t.partitions {
+                p.leader_epoch = -1;
+            }
+        }
+        topics.push(t);
+    }
+    MetadataResponse::default()
+        .with_brokers(brokers)
+        .with_cluster_id(Some(s(router.cluster_id())))
+        .with_controller_id(BrokerId(view.controller_leader.unwrap_or(-1)))
+        .with_topics(topics)
+}
+
+fn topic_metadata(
+    image: &MetadataImage,
+    t: &tern_replication::image::Topic,
+) -> MetadataResponseTopic {
+    let offline = |replicas: &[i32]| -> Vec<BrokerId> {
+        replicas
+            .iter()
+            .filter(|r| image.broker(**r).is_none_or(|b| b.fenced))
+            .map(|r| BrokerId(*r))
+            .collect()
+    };
+    let partitions = t
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let ids = |v: &[i32]| v.iter().map(|b| BrokerId(*b)).collect::<Vec<_>>();
+            let error = if p.leader < 0 {
+                ResponseError::LeaderNotAvailable.code()
+            } else {
+                0
+            };
+            MetadataResponsePartition::default()
+                .with_error_code(error)
+                .with_partition_index(i as i32)
+                .with_leader_id(BrokerId(p.leader))
+                .with_leader_epoch(p.leader_epoch)
+                .with_replica_nodes(ids(&p.replicas))
+                .with_isr_nodes(ids(&p.isr))
+                .with_offline_replicas(offline(&p.replicas))
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(s(t.name.clone()))))
+        .with_topic_id(Uuid::from_bytes(t.id))
+        .with_is_internal(t.name.starts_with("__"))
+        .with_partitions(partitions)
+        .with_topic_authorized_operations(i32::MIN)
+}
+
+fn admin_error(e: RequestError) -> AdminError {
+    match e {
+        RequestError::Controller(c) => AdminError {
+            code: c.kafka_code(),
+            message: c.to_string(),
+        },
+        RequestError::Timeout(_) => AdminError {
+            code: ResponseError::RequestTimedOut.code(),
+            message: e.to_string(),
+        },
+        RequestError::Stopped | RequestError::Busy => AdminError {
+            code: ResponseError::NotController.code(),
+            message: e.to_string(),
+        },
+    }
+}
+
+fn unexpected(what: &str) -> AdminError {
+    AdminError {
+        code: ResponseError::UnknownServerError.code(),
+        message: format!("the controller answered {what} with another request's reply"),
+    }
+}
+
+/// Waits until this node's topic table satisfies `done` (the mirror applied the image).
+async fn wait_local(
+    shard: &Rc<ShardState>,
+    what: &str,
+    done: impl Fn(&crate::meta::Snapshot) -> bool,
+) -> Result<(), AdminError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(ADMIN_TIMEOUT_MS);
+    while !done(&shard.router.meta.snapshot()) {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(AdminError {
+                code: ResponseError::RequestTimedOut.code(),
+                message: format!("{what}: committed, but not yet applied on this broker"),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+/// CreateTopics through the controller.
+pub async fn create(
+    shard: &Rc<ShardState>,
+    node: &ClusterNode,
+    request: CreateTopicRequest,
+    validate_only: bool,
+) -> Result<Arc<TopicMeta>, AdminError> {
+    let name = request.name.clone();
+    if validate_only {
+        tern_tuning::validate_topic_name(&name).map_err(|e| AdminError {
+            code: ResponseError::InvalidTopicException.code(),
+            message: e.to_string(),
+        })?;
+        let partitions = request.num_partitions.max(1);
+        return Ok(Arc::new(new_topic(
+            name,
+            Uuid::nil(),
+            partitions,
+            request.configs,
+        )));
+    }
+    let reply = node
+        .request(BrokerRequest::CreateTopics(vec![request]))
+        .await
+        .unwrap_or(Err(RequestError::Stopped))
+        .map_err(admin_error)?;
+    let BrokerResponse::CreateTopics(mut results) = reply else {
+        return Err(unexpected("CreateTopics"));
+    };
+    let created = results
+        .pop()
+        .ok_or_else(|| unexpected("CreateTopics"))?
+        .map_err(|c| admin_error(RequestError::Controller(c)))?;
+    let id = Uuid::from_bytes(created.topic_id);
+    wait_local(shard, &name, |s| {
+        s.topics.get(&name).is_some_and(|t| t.id == id)
+    })
+    .await?;
+    shard
+        .router
+        .meta
+        .snapshot()
+        .topics
+        .get(&name)
+        .cloned()
+        .ok_or_else(|| unexpected("CreateTopics"))
+}
+
+/// DeleteTopics through the controller.
+pub async fn delete(
+    shard: &Rc<ShardState>,
+    node: &ClusterNode,
+    name: &str,
+) -> Result<Uuid, AdminError> {
+    let reply = node
+        .request(BrokerRequest::DeleteTopics(vec![name.to_owned()]))
+        .await
+        .unwrap_or(Err(RequestError::Stopped))
+        .map_err(admin_error)?;
+    let BrokerResponse::DeleteTopics(mut results) = reply else {
+        return Err(unexpected("DeleteTopics"));
+    };
+    let id = results
+        .pop()
+        .ok_or_else(|| unexpected("DeleteTopics"))?
+        .map_err(|c| admin_error(RequestError::Controller(c)))?;
+    let id = Uuid::from_bytes(id);
+    wait_local(shard, name, |s| {
+        s.topics.get(name).is_none_or(|t| t.id != id)
+    })
+    .await?;
+    Ok(id)
+}
+
+/// CreatePartitions through the controller.
+pub async fn create_partitions(
+    shard: &Rc<ShardState>,
+    node: &ClusterNode,
+    name: &str,
+    count: i32,
+    validate_only: bool,
+) -> Result<(), AdminError> {
+    let view = node.view();
+    let Some(t) = view.image.topics.get(name) else {
+        return Err(AdminError {
+            code: ResponseError::UnknownTopicOrPartition.code(),
+            message: format!("topic '{name}' does not exist"),
+        });
+    };
+    if count as usize <= t.partitions.len() {
+        return Err(AdminError {
+            code: ResponseError::InvalidPartitions.code(),
+            message: format!(
+                "topic '{name}' has {} partitions; the new count {count} must be larger",
+                t.partitions.len()
+            ),
+        });
+    }
+    if validate_only {
+        return Ok(());
+    }
+    let reply = node
+        .request(BrokerRequest::CreatePartitions(vec![
+            CreatePartitionsRequest {
+                name: name.to_owned(),
+                count,
+            },
+        ]))
+        .await
+        .unwrap_or(Err(RequestError::Stopped))
+        .map_err(admin_error)?;
+    let BrokerResponse::CreatePartitions(mut results) = reply else {
+        return Err(unexpected("CreatePartitions"));
+    };
+    results
+        .pop()
+        .ok_or_else(|| unexpected("CreatePartitions"))?
+        .map_err(|c| admin_error(RequestError::Controller(c)))?;
+    wait_local(shard, name, |s| {
+        s.topics.get(name).is_some_and(|t| t.partitions >= count)
+    })
+    .await
+}
+
+/// Keeps the local topic table and open partitions equal to the image's topics (task on
+/// shard 0, next to the metadata writer).
+pub async fn run_mirror(local: Rc<ShardState>, mut views: watch::Receiver<Arc<NodeView>>) {
+    let mut seen: BTreeSet<Uuid> = BTreeSet::new();
+    loop {
+        let view = views.borrow_and_update().clone();
+        mirror(&local, &view.image, &mut seen).await;
+        if views.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// One pass: create, grow and delete local topics so they match `image`. `seen` holds the
+/// ids of topics the image has had since this broker started: only those are deleted.
+async fn mirror(local: &Rc<ShardState>, image: &MetadataImage, seen: &mut BTreeSet<Uuid>) {
+    for (name, t) in &image.topics {
+        let id = Uuid::from_bytes(t.id);
+        seen.insert(id);
+        let want = t.partitions.len() as i32;
+        let snap = local.router.meta.snapshot();
+        let result = match snap.topics.get(name) {
+            Some(m) if m.id == id && m.partitions >= want => Ok(()),
+            Some(m) if m.id == id => admin::grow_local(local, m, want).await,
+            Some(_) => match admin::delete_local(local, name).await {
+                Ok(_) => {
+                    admin::create_local(
+                        local,
+                        Arc::new(new_topic(name.clone(), id, want, t.configs.clone())),
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            },
+            None => {
+                admin::create_local(
+                    local,
+                    Arc::new(new_topic(name.clone(), id, want, t.configs.clone())),
+                )
+                .await
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(topic = %name, error = %e.message, "cannot apply the cluster's topic here");
+        }
+    }
+    let gone: Vec<String> = local
+        .router
+        .meta
+        .snapshot()
+        .topics
+        .iter()
+        .filter(|(n, m)| !image.topics.contains_key(*n) && seen.contains(&m.id))
+        .map(|(n, _)| n.clone())
+        .collect();
+    for name in gone {
+        if let Err(e) = admin::delete_local(local, &name).await {
+            tracing::error!(topic = %name, error = %e.message, "cannot delete the topic here");
+        }
+    }
+}
+
+fn open_raft_log(
+    dir: &std::path::Path,
+) -> Result<tern_replication::raft_log::FileQuorumLog, ClusterStartError> {
+    tern_replication::raft_log::FileQuorumLog::open(dir).map_err(|e| ClusterStartError::Log {
+        path: dir.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// A producer id from this broker's controller-allocated block (a new block when it is
+/// used up): unique across the cluster.
+pub async fn allocate_producer_id(
+    router: &crate::router::Router,
+    node: &ClusterNode,
+) -> Result<i64, AdminError> {
+    if let Some(id) = router.producer_ids.take_from_cluster_block() {
+        return Ok(id);
+    }
+    let Some(broker_epoch) = node.view().broker_epoch else {
+        return Err(AdminError {
+            code: ResponseError::CoordinatorNotAvailable.code(),
+            message: "this broker is not registered with the controller yet".into(),
+        });
+    };
+    let reply = node
+        .request(BrokerRequest::AllocateProducerIds {
+            broker_id: router.config.node_id,
+            broker_epoch,
+        })
+        .await
+        .unwrap_or(Err(RequestError::Stopped))
+        .map_err(admin_error)?;
+    let BrokerResponse::AllocateProducerIds(block) = reply else {
+        return Err(unexpected("AllocateProducerIds"));
+    };
+    router
+        .producer_ids
+        .set_cluster_block(block.first_id, block.size);
+    router
+        .producer_ids
+        .take_from_cluster_block()
+        .ok_or_else(|| unexpected("AllocateProducerIds"))
+}

@@ -1,0 +1,351 @@
+//! Three `tern serve` processes as one cluster on 127.0.0.1: a Raft controller quorum over
+//! QUIC with mutual TLS, every partition led by one broker, real librdkafka clients.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::Broker;
+use kafka_protocol::messages::{
+    ApiKey, MetadataRequest, MetadataResponse, RequestHeader, ResponseHeader,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A cluster of `n` nodes (ids 1..=n) with development certificates.
+struct Cluster {
+    nodes: BTreeMap<i32, Broker>,
+    _certs: tempfile::TempDir,
+}
+
+fn reserve_udp() -> String {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.local_addr().unwrap().to_string()
+}
+
+impl Cluster {
+    fn start(n: i32) -> Cluster {
+        let certs = tempfile::tempdir().unwrap();
+        let ids: Vec<i32> = (1..=n).collect();
+        let dev = tern_replication::tls::dev_certificates(&ids).unwrap();
+        std::fs::write(certs.path().join("ca.crt"), &dev.ca_cert_pem).unwrap();
+        for (id, cert, key) in &dev.nodes {
+            std::fs::write(certs.path().join(format!("node-{id}.crt")), cert).unwrap();
+            std::fs::write(certs.path().join(format!("node-{id}.key")), key).unwrap();
+        }
+        let controllers: BTreeMap<i32, String> =
+            ids.iter().map(|id| (*id, reserve_udp())).collect();
+        let voters: Vec<String> = controllers
+            .iter()
+            .map(|(id, a)| format!("{id}@{a}"))
+            .collect();
+        let mut nodes = BTreeMap::new();
+        for id in &ids {
+            let extra = format!(
+                "node.id = {id}\ncluster.id = \"test-cluster\"\ncontroller.quorum.voters = \"{}\"\n\
+                 broker.session.timeout.ms = 3000\nbroker.heartbeat.interval.ms = 500\n\
+                 quic.tls.cert = \"{}\"\nquic.tls.key = \"{}\"\nquic.tls.ca = \"{}\"\n",
+                voters.join(","),
+                certs.path().join(format!("node-{id}.crt")).display(),
+                certs.path().join(format!("node-{id}.key")).display(),
+                certs.path().join("ca.crt").display(),
+            );
+            nodes.insert(*id, Broker::start_node(&extra, &controllers[id]));
+        }
+        Cluster {
+            nodes,
+            _certs: certs,
+        }
+    }
+
+    fn bootstrap(&self) -> String {
+        self.nodes
+            .values()
+            .map(Broker::addr)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// One request over a raw socket; returns the response body.
+fn round_trip<T: Encodable>(b: &Broker, api: ApiKey, v: i16, req: &T) -> Bytes {
+    let header = RequestHeader::default()
+        .with_request_api_key(api as i16)
+        .with_request_api_version(v)
+        .with_correlation_id(7)
+        .with_client_id(Some(StrBytes::from_static_str("cluster-test")));
+    let mut buf = vec![0u8; 4];
+    header
+        .encode(&mut buf, api.request_header_version(v))
+        .unwrap();
+    req.encode(&mut buf, v).unwrap();
+    let len = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    let mut s = TcpStream::connect(b.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(&buf).unwrap();
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).unwrap();
+    let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).unwrap();
+    let mut body = Bytes::from(body);
+    ResponseHeader::decode(&mut body, api.response_header_version(v)).unwrap();
+    body
+}
+
+/// The error of a Fetch of `topic`/`partition` sent to `b`.
+fn fetch_error(b: &Broker, topic: &str, partition: i32) -> i16 {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+    let req = FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(partition)
+                .with_partition_max_bytes(1 << 20)])]);
+    let mut body = round_trip(b, ApiKey::Fetch, 12, &req);
+    let resp = FetchResponse::decode(&mut body, 12).unwrap();
+    resp.responses[0].partitions[0].error_code
+}
+
+/// Metadata v12 over a raw socket (brokers, controller id, partition leaders).
+fn metadata(b: &Broker, topics: Option<&[&str]>) -> MetadataResponse {
+    let mut req = MetadataRequest::default();
+    req.topics = topics.map(|t| {
+        t.iter()
+            .map(|n| {
+                kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                    .with_name(Some(kafka_protocol::messages::TopicName(
+                        StrBytes::from_string(n.to_string()),
+                    )))
+            })
+            .collect()
+    });
+    let v = 12;
+    let mut body = round_trip(b, ApiKey::Metadata, v, &req);
+    MetadataResponse::decode(&mut body, v).unwrap()
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn leaders(m: &MetadataResponse, topic: &str) -> Vec<i32> {
+    let t = m
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == topic))
+        .unwrap_or_else(|| panic!("no {topic} in {m:?}"));
+    t.partitions.iter().map(|p| p.leader_id.0).collect()
+}
+
+fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let r = rt.block_on(admin.create_topics(&[topic], &opts)).unwrap();
+    assert!(r[0].is_ok(), "create {name}: {r:?}");
+}
+
+fn produce(bootstrap: &str, topic: &str, partitions: i32, per_partition: usize) {
+    let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "1")
+        .set("message.timeout.ms", "30000")
+        .create()
+        .unwrap();
+    for i in 0..per_partition {
+        for part in 0..partitions {
+            let value = format!("{part}-{i}");
+            p.send(
+                BaseRecord::<(), String>::to(topic)
+                    .partition(part)
+                    .payload(&value),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+        }
+    }
+    p.flush(Duration::from_secs(60)).unwrap();
+    assert_eq!(p.in_flight_count(), 0);
+}
+
+/// Reads every partition of `topic` from the beginning until `expected` records arrived.
+fn consume_all(bootstrap: &str, topic: &str, partitions: i32, expected: usize) -> BTreeSet<String> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "unused")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let mut seen = BTreeSet::new();
+    let start = Instant::now();
+    while seen.len() < expected {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "read {} of {expected}",
+            seen.len()
+        );
+        if let Some(m) = c.poll(Duration::from_millis(200)) {
+            let m = m.unwrap();
+            let value = String::from_utf8(m.payload().unwrap().to_vec()).unwrap();
+            assert!(value.starts_with(&format!("{}-", m.partition())), "{value}");
+            seen.insert(value);
+        }
+    }
+    seen
+}
+
+/// Guards the cluster end to end: three nodes agree on a controller and on three live
+/// brokers; a topic created through one node has its six partitions led by all three; a
+/// librdkafka producer bootstrapped from one node writes to every leader and a consumer
+/// bootstrapped from another reads everything back; a node that does not lead a partition
+/// refuses to serve it; after SIGKILL of the controller leader a new one is elected and
+/// topics can still be created; the killed broker's partitions report no leader.
+#[test]
+fn three_nodes_serve_one_cluster() {
+    let mut cluster = Cluster::start(3);
+    let first = &cluster.nodes[&1];
+    wait_for("three live brokers and a controller", || {
+        let m = metadata(first, Some(&[]));
+        m.brokers.len() == 3 && m.controller_id.0 > 0
+    });
+    create_topic(&cluster.nodes[&1].addr(), "orders", 6);
+    let m = metadata(&cluster.nodes[&2], Some(&["orders"]));
+    let led: BTreeSet<i32> = leaders(&m, "orders").into_iter().collect();
+    assert_eq!(led, BTreeSet::from([1, 2, 3]), "{m:?}");
+    assert!(!m.cluster_id.as_ref().unwrap().is_empty());
+
+    // A node that does not lead a partition refuses to serve it; its leader serves it.
+    let orders = leaders(&m, "orders");
+    for (p, leader) in orders.iter().enumerate() {
+        let other = if *leader == 1 { 2 } else { 1 };
+        assert_eq!(
+            fetch_error(&cluster.nodes[&other], "orders", p as i32),
+            6,
+            "p{p}"
+        );
+        assert_eq!(
+            fetch_error(&cluster.nodes[leader], "orders", p as i32),
+            0,
+            "p{p}"
+        );
+    }
+
+    // Idempotent: InitProducerId takes its id from a controller-allocated block.
+    produce(&cluster.nodes[&1].addr(), "orders", 6, 50);
+    let seen = consume_all(&cluster.nodes[&2].addr(), "orders", 6, 300);
+    assert_eq!(seen.len(), 300);
+
+    // The controller leader dies; the other two elect one and still create topics.
+    let old = metadata(first, Some(&[])).controller_id.0;
+    cluster.nodes.get_mut(&old).unwrap().kill9();
+    let survivor = cluster.nodes.keys().copied().find(|id| *id != old).unwrap();
+    let before = Instant::now();
+    wait_for("a new controller", || {
+        let c = metadata(&cluster.nodes[&survivor], Some(&[]))
+            .controller_id
+            .0;
+        c > 0 && c != old
+    });
+    eprintln!("new controller visible after {:?}", before.elapsed());
+    let live: Vec<String> = cluster
+        .nodes
+        .iter()
+        .filter(|(id, _)| **id != old)
+        .map(|(_, b)| b.addr())
+        .collect();
+    create_topic(&live.join(","), "after", 2);
+    // The dead broker is fenced after its session: its partitions (RF = 1) have no leader.
+    wait_for("the dead broker's partitions without a leader", || {
+        let m = metadata(&cluster.nodes[&survivor], Some(&["orders"]));
+        m.brokers.len() == 2 && leaders(&m, "orders").iter().all(|l| *l != old)
+    });
+    let m = metadata(&cluster.nodes[&survivor], Some(&["orders"]));
+    assert!(leaders(&m, "orders").contains(&-1), "{m:?}");
+
+    // It returns (its Raft log and its partitions' data on disk): every partition has a
+    // leader again and every record is served.
+    cluster.nodes.get_mut(&old).unwrap().restart();
+    wait_for("every partition led again", || {
+        let m = metadata(&cluster.nodes[&survivor], Some(&["orders"]));
+        m.brokers.len() == 3 && leaders(&m, "orders").iter().all(|l| *l > 0)
+    });
+    let seen = consume_all(&cluster.bootstrap(), "orders", 6, 300);
+    assert_eq!(seen.len(), 300);
+
+    // A consumer group: its coordinator is the leader of its `__consumer_offsets`
+    // partition, wherever the client bootstrapped.
+    group_round_trip(&cluster.nodes[&survivor].addr(), "orders", 300);
+}
+
+/// Subscribes a group, reads `expected` records, commits, and reads the commit back.
+fn group_round_trip(bootstrap: &str, topic: &str, expected: usize) {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "cluster-group")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    c.subscribe(&[topic]).unwrap();
+    let mut read = 0;
+    let start = Instant::now();
+    while read < expected {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "group read {read} of {expected}"
+        );
+        if let Some(m) = c.poll(Duration::from_millis(200)) {
+            m.unwrap();
+            read += 1;
+        }
+    }
+    c.commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
+        .unwrap();
+    let committed = c.committed(Duration::from_secs(30)).unwrap();
+    let total: i64 = committed
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => o,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(total, expected as i64, "{committed:?}");
+}
