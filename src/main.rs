@@ -42,6 +42,19 @@ enum Command {
     /// Certificates for the QUIC transport between nodes.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// The cluster: brokers, controller, partitions without a leader.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// The cluster id, the controller, every broker (live or fenced) and the partitions
+    /// without a leader, from any broker.
+    Status(cli::cluster::StatusArgs),
+    /// A local cluster of N `tern serve` processes on 127.0.0.1 (certificates, configs and
+    /// data in DIR) until Ctrl-C.
+    Dev(cli::cluster::DevArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -120,6 +133,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::NullBroker(args)) => cli::bench::null_broker(args),
         Command::Bench(BenchCommand::Transport(args)) => cli::bench::transport(args),
         Command::Cert(CertCommand::Dev(args)) => cli::cert::dev(args),
+        Command::Cluster(ClusterCommand::Status(args)) => cli::cluster::status(args),
+        Command::Cluster(ClusterCommand::Dev(args)) => cli::cluster::dev(args),
     }
 }
 

@@ -533,3 +533,66 @@ fn cert_dev_makes_loadable_node_certificates() {
     let out = tern(&["cert", "dev", "--nodes", "0", "--out", out_s]);
     assert!(!out.status.success());
 }
+
+/// Guards `tern cluster dev`: a one-node cluster starts from nothing (certificates, cluster
+/// id, configuration), serves a client, `tern cluster status` describes it, and SIGTERM
+/// stops it.
+#[test]
+fn cluster_dev_starts_a_local_cluster() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let quic = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (kafka_port, quic_port) = (
+        kafka.local_addr().unwrap().port(),
+        quic.local_addr().unwrap().port(),
+    );
+    drop((kafka, quic));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["cluster", "dev", "--nodes", "1", "--dir"])
+        .arg(dir.path())
+        .args(["--kafka-port", &kafka_port.to_string()])
+        .args(["--controller-port", &quic_port.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut ready = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line.starts_with("cluster ") {
+            ready = line;
+            break;
+        }
+    }
+    assert!(
+        ready.contains(&format!("127.0.0.1:{kafka_port}")),
+        "{ready}"
+    );
+    let bootstrap = format!("127.0.0.1:{kafka_port}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        let out: Output = Command::new(env!("CARGO_BIN_EXE_tern"))
+            .args(["cluster", "status", "-b", &bootstrap])
+            .output()
+            .unwrap()
+            .into();
+        if out.status.success() && out.stdout.contains("brokers      1") {
+            break out.stdout;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}{}",
+            out.stdout,
+            out.stderr
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(status.contains("controller   1"), "{status}");
+    assert!(dir.path().join("certs/ca.crt").exists());
+    assert!(dir.path().join("cluster.id").exists());
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+}

@@ -298,6 +298,21 @@ fn three_nodes_serve_one_cluster() {
     });
     let m = metadata(&cluster.nodes[&survivor], Some(&["orders"]));
     assert!(leaders(&m, "orders").contains(&-1), "{m:?}");
+    // The operator's view: the dead broker fenced, its partitions listed.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["cluster", "status", "-b", &cluster.nodes[&survivor].addr()])
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{status}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(status.contains("cluster id   test-cluster"), "{status}");
+    assert!(status.contains("brokers      3"), "{status}");
+    assert!(status.contains("fenced"), "{status}");
+    assert!(status.contains("orders/"), "{status}");
 
     // It returns (its Raft log and its partitions' data on disk): every partition has a
     // leader again and every record is served.
@@ -312,6 +327,24 @@ fn three_nodes_serve_one_cluster() {
     // A consumer group: its coordinator is the leader of its `__consumer_offsets`
     // partition, wherever the client bootstrapped.
     group_round_trip(&cluster.nodes[&survivor].addr(), "orders", 300);
+
+    // SIGTERM: a controlled shutdown moves the broker's leaderships before it exits.
+    let leaving = survivor;
+    let status = cluster.nodes.get_mut(&leaving).unwrap().stop();
+    assert!(status.success(), "{status}");
+    let log = cluster.nodes[&leaving].log();
+    assert!(
+        log.contains("controlled shutdown: leaderships moved"),
+        "{log}"
+    );
+    let other = cluster
+        .nodes
+        .keys()
+        .copied()
+        .find(|id| *id != leaving)
+        .unwrap();
+    let m = metadata(&cluster.nodes[&other], Some(&["orders"]));
+    assert!(!leaders(&m, "orders").contains(&leaving), "{m:?}");
 }
 
 /// Subscribes a group, reads `expected` records, commits, and reads the commit back.

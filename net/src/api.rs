@@ -91,11 +91,12 @@ pub fn supported(api: ApiKey) -> Option<RangeInclusive<i16>> {
         ApiKey::DescribeGroups => 0..=5,
         ApiKey::DeleteGroups => 0..=2,
         ApiKey::OffsetDelete => 0..=0,
+        ApiKey::DescribeCluster => 0..=2,
         _ => return None,
     })
 }
 
-const ALL_APIS: [ApiKey; 22] = [
+const ALL_APIS: [ApiKey; 23] = [
     ApiKey::Produce,
     ApiKey::Fetch,
     ApiKey::ListOffsets,
@@ -118,6 +119,7 @@ const ALL_APIS: [ApiKey; 22] = [
     ApiKey::DescribeGroups,
     ApiKey::DeleteGroups,
     ApiKey::OffsetDelete,
+    ApiKey::DescribeCluster,
 ];
 
 fn decode<T: Decodable>(body: &mut Bytes, version: i16) -> Result<T, ApiError> {
@@ -235,6 +237,7 @@ pub async fn handle(
         ApiKey::DescribeConfigs => {
             respond(api, v, id, &describe_configs(shard, decode(b, v)?, v).await)
         }
+        ApiKey::DescribeCluster => respond(api, v, id, &describe_cluster(shard, decode(b, v)?, v)),
         ApiKey::InitProducerId => {
             respond(api, v, id, &init_producer_id(shard, decode(b, v)?).await)
         }
@@ -1082,6 +1085,60 @@ async fn partition_shards(shard: &Rc<ShardState>, topic: &str) -> String {
     owned.sort();
     let parts: Vec<String> = owned.iter().map(|(p, s)| format!("{p}:{s}")).collect();
     parts.join(",")
+}
+
+/// DescribeCluster: this broker alone, or in a cluster the live brokers of the image (and
+/// the fenced ones too when asked, v2), the controller, the cluster id.
+fn describe_cluster(
+    shard: &Rc<ShardState>,
+    req: DescribeClusterRequest,
+    v: i16,
+) -> DescribeClusterResponse {
+    use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+    let router = &shard.router;
+    let config = &router.config;
+    let resp = DescribeClusterResponse::default()
+        .with_cluster_id(s(router.cluster_id()))
+        .with_cluster_authorized_operations(i32::MIN)
+        .with_endpoint_type(if v >= 1 { req.endpoint_type } else { 1 });
+    if v >= 1 && req.endpoint_type != 1 {
+        return resp
+            .with_error_code(ResponseError::UnsupportedEndpointType.code())
+            .with_error_message(Some(s("only broker endpoints (type 1) are served")))
+            .with_controller_id(BrokerId(-1));
+    }
+    let Some(node) = &router.cluster else {
+        let a = config.advertised(router.local_addr());
+        let broker = DescribeClusterBroker::default()
+            .with_broker_id(BrokerId(config.node_id))
+            .with_host(s(a.host))
+            .with_port(i32::from(a.port));
+        return resp
+            .with_controller_id(BrokerId(config.node_id))
+            .with_brokers(vec![broker]);
+    };
+    let view = node.view();
+    let with_fenced = v >= 2 && req.include_fenced_brokers;
+    let brokers = view
+        .image
+        .brokers
+        .values()
+        .filter(|b| with_fenced || !b.fenced)
+        .filter_map(|b| {
+            let e = b.endpoints.iter().find(|e| e.listener == "PLAINTEXT")?;
+            let mut d = DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(b.id))
+                .with_host(s(e.host.clone()))
+                .with_port(i32::from(e.port));
+            d.rack = b.rack.clone().map(s);
+            if v >= 2 {
+                d.is_fenced = b.fenced;
+            }
+            Some(d)
+        })
+        .collect();
+    resp.with_controller_id(BrokerId(view.controller_leader.unwrap_or(-1)))
+        .with_brokers(brokers)
 }
 
 async fn describe_configs(

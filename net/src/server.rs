@@ -184,6 +184,13 @@ impl Broker {
     /// When every shard closed everything without error, the clean-shutdown marker lets the
     /// next start skip the crash-only recovery work.
     pub fn shutdown(self) {
+        if let Some(node) = &self.router.cluster {
+            // Leaderships move before the shards stop serving (Kafka's controlled shutdown).
+            match node.controlled_shutdown(CONTROLLED_SHUTDOWN_TIMEOUT) {
+                Ok(()) => tracing::info!("controlled shutdown: leaderships moved"),
+                Err(e) => tracing::warn!(error = %e, "controlled shutdown not confirmed"),
+            }
+        }
         let _ = self.stop.send(true);
         let mut clean = !self.threads.is_empty();
         for t in self.threads {
@@ -196,6 +203,9 @@ impl Broker {
         }
     }
 }
+
+/// How long a stopping cluster node waits for the controller to move its leaderships.
+const CONTROLLED_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Written in `log.dirs` after a shutdown in which every log and journal closed without
 /// error; removed (durably) at the next start before anything is opened for writing. Its

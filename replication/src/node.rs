@@ -110,6 +110,7 @@ enum Command {
 /// A running cluster node.
 #[derive(Debug)]
 pub struct ClusterNode {
+    node_id: BrokerId,
     commands: mpsc::UnboundedSender<Command>,
     view: watch::Receiver<Arc<NodeView>>,
     local_addr: SocketAddr,
@@ -125,6 +126,7 @@ impl ClusterNode {
         if !settings.voters.contains_key(&settings.node_id) {
             return Err(NodeError::NotVoter(settings.node_id));
         }
+        let node_id = settings.node_id;
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (view_tx, view) = watch::channel(Arc::new(NodeView::default()));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -160,6 +162,7 @@ impl ClusterNode {
             .recv()
             .map_err(|_| NodeError::Thread("the node thread ended at start".into()))??;
         Ok(ClusterNode {
+            node_id,
             commands,
             view,
             local_addr,
@@ -194,6 +197,32 @@ impl ClusterNode {
             let _ = tx.send(Err(RequestError::Stopped));
         }
         rx
+    }
+
+    /// Controlled shutdown: asks the controller to move this broker's leaderships away (a
+    /// partition with no other in-sync replica is left without a leader) and waits for the
+    /// answer, at most `timeout`. Call before [`ClusterNode::stop`] on SIGTERM.
+    pub fn controlled_shutdown(&self, timeout: Duration) -> Result<(), RequestError> {
+        let view = self.view();
+        let Some(broker_epoch) = view.broker_epoch else {
+            return Ok(()); // never registered: nothing to move
+        };
+        let broker_id = self.node_id;
+        let rx = self.request(BrokerRequest::ControlledShutdown {
+            broker_id,
+            broker_epoch,
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|_| RequestError::Stopped)?;
+        let timeout_ms = timeout.as_millis() as u64;
+        match rt.block_on(async { tokio::time::timeout(timeout, rx).await }) {
+            Ok(Ok(Ok(_))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(_)) => Err(RequestError::Stopped),
+            Err(_) => Err(RequestError::Timeout(timeout_ms)),
+        }
     }
 
     /// Stops the driver and waits for its thread.
@@ -807,6 +836,21 @@ mod tests {
                 assert_eq!(p.leader, -1, "{p:?}");
             }
         }
+        // Controlled shutdown of a live broker: its leaderships go at once (RF = 1: to no
+        // leader), not when its session would expire.
+        let leaving = *nodes.keys().next().unwrap();
+        nodes[&leaving]
+            .controlled_shutdown(Duration::from_secs(20))
+            .unwrap();
+        let rest: Vec<&ClusterNode> = nodes.values().collect();
+        wait_views(&rest, "the leaving broker's partitions released", |v| {
+            let b = &v.image.brokers[&leaving];
+            b.in_controlled_shutdown
+                && v.image.topics["t1"]
+                    .partitions
+                    .iter()
+                    .all(|p| p.leader != leaving)
+        });
         for (_, n) in nodes {
             n.stop();
         }

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod cert;
+pub mod cluster;
 pub mod consume;
 pub mod group;
 mod kafka;

@@ -1,0 +1,194 @@
+//! `tern cluster status`: the cluster as a client sees it (DescribeCluster and Metadata).
+
+use anyhow::Context;
+use clap::Args;
+use kafka_protocol::messages::{ApiKey, DescribeClusterRequest, DescribeClusterResponse};
+
+use crate::cli::kafka::{BootstrapArgs, Cluster};
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    bootstrap: BootstrapArgs,
+}
+
+/// Prints the cluster id, the controller, every broker (fenced ones too) and the partitions
+/// without a leader.
+pub fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let mut cluster = Cluster::connect(&args.bootstrap)?;
+    let client = cluster.bootstrap();
+    let v = client
+        .version(ApiKey::DescribeCluster, 0, 2)
+        .context("DescribeCluster")?;
+    let req = DescribeClusterRequest::default()
+        .with_endpoint_type(1)
+        .with_include_fenced_brokers(v >= 2);
+    let resp: DescribeClusterResponse = client
+        .request(ApiKey::DescribeCluster, v, &req)
+        .context("DescribeCluster")?;
+    if resp.error_code != 0 {
+        anyhow::bail!(
+            "DescribeCluster: error {}: {}",
+            resp.error_code,
+            resp.error_message.as_deref().unwrap_or("")
+        );
+    }
+    println!("cluster id   {}", resp.cluster_id.as_str());
+    println!("controller   {}", resp.controller_id.0);
+    println!("brokers      {}", resp.brokers.len());
+    for b in &resp.brokers {
+        let rack = b
+            .rack
+            .as_deref()
+            .map(|r| format!(" rack {r}"))
+            .unwrap_or_default();
+        let state = if b.is_fenced { "fenced" } else { "live" };
+        println!(
+            "  {:>4}  {}:{}  {state}{rack}",
+            b.broker_id.0,
+            b.host.as_str(),
+            b.port
+        );
+    }
+    let m = cluster.metadata(None, false)?;
+    let mut leaderless = Vec::new();
+    for t in &m.topics {
+        let name = t.name.as_ref().map(|n| n.to_string()).unwrap_or_default();
+        for p in &t.partitions {
+            if p.leader_id.0 < 0 {
+                leaderless.push(format!("{name}/{}", p.partition_index));
+            }
+        }
+    }
+    if leaderless.is_empty() {
+        println!("partitions without a leader: none");
+    } else {
+        println!(
+            "partitions without a leader: {} ({})",
+            leaderless.len(),
+            leaderless.join(", ")
+        );
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Nodes to start (each a controller voter and a broker).
+    #[arg(long, value_name = "N", default_value_t = 3,
+          value_parser = clap::value_parser!(i32).range(1..=9))]
+    nodes: i32,
+    /// Directory for certificates, configurations, data and logs (kept across runs: a
+    /// second run restarts the same cluster).
+    #[arg(long, value_name = "DIR")]
+    dir: std::path::PathBuf,
+    /// Client port of node 1; node N listens on this + N - 1.
+    #[arg(long, value_name = "PORT", default_value_t = 19092)]
+    kafka_port: u16,
+    /// CONTROLLER (QUIC) port of node 1; node N on this + N - 1.
+    #[arg(long, value_name = "PORT", default_value_t = 19192)]
+    controller_port: u16,
+}
+
+/// `tern cluster dev`: a local cluster of `tern serve` processes on 127.0.0.1 until SIGINT
+/// or SIGTERM, then each node stops (controlled shutdown first).
+pub fn dev(args: DevArgs) -> anyhow::Result<()> {
+    use std::io::BufRead;
+    let signals = crate::cli::serve::block_stop_signals()?;
+    let dir = &args.dir;
+    let certs = dir.join("certs");
+    let ids: Vec<i32> = (1..=args.nodes).collect();
+    let port = |base: u16, id: i32| -> anyhow::Result<u16> {
+        base.checked_add(u16::try_from(id - 1)?)
+            .context("port out of range")
+    };
+    if !certs.join("ca.crt").exists() {
+        std::fs::create_dir_all(&certs).with_context(|| certs.display().to_string())?;
+        let dev = tern_replication::tls::dev_certificates(&ids)?;
+        std::fs::write(certs.join("ca.crt"), &dev.ca_cert_pem)?;
+        for (id, cert, key) in &dev.nodes {
+            std::fs::write(certs.join(format!("node-{id}.crt")), cert)?;
+            std::fs::write(certs.join(format!("node-{id}.key")), key)?;
+        }
+    }
+    let id_file = dir.join("cluster.id");
+    let cluster_id = match std::fs::read_to_string(&id_file) {
+        Ok(id) => id.trim().to_owned(),
+        Err(_) => {
+            let id = tern_net::node_meta::new_cluster_id();
+            std::fs::write(&id_file, &id).with_context(|| id_file.display().to_string())?;
+            id
+        }
+    };
+    let voters = ids
+        .iter()
+        .map(|id| {
+            Ok(format!(
+                "{id}@127.0.0.1:{}",
+                port(args.controller_port, *id)?
+            ))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?
+        .join(",");
+    let exe = std::env::current_exe().context("the tern executable")?;
+    let mut children = Vec::new();
+    for id in &ids {
+        let node_dir = dir.join(format!("node-{id}"));
+        std::fs::create_dir_all(&node_dir).with_context(|| node_dir.display().to_string())?;
+        let config = format!(
+            "node.id = {id}\ncluster.id = \"{cluster_id}\"\n\
+             listeners = \"PLAINTEXT://127.0.0.1:{},CONTROLLER://127.0.0.1:{}\"\n\
+             log.dirs = \"{}\"\ncontroller.quorum.voters = \"{voters}\"\n\
+             quic.tls.cert = \"{}\"\nquic.tls.key = \"{}\"\nquic.tls.ca = \"{}\"\n",
+            port(args.kafka_port, *id)?,
+            port(args.controller_port, *id)?,
+            node_dir.join("data").display(),
+            certs.join(format!("node-{id}.crt")).display(),
+            certs.join(format!("node-{id}.key")).display(),
+            certs.join("ca.crt").display(),
+        );
+        let config_path = node_dir.join("tern.toml");
+        std::fs::write(&config_path, config)?;
+        let log = std::fs::File::create(node_dir.join("serve.log"))?;
+        let mut child = std::process::Command::new(&exe)
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .context("starting tern serve")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line)?;
+        if !line.starts_with("listening on") {
+            let _ = child.kill();
+            anyhow::bail!(
+                "node {id} did not start; see {}",
+                node_dir.join("serve.log").display()
+            );
+        }
+        println!(
+            "node {id}: {} (log {})",
+            line.trim(),
+            node_dir.join("serve.log").display()
+        );
+        children.push(child);
+    }
+    let bootstrap = ids
+        .iter()
+        .map(|id| Ok(format!("127.0.0.1:{}", port(args.kafka_port, *id)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?
+        .join(",");
+    println!("cluster {cluster_id}: bootstrap.servers = {bootstrap}; Ctrl-C stops it");
+    let sig = crate::cli::serve::wait_for_signal(&signals);
+    eprintln!("tern: signal {sig}: stopping the nodes");
+    for c in &children {
+        // SAFETY: kill(2) on our own children's pids.
+        unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+    }
+    for mut c in children {
+        let _ = c.wait();
+    }
+    Ok(())
+}
