@@ -54,5 +54,5 @@ for k in $(seq 1 "$KILLS"); do
   until status $other | grep -q "brokers      3" && ! status $other | grep -q fenced && status $other | grep -q "without a leader: none"; do sleep 0.1; done
 done | tee "$D/kills.txt"
 for id in 1 2 3; do kill -TERM "${PID[$id]}" 2>/dev/null; done; wait
-awk '{gsub("ms;",""); print $8}' "$D/kills.txt" | sort -n | awk '{a[NR]=$1} END {printf "controller failover over %d kills: median %d ms, max %d ms\n", NR, a[int((NR+1)/2)], a[NR]}'
-awk '{print $13}' "$D/kills.txt" | sort -n | awk '{a[NR]=$1} END {printf "dead broker partitions leaderless: median %d ms, max %d ms (session timeout '"$SESSION_MS"' ms)\n", a[int((NR+1)/2)], a[NR]}'
+awk '{print $9}' "$D/kills.txt" | sort -n | awk '{a[NR]=$1} END {printf "controller failover over %d kills: median %d ms, max %d ms\n", NR, a[int((NR+1)/2)], a[NR]}'
+awk '{print $15}' "$D/kills.txt" | sort -n | awk '{a[NR]=$1} END {printf "dead broker partitions leaderless: median %d ms, max %d ms (session timeout '"$SESSION_MS"' ms)\n", a[int((NR+1)/2)], a[NR]}'
