@@ -345,6 +345,25 @@ fn three_nodes_serve_one_cluster() {
         .unwrap();
     let m = metadata(&cluster.nodes[&other], Some(&["orders"]));
     assert!(!leaders(&m, "orders").contains(&leaving), "{m:?}");
+
+    // The whole cluster stops and starts again: the controllers recover their Raft logs,
+    // the topics and every record are still there.
+    for b in cluster.nodes.values_mut() {
+        if b.is_running() {
+            assert!(b.stop().success());
+        }
+    }
+    for b in cluster.nodes.values_mut() {
+        b.restart();
+    }
+    wait_for("the restarted cluster leading every partition", || {
+        let m = metadata(&cluster.nodes[&1], Some(&["orders", "after"]));
+        m.brokers.len() == 3
+            && leaders(&m, "orders").iter().all(|l| *l > 0)
+            && leaders(&m, "after").len() == 2
+    });
+    let seen = consume_all(&cluster.bootstrap(), "orders", 6, 300);
+    assert_eq!(seen.len(), 300);
 }
 
 /// Subscribes a group, reads `expected` records, commits, and reads the commit back.

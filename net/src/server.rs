@@ -205,7 +205,7 @@ impl Broker {
 }
 
 /// How long a stopping cluster node waits for the controller to move its leaderships.
-const CONTROLLED_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const CONTROLLED_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Written in `log.dirs` after a shutdown in which every log and journal closed without
 /// error; removed (durably) at the next start before anything is opened for writing. Its

@@ -207,6 +207,10 @@ impl ClusterNode {
         let Some(broker_epoch) = view.broker_epoch else {
             return Ok(()); // never registered: nothing to move
         };
+        if view.controller_leader.is_none() {
+            // No quorum to ask (the last voters stopping): nothing can move anyway.
+            return Err(RequestError::Timeout(0));
+        }
         let broker_id = self.node_id;
         let rx = self.request(BrokerRequest::ControlledShutdown {
             broker_id,

@@ -187,6 +187,11 @@ impl Broker {
         self.child = Some(child);
     }
 
+    /// Whether the process was started and not yet stopped or killed.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     pub fn pid(&self) -> libc::pid_t {
         self.child.as_ref().expect("broker not running").id() as libc::pid_t
     }
