@@ -38,9 +38,11 @@ fn reserve_udp() -> String {
 }
 
 impl Cluster {
-    fn start(n: i32) -> Cluster {
+    /// Nodes 1..=voters are controller voters (and brokers); the next `brokers_only` nodes
+    /// are brokers only (`process.roles = "broker"`).
+    fn start(voters_n: i32, brokers_only: i32) -> Cluster {
         let certs = tempfile::tempdir().unwrap();
-        let ids: Vec<i32> = (1..=n).collect();
+        let ids: Vec<i32> = (1..=voters_n + brokers_only).collect();
         let dev = tern_replication::tls::dev_certificates(&ids).unwrap();
         std::fs::write(certs.path().join("ca.crt"), &dev.ca_cert_pem).unwrap();
         for (id, cert, key) in &dev.nodes {
@@ -51,12 +53,18 @@ impl Cluster {
             ids.iter().map(|id| (*id, reserve_udp())).collect();
         let voters: Vec<String> = controllers
             .iter()
+            .filter(|(id, _)| **id <= voters_n)
             .map(|(id, a)| format!("{id}@{a}"))
             .collect();
         let mut nodes = BTreeMap::new();
         for id in &ids {
+            let role = if *id > voters_n {
+                "process.roles = \"broker\"\n"
+            } else {
+                ""
+            };
             let extra = format!(
-                "node.id = {id}\ncluster.id = \"test-cluster\"\ncontroller.quorum.voters = \"{}\"\n\
+                "{role}node.id = {id}\ncluster.id = \"test-cluster\"\ncontroller.quorum.voters = \"{}\"\n\
                  broker.session.timeout.ms = 3000\nbroker.heartbeat.interval.ms = 500\n\
                  quic.tls.cert = \"{}\"\nquic.tls.key = \"{}\"\nquic.tls.ca = \"{}\"\n",
                 voters.join(","),
@@ -124,6 +132,18 @@ fn fetch_error(b: &Broker, topic: &str, partition: i32) -> i16 {
     resp.responses[0].partitions[0].error_code
 }
 
+/// The active controller, from DescribeCluster (Metadata names the broker asked, as KRaft
+/// brokers do).
+fn controller(b: &Broker) -> i32 {
+    use kafka_protocol::messages::{DescribeClusterRequest, DescribeClusterResponse};
+    let req = DescribeClusterRequest::default().with_endpoint_type(1);
+    let mut body = round_trip(b, ApiKey::DescribeCluster, 1, &req);
+    DescribeClusterResponse::decode(&mut body, 1)
+        .unwrap()
+        .controller_id
+        .0
+}
+
 /// Metadata v12 over a raw socket (brokers, controller id, partition leaders).
 fn metadata(b: &Broker, topics: Option<&[&str]>) -> MetadataResponse {
     let mut req = MetadataRequest::default();
@@ -170,8 +190,11 @@ fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
         .build()
         .unwrap();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let r = rt.block_on(admin.create_topics(&[topic], &opts)).unwrap();
-    assert!(r[0].is_ok(), "create {name}: {r:?}");
+    let r = rt.block_on(admin.create_topics(&[topic], &opts));
+    assert!(
+        r.as_ref().is_ok_and(|r| r[0].is_ok()),
+        "create {name}: {r:?}"
+    );
 }
 
 fn produce(bootstrap: &str, topic: &str, partitions: i32, per_partition: usize) {
@@ -231,24 +254,26 @@ fn consume_all(bootstrap: &str, topic: &str, partitions: i32, expected: usize) -
     seen
 }
 
-/// Guards the cluster end to end: three nodes agree on a controller and on three live
-/// brokers; a topic created through one node has its six partitions led by all three; a
+/// Guards the cluster end to end: three voters and a broker-only node agree on a controller
+/// and on four live brokers; a topic created through one node has its partitions led by
+/// all four; a
 /// librdkafka producer bootstrapped from one node writes to every leader and a consumer
 /// bootstrapped from another reads everything back; a node that does not lead a partition
 /// refuses to serve it; after SIGKILL of the controller leader a new one is elected and
 /// topics can still be created; the killed broker's partitions report no leader.
 #[test]
 fn three_nodes_serve_one_cluster() {
-    let mut cluster = Cluster::start(3);
+    let mut cluster = Cluster::start(3, 1);
     let first = &cluster.nodes[&1];
-    wait_for("three live brokers and a controller", || {
+    wait_for("four live brokers and a controller", || {
         let m = metadata(first, Some(&[]));
-        m.brokers.len() == 3 && m.controller_id.0 > 0
+        m.brokers.len() == 4 && controller(first) > 0
     });
-    create_topic(&cluster.nodes[&1].addr(), "orders", 6);
+    // Created through the broker-only node, like any client would.
+    create_topic(&cluster.nodes[&4].addr(), "orders", 6);
     let m = metadata(&cluster.nodes[&2], Some(&["orders"]));
     let led: BTreeSet<i32> = leaders(&m, "orders").into_iter().collect();
-    assert_eq!(led, BTreeSet::from([1, 2, 3]), "{m:?}");
+    assert_eq!(led, BTreeSet::from([1, 2, 3, 4]), "{m:?}");
     assert!(!m.cluster_id.as_ref().unwrap().is_empty());
 
     // A node that does not lead a partition refuses to serve it; its leader serves it.
@@ -273,28 +298,48 @@ fn three_nodes_serve_one_cluster() {
     assert_eq!(seen.len(), 300);
 
     // The controller leader dies; the other two elect one and still create topics.
-    let old = metadata(first, Some(&[])).controller_id.0;
+    assert_eq!(
+        metadata(first, Some(&[])).controller_id.0,
+        1,
+        "Metadata names the broker asked"
+    );
+    let old = controller(first);
+    assert!((1..=3).contains(&old), "the controller is a voter: {old}");
     cluster.nodes.get_mut(&old).unwrap().kill9();
     let survivor = cluster.nodes.keys().copied().find(|id| *id != old).unwrap();
     let before = Instant::now();
     wait_for("a new controller", || {
-        let c = metadata(&cluster.nodes[&survivor], Some(&[]))
-            .controller_id
-            .0;
+        let c = controller(&cluster.nodes[&survivor]);
         c > 0 && c != old
     });
     eprintln!("new controller visible after {:?}", before.elapsed());
+    // Every live broker, the broker-only one too, names the new controller.
+    wait_for("every live broker naming the new controller", || {
+        let ids: BTreeSet<i32> = cluster
+            .nodes
+            .iter()
+            .filter(|(id, _)| **id != old)
+            .map(|(_, b)| controller(b))
+            .collect();
+        ids.len() == 1 && ids.iter().all(|c| *c > 0 && *c != old)
+    });
     let live: Vec<String> = cluster
         .nodes
         .iter()
         .filter(|(id, _)| **id != old)
         .map(|(_, b)| b.addr())
         .collect();
-    create_topic(&live.join(","), "after", 2);
+    let created = std::panic::catch_unwind(|| create_topic(&live.join(","), "after", 2));
+    if created.is_err() {
+        for (id, b) in &cluster.nodes {
+            eprintln!("---- node {id}\n{}", b.log());
+        }
+        panic!("creating a topic after the controller's death failed");
+    }
     // The dead broker is fenced after its session: its partitions (RF = 1) have no leader.
     wait_for("the dead broker's partitions without a leader", || {
         let m = metadata(&cluster.nodes[&survivor], Some(&["orders"]));
-        m.brokers.len() == 2 && leaders(&m, "orders").iter().all(|l| *l != old)
+        m.brokers.len() == 3 && leaders(&m, "orders").iter().all(|l| *l != old)
     });
     let m = metadata(&cluster.nodes[&survivor], Some(&["orders"]));
     assert!(leaders(&m, "orders").contains(&-1), "{m:?}");
@@ -310,7 +355,7 @@ fn three_nodes_serve_one_cluster() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(status.contains("cluster id   test-cluster"), "{status}");
-    assert!(status.contains("brokers      3"), "{status}");
+    assert!(status.contains("brokers      4"), "{status}");
     assert!(status.contains("fenced"), "{status}");
     assert!(status.contains("orders/"), "{status}");
 
@@ -319,7 +364,7 @@ fn three_nodes_serve_one_cluster() {
     cluster.nodes.get_mut(&old).unwrap().restart();
     wait_for("every partition led again", || {
         let m = metadata(&cluster.nodes[&survivor], Some(&["orders"]));
-        m.brokers.len() == 3 && leaders(&m, "orders").iter().all(|l| *l > 0)
+        m.brokers.len() == 4 && leaders(&m, "orders").iter().all(|l| *l > 0)
     });
     let seen = consume_all(&cluster.bootstrap(), "orders", 6, 300);
     assert_eq!(seen.len(), 300);
@@ -358,7 +403,7 @@ fn three_nodes_serve_one_cluster() {
     }
     wait_for("the restarted cluster leading every partition", || {
         let m = metadata(&cluster.nodes[&1], Some(&["orders", "after"]));
-        m.brokers.len() == 3
+        m.brokers.len() == 4
             && leaders(&m, "orders").iter().all(|l| *l > 0)
             && leaders(&m, "after").len() == 2
     });

@@ -1,7 +1,9 @@
 //! The broker in a cluster: what changes when `controller.quorum.voters` is set.
 //!
-//! * [`start`] starts this node's [`ClusterNode`] (controller voter, QUIC transport, Raft
-//!   log in `<log.dirs>/__cluster/`, registration and heartbeats).
+//! * [`start`] starts this node's [`ClusterNode`] (QUIC transport, registration and
+//!   heartbeats; on a voter the controller and its Raft log in `<log.dirs>/__cluster/`; on a
+//!   broker-only node (`process.roles = "broker"`) the committed image fetched from the
+//!   voters).
 //! * The committed metadata image is the truth: Metadata answers from it (every live broker,
 //!   each partition's leader, replicas, ISR and epochs), and Produce, Fetch and ListOffsets
 //!   for a partition this broker does not lead get NOT_LEADER_OR_FOLLOWER ([`leads`]).
@@ -52,9 +54,11 @@ pub enum ClusterStartError {
     #[error("controller.quorum.voters: {voter}: {reason}")]
     Voter { voter: String, reason: String },
     #[error(
-        "process.roles = \"broker\": broker-only nodes are not served yet; make every node a voter"
+        "listeners: the CONTROLLER listener {0} binds every interface; set \
+         advertised.listeners = \"…,CONTROLLER://host:port\" so that the controllers can \
+         answer this broker"
     )]
-    BrokerOnly,
+    ControllerAddress(SocketAddr),
     #[error("the controller's Raft log in {path}: {reason}")]
     Log { path: String, reason: String },
     #[error(transparent)]
@@ -68,9 +72,6 @@ pub fn start(
     kafka: SocketAddr,
 ) -> Result<ClusterNode, ClusterStartError> {
     let c = &config.cluster;
-    if !c.roles.controller {
-        return Err(ClusterStartError::BrokerOnly);
-    }
     let Some(tls) = &c.tls else {
         // The configuration check requires the files in a cluster.
         return Err(ClusterStartError::Voter {
@@ -91,19 +92,34 @@ pub fn start(
             })?;
         voters.insert(v.id, addr);
     }
-    let listen = config
-        .controller_listener
-        .unwrap_or(voters[&config.node_id]);
-    let mut controller = ControllerConfig::new(
-        config.node_id,
-        voters.keys().copied().collect(),
-        rand::random(),
-    );
-    controller.election_timeout_ms = c.election_timeout_ms as u64;
-    controller.broker_session_timeout_ms = c.broker_session_timeout_ms as u64;
-    controller.auto_leader_rebalance_enable = c.auto_leader_rebalance;
-    controller.num_partitions = config.num_partitions;
-    controller.default_replication_factor = config.default_replication_factor;
+    let voter = c.roles.controller;
+    // The configuration check makes a cluster node name its CONTROLLER listener.
+    let listen = match config.controller_listener {
+        Some(l) => l,
+        None => voters
+            .get(&config.node_id)
+            .copied()
+            .ok_or(ClusterStartError::ControllerAddress(kafka))?,
+    };
+    let controller_endpoint = match (&config.advertised_controller, voters.get(&config.node_id)) {
+        (Some(a), _) => (a.host.clone(), a.port),
+        (None, _) if !listen.ip().is_unspecified() => (listen.ip().to_string(), listen.port()),
+        (None, Some(own)) => (own.ip().to_string(), own.port()),
+        (None, None) => return Err(ClusterStartError::ControllerAddress(listen)),
+    };
+    let controller = voter.then(|| {
+        let mut controller = ControllerConfig::new(
+            config.node_id,
+            voters.keys().copied().collect(),
+            rand::random(),
+        );
+        controller.election_timeout_ms = c.election_timeout_ms as u64;
+        controller.broker_session_timeout_ms = c.broker_session_timeout_ms as u64;
+        controller.auto_leader_rebalance_enable = c.auto_leader_rebalance;
+        controller.num_partitions = config.num_partitions;
+        controller.default_replication_factor = config.default_replication_factor;
+        controller
+    });
     let advertised = config.advertised(kafka);
     let settings = NodeSettings {
         node_id: config.node_id,
@@ -111,17 +127,28 @@ pub fn start(
         listen,
         voters,
         controller,
-        endpoints: vec![Endpoint {
-            listener: CLIENT_LISTENER.into(),
-            host: advertised.host,
-            port: advertised.port,
-        }],
+        endpoints: vec![
+            Endpoint {
+                listener: CLIENT_LISTENER.into(),
+                host: advertised.host,
+                port: advertised.port,
+            },
+            Endpoint {
+                listener: tern_replication::node::CONTROLLER_LISTENER.into(),
+                host: controller_endpoint.0,
+                port: controller_endpoint.1,
+            },
+        ],
         rack: c.rack.clone(),
         heartbeat_interval_ms: c.broker_heartbeat_interval_ms as u64,
         request_timeout_ms: ADMIN_TIMEOUT_MS,
     };
     let dir = config.log_dir.join(RAFT_DIR);
-    let log = open_raft_log(&dir)?;
+    let log = if voter {
+        Some(open_raft_log(&dir)?)
+    } else {
+        None
+    };
     Ok(ClusterNode::start(settings, tls, log)?)
 }
 
@@ -233,7 +260,10 @@ pub async fn metadata(
     MetadataResponse::default()
         .with_brokers(brokers)
         .with_cluster_id(Some(s(router.cluster_id())))
-        .with_controller_id(BrokerId(view.controller_leader.unwrap_or(-1)))
+        // As in KRaft: every broker forwards admin requests to the active controller, so
+        // clients are told this broker; a stale leader id would send them to a dead node.
+        // DescribeCluster names the active controller.
+        .with_controller_id(BrokerId(router.config.node_id))
         .with_topics(topics)
 }
 

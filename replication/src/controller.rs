@@ -119,6 +119,12 @@ pub enum BrokerRequest {
         broker_epoch: i64,
     },
     AlterPartition(decide::AlterPartitionRequest),
+    /// A broker that is not a voter asks for the committed image when it is newer than
+    /// `since_index`; any voter answers (to the CONTROLLER address in `endpoints`).
+    FetchMetadata {
+        since_index: u64,
+        endpoints: Vec<crate::image::Endpoint>,
+    },
 }
 
 /// The controller's answer to a [`BrokerRequest`] of the same name.
@@ -132,6 +138,11 @@ pub enum BrokerResponse {
     CreatePartitions(Vec<Result<(), ControllerError>>),
     AllocateProducerIds(decide::ProducerIdsReply),
     AlterPartition,
+    /// The committed image when newer than asked (else `None`), and the leader known.
+    Metadata {
+        image: Option<Box<MetadataImage>>,
+        leader: Option<BrokerId>,
+    },
 }
 
 /// Why an inbound Raft frame was refused.
@@ -408,6 +419,15 @@ impl Controller {
         if self.failure.is_some() {
             return Err(self.not_controller());
         }
+        if let BrokerRequest::FetchMetadata { since_index, .. } = request {
+            // Committed state: every voter may answer, leader or not.
+            let image =
+                (self.image.last_applied_index > since_index).then(|| Box::new(self.image.clone()));
+            let leader = self.role.leader;
+            self.replies
+                .push_back((request_id, Ok(BrokerResponse::Metadata { image, leader })));
+            return Ok(());
+        }
         let now = self.now_ms;
         let timeout = self.config.broker_session_timeout_ms;
         let defaults = TopicDefaults {
@@ -479,6 +499,8 @@ impl Controller {
                 let (records, ()) = decide::alter_partition(spec, &r)?;
                 (records, BrokerResponse::AlterPartition)
             }
+            // Answered above, before the leadership check.
+            BrokerRequest::FetchMetadata { .. } => return Ok(()),
         };
         self.commit(Some(request_id), records, reply)
     }

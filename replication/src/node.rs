@@ -35,6 +35,8 @@ use crate::transport::{Received, Transport, TransportConfig};
 
 /// Raft messages between voters.
 pub const CHANNEL_RAFT: u8 = 0;
+/// The listener name of a node's QUIC endpoint in its broker registration.
+pub const CONTROLLER_LISTENER: &str = "CONTROLLER";
 /// Broker requests to the controller leader, and its replies.
 pub const CHANNEL_CONTROL: u8 = 1;
 
@@ -42,6 +44,8 @@ pub const CHANNEL_CONTROL: u8 = 1;
 const WAITING_REQUESTS_MAX: usize = 4096;
 /// How often the driver wakes when nothing else is due.
 const IDLE_WAKE_MS: u64 = 100;
+/// How often a broker-only node asks a voter for a newer image.
+const METADATA_POLL_MS: u64 = 100;
 
 /// What the driver needs.
 #[derive(Debug, Clone)]
@@ -50,9 +54,12 @@ pub struct NodeSettings {
     pub cluster_id: String,
     /// The CONTROLLER listener (UDP) to bind.
     pub listen: SocketAddr,
-    /// Every voter's CONTROLLER address, this node's included.
+    /// Every voter's CONTROLLER address (this node's included when it is one).
     pub voters: BTreeMap<BrokerId, SocketAddr>,
-    pub controller: ControllerConfig,
+    /// The controller settings when this node is a voter (`process.roles` has
+    /// `controller`); `None` for a broker-only node, which fetches the committed image from
+    /// the voters instead of replicating the Raft log.
+    pub controller: Option<ControllerConfig>,
     /// This broker's Kafka listeners, registered with the controller.
     pub endpoints: Vec<Endpoint>,
     pub rack: Option<String>,
@@ -94,7 +101,9 @@ pub enum NodeError {
     Controller(#[from] crate::controller::StartError),
     #[error("raft log: {0}")]
     Log(String),
-    #[error("node {0} is not one of the voters")]
+    #[error(
+        "node {0}: a voter needs controller settings and a Raft log, a broker-only node neither"
+    )]
     NotVoter(BrokerId),
     #[error("the node thread: {0}")]
     Thread(String),
@@ -118,12 +127,18 @@ pub struct ClusterNode {
 }
 
 impl ClusterNode {
-    /// Binds the transport, recovers the Raft log and starts the driver thread.
-    pub fn start<L>(settings: NodeSettings, tls: TlsMaterial, log: L) -> Result<Self, NodeError>
+    /// Binds the transport, recovers the Raft log (a voter's: `log` is `None` on a
+    /// broker-only node) and starts the driver thread.
+    pub fn start<L>(
+        settings: NodeSettings,
+        tls: TlsMaterial,
+        log: Option<L>,
+    ) -> Result<Self, NodeError>
     where
         L: QuorumLog + Send + 'static,
     {
-        if !settings.voters.contains_key(&settings.node_id) {
+        let voter = settings.voters.contains_key(&settings.node_id);
+        if voter != settings.controller.is_some() || voter != log.is_some() {
             return Err(NodeError::NotVoter(settings.node_id));
         }
         let node_id = settings.node_id;
@@ -276,12 +291,29 @@ struct BrokerState {
     next_register: Option<Instant>,
 }
 
+/// A voter's share of the driver.
+struct Voter<L> {
+    controller: Controller,
+    log: L,
+}
+
+/// A broker-only node's share: the image fetched from the voters.
+struct Observer {
+    image: Arc<MetadataImage>,
+    leader: Option<BrokerId>,
+    next_poll: Instant,
+    polling: bool,
+    /// Which voter to ask while no leader is known (round robin).
+    next_voter: usize,
+    replies: Vec<oneshot::Receiver<Result<BrokerResponse, RequestError>>>,
+}
+
 struct Driver<L> {
     settings: NodeSettings,
     transport: Transport,
     received: Option<mpsc::Receiver<Received>>,
-    controller: Controller,
-    log: L,
+    voter: Option<Voter<L>>,
+    observer: Observer,
     view_tx: watch::Sender<Arc<NodeView>>,
     published_index: u64,
     published_leader: Option<BrokerId>,
@@ -291,7 +323,7 @@ struct Driver<L> {
     /// Requests the local controller handles, by the id it was given.
     handled: BTreeMap<RequestId, Origin>,
     /// Requests sent to a remote leader, by the id in the frame.
-    sent: BTreeMap<RequestId, Pending>,
+    sent: BTreeMap<RequestId, (BrokerId, Pending)>,
     /// Requests waiting for a leader.
     waiting: VecDeque<Pending>,
     broker: BrokerState,
@@ -312,7 +344,7 @@ impl<L: QuorumLog> Driver<L> {
     fn new(
         settings: NodeSettings,
         tls: &TlsMaterial,
-        log: L,
+        log: Option<L>,
         view_tx: watch::Sender<Arc<NodeView>>,
     ) -> Result<Self, NodeError> {
         let peers: BTreeMap<BrokerId, SocketAddr> = settings
@@ -321,21 +353,36 @@ impl<L: QuorumLog> Driver<L> {
             .filter(|(id, _)| **id != settings.node_id)
             .map(|(id, a)| (*id, *a))
             .collect();
-        let config = TransportConfig::new(
+        let mut config = TransportConfig::new(
             settings.node_id,
             &settings.cluster_id,
             settings.listen,
             peers,
         );
+        // A voter hears from brokers that are not voters.
+        config.accept_unlisted = settings.controller.is_some();
         let (transport, received) = Transport::bind(config, tls)?;
-        let recovered = log.recover().map_err(|e| NodeError::Log(e.to_string()))?;
-        let logger = slog::Logger::root(slog::Discard, slog::o!());
-        let controller = Controller::new(settings.controller.clone(), recovered, &logger)?;
+        let voter = match (log, &settings.controller) {
+            (Some(log), Some(config)) => {
+                let recovered = log.recover().map_err(|e| NodeError::Log(e.to_string()))?;
+                let logger = slog::Logger::root(slog::Discard, slog::o!());
+                let controller = Controller::new(config.clone(), recovered, &logger)?;
+                Some(Voter { controller, log })
+            }
+            _ => None,
+        };
         Ok(Driver {
             transport,
             received: Some(received),
-            controller,
-            log,
+            voter,
+            observer: Observer {
+                image: Arc::new(MetadataImage::default()),
+                leader: None,
+                next_poll: Instant::now(),
+                polling: false,
+                next_voter: 0,
+                replies: Vec::new(),
+            },
             view_tx,
             published_index: u64::MAX,
             published_leader: None,
@@ -365,8 +412,9 @@ impl<L: QuorumLog> Driver<L> {
         loop {
             self.drain();
             let wake_ms = self
-                .controller
-                .poll_timeout()
+                .voter
+                .as_ref()
+                .and_then(|v| v.controller.poll_timeout())
                 .map_or(IDLE_WAKE_MS, |t| t.saturating_sub(self.now_ms()))
                 .min(IDLE_WAKE_MS);
             tokio::select! {
@@ -390,7 +438,10 @@ impl<L: QuorumLog> Driver<L> {
                 _ = tokio::time::sleep(Duration::from_millis(wake_ms)) => {}
             }
             let now = self.now_ms();
-            self.controller.handle_tick(now);
+            if let Some(v) = self.voter.as_mut() {
+                v.controller.handle_tick(now);
+            }
+            self.observe();
             self.own_replies();
             self.broker_duties();
             self.expire();
@@ -399,26 +450,30 @@ impl<L: QuorumLog> Driver<L> {
 
     /// Acts on everything the controller has ready, then publishes the view.
     fn drain(&mut self) {
-        loop {
+        while let Some(v) = self.voter.as_mut() {
             let mut progressed = false;
-            while let Some(batch) = self.controller.poll_persist() {
+            while let Some(batch) = v.controller.poll_persist() {
                 progressed = true;
-                let ok = self.log.write(&batch).and_then(|()| self.log.sync());
+                let ok = v.log.write(&batch).and_then(|()| v.log.sync());
                 if let Err(e) = ok {
                     // A Raft log that cannot be made durable cannot vote or lead safely.
                     tracing::error!(node = self.settings.node_id, error = %e,
                         "the controller's Raft log cannot be written; the process stops");
                     std::process::exit(70);
                 }
-                let now = self.now_ms();
-                self.controller.handle_persisted(batch.id, now);
+                let now = self.start.elapsed().as_millis() as u64;
+                v.controller.handle_persisted(batch.id, now);
             }
-            while let Some((to, bytes)) = self.controller.poll_transmit() {
+            while let Some((to, bytes)) = v.controller.poll_transmit() {
                 progressed = true;
                 // Raft retries what is lost; a full queue is a lost message.
                 let _ = self.transport.send(to, CHANNEL_RAFT, bytes);
             }
-            while let Some((id, result)) = self.controller.poll_reply() {
+            let mut replies = Vec::new();
+            while let Some(r) = v.controller.poll_reply() {
+                replies.push(r);
+            }
+            for (id, result) in replies {
                 progressed = true;
                 self.on_reply(id, result);
             }
@@ -430,9 +485,25 @@ impl<L: QuorumLog> Driver<L> {
         self.publish();
     }
 
+    /// The committed image this node knows.
+    fn image(&self) -> &MetadataImage {
+        match &self.voter {
+            Some(v) => v.controller.image(),
+            None => &self.observer.image,
+        }
+    }
+
+    /// The controller leader this node knows.
+    fn leader(&self) -> Option<BrokerId> {
+        match &self.voter {
+            Some(v) => v.controller.role().leader,
+            None => self.observer.leader,
+        }
+    }
+
     fn publish(&mut self) {
-        let index = self.controller.image().last_applied_index;
-        let leader = self.controller.role().leader;
+        let index = self.image().last_applied_index;
+        let leader = self.leader();
         if index == self.published_index
             && leader == self.published_leader
             && self.broker.epoch == self.published_epoch
@@ -442,8 +513,12 @@ impl<L: QuorumLog> Driver<L> {
         self.published_index = index;
         self.published_leader = leader;
         self.published_epoch = self.broker.epoch;
+        let image = match &self.voter {
+            Some(v) => Arc::new(v.controller.image().clone()),
+            None => self.observer.image.clone(),
+        };
         let view = NodeView {
-            image: Arc::new(self.controller.image().clone()),
+            image,
             controller_leader: leader,
             broker_epoch: self.broker.epoch,
         };
@@ -453,16 +528,25 @@ impl<L: QuorumLog> Driver<L> {
     fn on_frame(&mut self, f: Received) {
         let now = self.now_ms();
         match f.channel {
-            CHANNEL_RAFT => {
-                if let Err(e) = self.controller.handle_raft_message(f.from, &f.payload, now) {
-                    tracing::warn!(node = self.settings.node_id, error = %e, "Raft frame refused");
+            CHANNEL_RAFT => match self.voter.as_mut() {
+                Some(v) => {
+                    if let Err(e) = v.controller.handle_raft_message(f.from, &f.payload, now) {
+                        tracing::warn!(node = self.settings.node_id, error = %e,
+                            "Raft frame refused");
+                    }
                 }
-            }
+                None => tracing::warn!(
+                    node = self.settings.node_id,
+                    from = f.from,
+                    "Raft frame to a broker-only node dropped"
+                ),
+            },
             CHANNEL_CONTROL => match Frame::decode(&f.payload) {
                 Ok(Frame::Request {
                     request_id,
                     request,
                 }) => {
+                    self.learn_peer(f.from, &request);
                     let id = self.next_id();
                     self.handled.insert(
                         id,
@@ -471,10 +555,16 @@ impl<L: QuorumLog> Driver<L> {
                             request_id,
                         },
                     );
-                    self.controller.handle_request(id, request, now);
+                    match self.voter.as_mut() {
+                        Some(v) => v.controller.handle_request(id, request, now),
+                        None => {
+                            let leader_id = self.observer.leader;
+                            self.on_reply(id, Err(ControllerError::NotController { leader_id }));
+                        }
+                    }
                 }
                 Ok(Frame::Reply { request_id, reply }) => {
-                    if let Some(p) = self.sent.remove(&request_id) {
+                    if let Some((_, p)) = self.sent.remove(&request_id) {
                         self.finish(p, reply);
                     }
                 }
@@ -506,33 +596,16 @@ impl<L: QuorumLog> Driver<L> {
     /// Sends a request to the leader, or parks it until one is known.
     fn route(&mut self, p: Pending) {
         let now = self.now_ms();
-        match self.controller.role().leader {
-            Some(leader) if leader == self.settings.node_id => {
+        match self.leader() {
+            Some(leader) if leader == self.settings.node_id && self.voter.is_some() => {
                 let id = self.next_id();
                 let request = p.request.clone();
                 self.handled.insert(id, Origin::Local(p));
-                self.controller.handle_request(id, request, now);
-            }
-            Some(leader) => {
-                let id = self.next_id();
-                let frame = Frame::Request {
-                    request_id: id,
-                    request: p.request.clone(),
-                };
-                match frame.to_bytes() {
-                    Ok(bytes) => {
-                        // A lost frame shows as no reply: retried at the deadline check.
-                        let _ = self.transport.send(leader, CHANNEL_CONTROL, bytes);
-                        self.sent.insert(id, p);
-                    }
-                    Err(e) => {
-                        let reason = format!("cannot encode the request: {e}");
-                        let _ = p.reply.send(Err(RequestError::Controller(
-                            ControllerError::InvalidRequest { reason },
-                        )));
-                    }
+                if let Some(v) = self.voter.as_mut() {
+                    v.controller.handle_request(id, request, now);
                 }
             }
+            Some(leader) => self.send_request(leader, p),
             None => {
                 if self.waiting.len() >= WAITING_REQUESTS_MAX {
                     let _ = p.reply.send(Err(RequestError::Busy));
@@ -543,9 +616,142 @@ impl<L: QuorumLog> Driver<L> {
         }
     }
 
-    fn retry_waiting(&mut self) {
-        if self.controller.role().leader.is_none() {
+    /// Sends a request to `node` over the transport; its reply completes it.
+    fn send_request(&mut self, node: BrokerId, p: Pending) {
+        {
+            let leader = node;
+            let id = self.next_id();
+            let frame = Frame::Request {
+                request_id: id,
+                request: p.request.clone(),
+            };
+            match frame.to_bytes() {
+                Ok(bytes) => {
+                    // A lost frame shows as no reply: retried at the deadline check.
+                    let _ = self.transport.send(leader, CHANNEL_CONTROL, bytes);
+                    self.sent.insert(id, (leader, p));
+                }
+                Err(e) => {
+                    let reason = format!("cannot encode the request: {e}");
+                    let _ = p.reply.send(Err(RequestError::Controller(
+                        ControllerError::InvalidRequest { reason },
+                    )));
+                }
+            }
+        }
+    }
+
+    /// A voter replies to brokers it was not configured with: their CONTROLLER address
+    /// comes with their registration, or from the image once they are registered.
+    fn learn_peer(&mut self, node: BrokerId, request: &BrokerRequest) {
+        if self.voter.is_none() || self.transport.has_peer(node) {
             return;
+        }
+        let from_request = match request {
+            BrokerRequest::RegisterBroker(r) => Some(r.endpoints.clone()),
+            BrokerRequest::FetchMetadata { endpoints, .. } => Some(endpoints.clone()),
+            _ => None,
+        };
+        let endpoints = from_request
+            .or_else(|| self.image().broker(node).map(|b| b.endpoints.clone()))
+            .unwrap_or_default();
+        let addr = endpoints
+            .iter()
+            .filter(|e| e.listener == CONTROLLER_LISTENER)
+            .find_map(|e| {
+                use std::net::ToSocketAddrs;
+                (e.host.as_str(), e.port).to_socket_addrs().ok()?.next()
+            });
+        match addr {
+            Some(addr) => self.transport.add_peer(node, addr),
+            None => {
+                tracing::warn!(node = self.settings.node_id, from = node,
+                "a request from a broker whose CONTROLLER address is unknown: no reply possible")
+            }
+        }
+    }
+
+    /// A broker-only node keeps its image fresh: it asks the leader (or, while none is
+    /// known, each voter in turn) for the committed image when newer than its own.
+    fn observe(&mut self) {
+        if self.voter.is_some() {
+            return;
+        }
+        let replies = std::mem::take(&mut self.observer.replies);
+        for mut rx in replies {
+            match rx.try_recv() {
+                Err(oneshot::error::TryRecvError::Empty) => self.observer.replies.push(rx),
+                Ok(Ok(BrokerResponse::Metadata { image, leader })) => {
+                    self.observer.polling = false;
+                    if leader.is_some() {
+                        self.observer.leader = leader;
+                    }
+                    if let Some(image) = image {
+                        if image.last_applied_index > self.observer.image.last_applied_index {
+                            self.observer.image = Arc::from(image);
+                        }
+                    }
+                }
+                Ok(_) | Err(oneshot::error::TryRecvError::Closed) => {
+                    self.observer.polling = false;
+                    self.observer.leader = None; // ask another voter next
+                }
+            }
+        }
+        let now = Instant::now();
+        if self.observer.polling || now < self.observer.next_poll {
+            return;
+        }
+        let target = match self.observer.leader {
+            Some(l) => l,
+            None => {
+                let voters: Vec<BrokerId> = self.settings.voters.keys().copied().collect();
+                if voters.is_empty() {
+                    return;
+                }
+                let v = voters[self.observer.next_voter % voters.len()];
+                self.observer.next_voter += 1;
+                v
+            }
+        };
+        self.observer.polling = true;
+        self.observer.next_poll = now + Duration::from_millis(METADATA_POLL_MS);
+        let (tx, rx) = oneshot::channel();
+        let since_index = self.observer.image.last_applied_index;
+        let timeout = Duration::from_millis(self.settings.request_timeout_ms.min(1000));
+        self.send_request(
+            target,
+            Pending {
+                request: BrokerRequest::FetchMetadata {
+                    since_index,
+                    endpoints: self.settings.endpoints.clone(),
+                },
+                reply: tx,
+                deadline: now + timeout,
+            },
+        );
+        self.observer.replies.push(rx);
+    }
+
+    fn retry_waiting(&mut self) {
+        let Some(leader) = self.leader() else {
+            return;
+        };
+        // Requests sent to a node that is no longer the leader (it died, or lost an
+        // election) are sent again; the controller's answers are idempotent or say what
+        // happened (a topic created by the first try exists).
+        let stale: Vec<RequestId> = self
+            .sent
+            .iter()
+            .filter(|(_, (to, p))| {
+                *to != leader && !matches!(p.request, BrokerRequest::FetchMetadata { .. })
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            if let Some((_, p)) = self.sent.remove(&id) {
+                self.waiting.push_back(p);
+            }
         }
         let waiting = std::mem::take(&mut self.waiting);
         for p in waiting {
@@ -572,7 +778,11 @@ impl<L: QuorumLog> Driver<L> {
     /// Delivers a reply, or routes the request again when the controller moved.
     fn finish(&mut self, p: Pending, result: Result<BrokerResponse, ControllerError>) {
         match result {
-            Err(ControllerError::NotController { .. }) if Instant::now() < p.deadline => {
+            Err(ControllerError::NotController { leader_id }) if Instant::now() < p.deadline => {
+                if self.voter.is_none() {
+                    // A broker-only node learns the leader from the refusal.
+                    self.observer.leader = leader_id;
+                }
                 self.waiting.push_back(p);
             }
             r => {
@@ -588,11 +798,11 @@ impl<L: QuorumLog> Driver<L> {
         let expired: Vec<RequestId> = self
             .sent
             .iter()
-            .filter(|(_, p)| p.deadline <= now)
+            .filter(|(_, (_, p))| p.deadline <= now)
             .map(|(id, _)| *id)
             .collect();
         for id in expired {
-            if let Some(p) = self.sent.remove(&id) {
+            if let Some((_, p)) = self.sent.remove(&id) {
                 let _ = p.reply.send(Err(RequestError::Timeout(timeout_ms)));
             }
         }
@@ -629,7 +839,7 @@ impl<L: QuorumLog> Driver<L> {
                 BrokerRequest::BrokerHeartbeat(HeartbeatRequest {
                     broker_id: self.settings.node_id,
                     broker_epoch: epoch,
-                    current_metadata_offset: self.controller.image().last_applied_index as i64,
+                    current_metadata_offset: self.image().last_applied_index as i64,
                     want_fence: false,
                     want_shutdown: false,
                 })
@@ -713,31 +923,51 @@ mod tests {
         s.local_addr().unwrap()
     }
 
-    fn start(
+    /// Starts node `id`: a voter when it is in `voters`, else a broker-only node on `listen`.
+    fn start_at(
         id: BrokerId,
         voters: &BTreeMap<BrokerId, SocketAddr>,
         dev: &crate::tls::DevCertificates,
+        listen: SocketAddr,
     ) -> ClusterNode {
-        let mut controller =
-            ControllerConfig::new(id, voters.keys().copied().collect(), rand::random());
-        controller.broker_session_timeout_ms = 3000;
+        let voter = voters.contains_key(&id);
+        let controller = voter.then(|| {
+            let mut c = ControllerConfig::new(id, voters.keys().copied().collect(), rand::random());
+            c.broker_session_timeout_ms = 3000;
+            c
+        });
         let settings = NodeSettings {
             node_id: id,
             cluster_id: "test-cluster".into(),
-            listen: voters[&id],
+            listen,
             voters: voters.clone(),
             controller,
-            endpoints: vec![Endpoint {
-                listener: "PLAINTEXT".into(),
-                host: "127.0.0.1".into(),
-                port: 9000 + id as u16,
-            }],
+            endpoints: vec![
+                Endpoint {
+                    listener: "PLAINTEXT".into(),
+                    host: "127.0.0.1".into(),
+                    port: 9000 + id as u16,
+                },
+                Endpoint {
+                    listener: CONTROLLER_LISTENER.into(),
+                    host: listen.ip().to_string(),
+                    port: listen.port(),
+                },
+            ],
             rack: None,
             heartbeat_interval_ms: 500,
             request_timeout_ms: 10_000,
         };
         let tls = dev.material(id).unwrap().unwrap();
-        ClusterNode::start(settings, tls, MemQuorumLog::default()).unwrap()
+        ClusterNode::start(settings, tls, voter.then(MemQuorumLog::default)).unwrap()
+    }
+
+    fn start(
+        id: BrokerId,
+        voters: &BTreeMap<BrokerId, SocketAddr>,
+        dev: &crate::tls::DevCertificates,
+    ) -> ClusterNode {
+        start_at(id, voters, dev, voters[&id])
     }
 
     /// Polls `nodes` until `cond` holds for every view, or panics at the deadline.
@@ -773,7 +1003,7 @@ mod tests {
     /// topics.
     #[test]
     fn three_nodes_elect_register_and_survive_the_leader() {
-        let dev = dev_certificates(&[1, 2, 3]).unwrap();
+        let dev = dev_certificates(&[1, 2, 3, 4]).unwrap();
         let voters: BTreeMap<BrokerId, SocketAddr> =
             [1, 2, 3].into_iter().map(|id| (id, reserve())).collect();
         let mut nodes: BTreeMap<BrokerId, ClusterNode> = voters
@@ -814,6 +1044,21 @@ mod tests {
             }
             other => panic!("duplicate: {other:?}"),
         }
+
+        // A broker-only node (4): it fetches the image from the voters, registers, is
+        // unfenced, and creates topics through the leader like any broker.
+        let observer = start_at(4, &voters, &dev, reserve());
+        let all: Vec<&ClusterNode> = nodes.values().chain([&observer]).collect();
+        wait_views(&all, "four unfenced brokers everywhere", |v| {
+            v.image.brokers.len() == 4 && v.image.brokers.values().all(|b| !b.fenced)
+        });
+        assert!(observer.view().broker_epoch.is_some());
+        match create(&observer, "t4", 4) {
+            Ok(BrokerResponse::CreateTopics(r)) => assert!(r[0].is_ok(), "{r:?}"),
+            other => panic!("create t4 through the broker-only node: {other:?}"),
+        }
+        wait_views(&all, "t4 everywhere", |v| v.image.topics.contains_key("t4"));
+        observer.stop();
 
         nodes.remove(&leader).unwrap().stop();
         let rest: Vec<&ClusterNode> = nodes.values().collect();

@@ -15,7 +15,9 @@
 //!
 //! The accepting side refuses (closes the connection, logs one line and counts it in
 //! [`Transport::refused`]) a peer whose certificate the CA did not sign (the TLS handshake
-//! fails), a hello from a node id that is not one of its peers, from a node whose certificate
+//! fails), a hello from a node id that is not one of its peers (unless
+//! [`TransportConfig::accept_unlisted`]: a controller hears from any broker of its
+//! cluster), from a node whose certificate
 //! does not carry that node's name, or from another cluster, a bad hello, and a frame longer
 //! than `frame_bytes_max`. Other connections are not disturbed.
 //!
@@ -69,6 +71,10 @@ pub struct TransportConfig {
     pub frame_bytes_max: u32,
     /// Frames queued per peer before [`Transport::send`] refuses more.
     pub queue_frames_max: usize,
+    /// Accept nodes that are not in `peers` (a controller voter hears from brokers it was
+    /// not configured with); their certificate must still name them, their cluster id
+    /// match. Replies to them need [`Transport::add_peer`].
+    pub accept_unlisted: bool,
 }
 
 impl TransportConfig {
@@ -86,6 +92,7 @@ impl TransportConfig {
             peers,
             frame_bytes_max: 16 << 20,
             queue_frames_max: 1024,
+            accept_unlisted: false,
         }
     }
 }
@@ -133,7 +140,9 @@ struct Shared {
     node_id: i32,
     cluster_id: String,
     peers: BTreeMap<i32, SocketAddr>,
+    accept_unlisted: bool,
     frame_bytes_max: u32,
+    queue_frames_max: usize,
     refused: AtomicU64,
     recent_refusals: std::sync::Mutex<std::collections::VecDeque<String>>,
     received_frames: AtomicU64,
@@ -144,7 +153,7 @@ struct Shared {
 #[derive(Debug)]
 pub struct Transport {
     endpoint: quinn::Endpoint,
-    queues: BTreeMap<i32, mpsc::Sender<(u8, Bytes)>>,
+    queues: std::sync::Mutex<BTreeMap<i32, mpsc::Sender<(u8, Bytes)>>>,
     shared: Arc<Shared>,
 }
 
@@ -173,7 +182,9 @@ impl Transport {
             node_id: config.node_id,
             cluster_id: config.cluster_id.clone(),
             peers: config.peers.clone(),
+            accept_unlisted: config.accept_unlisted,
             frame_bytes_max: config.frame_bytes_max,
+            queue_frames_max: config.queue_frames_max.max(1),
             refused: AtomicU64::new(0),
             recent_refusals: std::sync::Mutex::new(std::collections::VecDeque::new()),
             received_frames: AtomicU64::new(0),
@@ -196,11 +207,45 @@ impl Transport {
         Ok((
             Transport {
                 endpoint,
-                queues,
+                queues: std::sync::Mutex::new(queues),
                 shared,
             },
             rx,
         ))
+    }
+
+    fn queue(&self, to: i32) -> Option<mpsc::Sender<(u8, Bytes)>> {
+        let queues = match self.queues.lock() {
+            Ok(q) => q,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        queues.get(&to).cloned()
+    }
+
+    /// Whether frames can be sent to `node`.
+    pub fn has_peer(&self, node: i32) -> bool {
+        self.queue(node).is_some()
+    }
+
+    /// Adds a peer learnt at run time (a broker that registered); a known one is kept.
+    /// Must be called on the transport's runtime.
+    pub fn add_peer(&self, node: i32, addr: SocketAddr) {
+        let mut queues = match self.queues.lock() {
+            Ok(q) => q,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if node == self.shared.node_id || queues.contains_key(&node) {
+            return;
+        }
+        let (tx, rx) = mpsc::channel(self.shared.queue_frames_max);
+        queues.insert(node, tx);
+        tokio::spawn(peer_sender(
+            self.endpoint.clone(),
+            self.shared.clone(),
+            node,
+            addr,
+            rx,
+        ));
     }
 
     /// The bound UDP address.
@@ -216,7 +261,7 @@ impl Transport {
                 max: self.shared.frame_bytes_max,
             });
         }
-        let queue = self.queues.get(&to).ok_or(SendError::UnknownPeer(to))?;
+        let queue = self.queue(to).ok_or(SendError::UnknownPeer(to))?;
         queue.try_send((channel, payload)).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => SendError::QueueFull(to),
             mpsc::error::TrySendError::Closed(_) => SendError::Closed,
@@ -232,7 +277,7 @@ impl Transport {
                 max: self.shared.frame_bytes_max,
             });
         }
-        let queue = self.queues.get(&to).ok_or(SendError::UnknownPeer(to))?;
+        let queue = self.queue(to).ok_or(SendError::UnknownPeer(to))?;
         queue
             .send((channel, payload))
             .await
@@ -342,7 +387,7 @@ async fn read_hello(
             shared.cluster_id
         ));
     }
-    if !shared.peers.contains_key(&node_id) {
+    if !shared.peers.contains_key(&node_id) && !shared.accept_unlisted {
         return Err(format!("node {node_id} is not one of this node's peers"));
     }
     let chain = conn
