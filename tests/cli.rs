@@ -422,12 +422,12 @@ fn serve_refuses_another_clusters_data_and_unserved_cluster_keys() {
         "version=1\ncluster.id=AAAAAAAAAAAAAAAAAAAAAA\nnode.id=0\n",
     )
     .unwrap();
-    let serve = |extra: &str| -> Output {
+    let serve_on = |listeners: &str, extra: &str| -> Output {
         let config = dir.path().join("tern.toml");
         std::fs::write(
             &config,
             format!(
-                "listeners = \"127.0.0.1:0\"\nlog.dirs = \"{}\"\ncores = [0]\n{extra}\n",
+                "listeners = \"{listeners}\"\nlog.dirs = \"{}\"\ncores = [0]\n{extra}\n",
                 data.display()
             ),
         )
@@ -440,6 +440,7 @@ fn serve_refuses_another_clusters_data_and_unserved_cluster_keys() {
             .unwrap()
             .into()
     };
+    let serve = |extra: &str| serve_on("127.0.0.1:0", extra);
     let err = serve("cluster.id = \"BBBBBBBBBBBBBBBBBBBBBB\"").one_line_error();
     assert!(
         err.contains("belongs to cluster AAAAAAAAAAAAAAAAAAAAAA but cluster.id is BBBB"),
@@ -459,35 +460,11 @@ fn serve_refuses_another_clusters_data_and_unserved_cluster_keys() {
                    quic.tls.cert = \"a\"\nquic.tls.key = \"b\"\nquic.tls.ca = \"c\"";
     let err = serve(cluster).one_line_error();
     assert!(err.contains("a CONTROLLER listener"), "{err}");
-    let config = dir.path().join("tern.toml");
-    let with_listener = format!(
-        "listeners = \"127.0.0.1:0,CONTROLLER://127.0.0.1:19093\"\nlog.dirs = \"{}\"\ncores = [0]\n{cluster}\n",
-        data.display()
-    );
-    std::fs::write(&config, with_listener).unwrap();
-    let out: Output = Command::new(env!("CARGO_BIN_EXE_tern"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-        .into();
-    let err = out.one_line_error();
+    let both = "127.0.0.1:0,CONTROLLER://127.0.0.1:19093";
+    let err = serve_on(both, cluster).one_line_error();
     assert!(err.contains("the same cluster.id on every node"), "{err}");
-    let with_id = format!(
-        "listeners = \"127.0.0.1:0,CONTROLLER://127.0.0.1:19093\"\nlog.dirs = \"{}\"\ncores = [0]\n\
-         cluster.id = \"AAAAAAAAAAAAAAAAAAAAAA\"\n{cluster}\n",
-        data.display()
-    );
-    std::fs::write(&config, with_id).unwrap();
-    let out: Output = Command::new(env!("CARGO_BIN_EXE_tern"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-        .into();
-    let err = out.one_line_error();
+    let with_id = format!("cluster.id = \"AAAAAAAAAAAAAAAAAAAAAA\"\n{cluster}");
+    let err = serve_on(both, &with_id).one_line_error();
     assert!(err.contains("quic.tls: a: "), "{err}");
     // The directory's owner is untouched by the refused starts.
     let props = std::fs::read_to_string(data.join("meta.properties")).unwrap();

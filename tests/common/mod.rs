@@ -41,6 +41,16 @@ impl Broker {
 
     /// [`Broker::start`] with environment variables for the process (test-only faults).
     pub fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Broker {
+        Self::launch(extra, env, None)
+    }
+
+    /// Starts a cluster node: [`Broker::start`] with a CONTROLLER listener on `controller`
+    /// (`127.0.0.1:PORT`) next to the client listener.
+    pub fn start_node(extra: &str, controller: &str) -> Broker {
+        Self::launch(extra, &[], Some(controller))
+    }
+
+    fn launch(extra: &str, env: &[(&str, &str)], controller: Option<&str>) -> Broker {
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
         let mut broker = Broker {
             child: None,
@@ -52,24 +62,7 @@ impl Broker {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-            controller: None,
-        };
-        broker.spawn();
-        broker
-    }
-
-    /// Starts a cluster node: [`Broker::start`] with a CONTROLLER listener on `controller`
-    /// (`127.0.0.1:PORT`) next to the client listener.
-    pub fn start_node(extra: &str, controller: &str) -> Broker {
-        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
-        let mut broker = Broker {
-            child: None,
-            port: 0,
-            dir,
-            extra: extra.to_string(),
-            starts: 0,
-            env: Vec::new(),
-            controller: Some(controller.to_string()),
+            controller: controller.map(str::to_string),
         };
         broker.spawn();
         broker
