@@ -63,60 +63,10 @@ pub enum MetaMsg {
 pub async fn run_writer(local: Rc<ShardState>, mut rx: mpsc::Receiver<MetaMsg>) {
     while let Some(msg) = rx.recv().await {
         match msg {
-            MetaMsg::Create {
-                name,
-                partitions,
-                replication_factor,
-                configs,
-                validate_only,
-                reply,
-            } if local.router.cluster.is_some() => {
-                let local = local.clone();
-                // Forwarded: other requests go on while the controller commits this one.
-                tokio_uring::spawn(async move {
-                    let Some(node) = local.router.cluster.as_ref() else {
-                        return;
-                    };
-                    let request = tern_replication::decide::CreateTopicRequest {
-                        name,
-                        num_partitions: partitions,
-                        replication_factor,
-                        configs,
-                    };
-                    let r = crate::cluster::create(&local, node, request, validate_only).await;
-                    let _ = reply.send(r);
-                });
-            }
-            MetaMsg::Delete { name, reply } if local.router.cluster.is_some() => {
-                let local = local.clone();
-                tokio_uring::spawn(async move {
-                    let Some(node) = local.router.cluster.as_ref() else {
-                        return;
-                    };
-                    let _ = reply.send(crate::cluster::delete(&local, node, &name).await);
-                });
-            }
-            MetaMsg::CreatePartitions {
-                name,
-                count,
-                validate_only,
-                reply,
-            } if local.router.cluster.is_some() => {
-                let local = local.clone();
-                tokio_uring::spawn(async move {
-                    let Some(node) = local.router.cluster.as_ref() else {
-                        return;
-                    };
-                    let r = crate::cluster::create_partitions(
-                        &local,
-                        node,
-                        &name,
-                        count,
-                        validate_only,
-                    )
-                    .await;
-                    let _ = reply.send(r);
-                });
+            // In a cluster the controller decides: forwarded, and other requests go on
+            // while it commits this one.
+            msg if local.router.cluster.is_some() => {
+                tokio_uring::spawn(crate::cluster::forward(local.clone(), msg));
             }
             MetaMsg::Create {
                 name,

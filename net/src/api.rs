@@ -383,14 +383,7 @@ async fn metadata(shard: &Rc<ShardState>, req: MetadataRequest, v: i16) -> Metad
                 .with_topic_id(id)
                 .with_error_code(code),
         };
-        if v < 10 {
-            t.topic_id = uuid::Uuid::nil();
-        }
-        if v < 7 {
-            for p in &mut t.partitions {
-                p.leader_epoch = -1;
-            }
-        }
+        for_metadata_version(&mut t, v);
         topics.push(t);
     }
     MetadataResponse::default()
@@ -431,6 +424,19 @@ pub(crate) async fn auto_create(
             code: ResponseError::CoordinatorNotAvailable.code(),
             message: "metadata writer stopped".into(),
         }),
+    }
+}
+
+/// Clears what Metadata version `v` does not carry (topic ids before v10, leader epochs
+/// before v7).
+pub(crate) fn for_metadata_version(t: &mut MetadataResponseTopic, v: i16) {
+    if v < 10 {
+        t.topic_id = uuid::Uuid::nil();
+    }
+    if v < 7 {
+        for p in &mut t.partitions {
+            p.leader_epoch = -1;
+        }
     }
 }
 
@@ -1125,7 +1131,7 @@ fn describe_cluster(
         .values()
         .filter(|b| with_fenced || !b.fenced)
         .filter_map(|b| {
-            let e = b.endpoints.iter().find(|e| e.listener == "PLAINTEXT")?;
+            let e = crate::cluster::client_endpoint(b)?;
             let mut d = DescribeClusterBroker::default()
                 .with_broker_id(BrokerId(b.id))
                 .with_host(s(e.host.clone()))

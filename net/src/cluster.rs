@@ -162,17 +162,18 @@ pub fn leads(node: Option<&ClusterNode>, node_id: i32, topic: &str, partition: i
         return true;
     };
     let view = node.view();
-    let led = view
-        .image
-        .topics
-        .get(topic)
-        .and_then(|t| {
-            usize::try_from(partition)
-                .ok()
-                .and_then(|p| t.partitions.get(p))
-        })
-        .is_some_and(|p| p.leader == node_id);
-    led
+    let Some(t) = view.image.topics.get(topic) else {
+        return false;
+    };
+    usize::try_from(partition)
+        .ok()
+        .and_then(|p| t.partitions.get(p))
+        .is_some_and(|p| p.leader == node_id)
+}
+
+/// The endpoint clients connect to, from a broker's registration.
+pub fn client_endpoint(b: &tern_replication::image::BrokerRegistration) -> Option<&Endpoint> {
+    b.endpoints.iter().find(|e| e.listener == CLIENT_LISTENER)
 }
 
 fn s(v: impl Into<String>) -> StrBytes {
@@ -214,7 +215,7 @@ pub async fn metadata(
         .values()
         .filter(|b| !b.fenced)
         .filter_map(|b| {
-            let e = b.endpoints.iter().find(|e| e.listener == CLIENT_LISTENER)?;
+            let e = client_endpoint(b)?;
             let mut broker = MetadataResponseBroker::default()
                 .with_node_id(BrokerId(b.id))
                 .with_host(s(e.host.clone()))
@@ -247,14 +248,7 @@ pub async fn metadata(
                     ResponseError::UnknownTopicId.code()
                 }),
         };
-        if v < 10 {
-            t.topic_id = Uuid::nil();
-        }
-        if v < 7 {
-            for p in &mut t.partitions {
-                p.leader_epoch = -1;
-            }
-        }
+        crate::api::for_metadata_version(&mut t, v);
         topics.push(t);
     }
     MetadataResponse::default()
@@ -348,6 +342,44 @@ async fn wait_local(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     Ok(())
+}
+
+/// Runs a metadata writer's request through the controller and answers it.
+pub async fn forward(local: Rc<ShardState>, msg: admin::MetaMsg) {
+    use admin::MetaMsg;
+    let Some(node) = local.router.cluster.as_ref() else {
+        return;
+    };
+    match msg {
+        MetaMsg::Create {
+            name,
+            partitions,
+            replication_factor,
+            configs,
+            validate_only,
+            reply,
+        } => {
+            let request = CreateTopicRequest {
+                name,
+                num_partitions: partitions,
+                replication_factor,
+                configs,
+            };
+            let _ = reply.send(create(&local, node, request, validate_only).await);
+        }
+        MetaMsg::Delete { name, reply } => {
+            let _ = reply.send(delete(&local, node, &name).await);
+        }
+        MetaMsg::CreatePartitions {
+            name,
+            count,
+            validate_only,
+            reply,
+        } => {
+            let r = create_partitions(&local, node, &name, count, validate_only).await;
+            let _ = reply.send(r);
+        }
+    }
 }
 
 /// CreateTopics through the controller.

@@ -149,7 +149,7 @@ pub async fn find_coordinator(
             let p = store::partition_for(key, t.partitions.len() as i32);
             let leader = t.partitions.get(usize::try_from(p).ok()?)?.leader;
             let b = view.image.broker(leader).filter(|b| !b.fenced)?;
-            let e = b.endpoints.iter().find(|e| e.listener == "PLAINTEXT")?;
+            let e = crate::cluster::client_endpoint(b)?;
             Some((BrokerId(leader), s(e.host.clone()), i32::from(e.port)))
         });
         match found {

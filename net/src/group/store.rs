@@ -42,18 +42,11 @@ const KEY_VERSION_COMMIT: i16 = 1;
 const VALUE_VERSION_EXPIRE: i16 = 1;
 const VALUE_VERSION_EPOCH: i16 = 3;
 
-/// Java's `String.hashCode` (over UTF-16 code units), as Kafka uses to place groups.
-pub fn java_hash(s: &str) -> i32 {
-    s.encode_utf16()
-        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32))
-}
-
-/// The `__consumer_offsets` partition of a group.
-pub fn partition_for(group_id: &str, partitions: i32) -> i32 {
-    let h = java_hash(group_id);
-    let abs = if h == i32::MIN { 0 } else { h.abs() };
-    abs % partitions.max(1)
-}
+/// Java's `String.hashCode` and the group's `__consumer_offsets` partition: one
+/// implementation, shared with the controller (which places coordinators in a cluster).
+pub use tern_replication::image::{
+    group_partition as partition_for, java_string_hash as java_hash,
+};
 
 /// One decoded record.
 #[derive(Debug, Clone, PartialEq, Eq)]
