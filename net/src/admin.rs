@@ -1,270 +1,361 @@
 //! The metadata writer: the one task (on shard 0) that creates, deletes and grows topics.
 //!
-//! Each change is validated, persisted and published as a new snapshot (see `meta.rs`), and
-//! only then are the owning shards told to open or drop the partitions; the request is
-//! answered once every shard has done so, so a client that sees "created" can produce at
-//! once.
+//! A change is decided by [`apply`], a pure function of the current topic table, the
+//! broker's configuration and the command: a new table and the [`Effect`] the shards must
+//! carry out, or a typed refusal. [`commit`] then persists and publishes the new table (see
+//! `meta.rs`) and only then has the owning shards open or drop the partitions; the request
+//! is answered once every shard has done so, so a client that sees "created" can produce at
+//! once. In a cluster the controller decides instead (`cluster.rs`), and this node's table
+//! follows the committed image through the same [`commit`].
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use kafka_protocol::ResponseError;
+use tern_tuning::BrokerConfig;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::config_map::topic_config;
+use crate::error::AdminError;
 use crate::meta::{new_topic, random_uuid, TopicMeta};
+use crate::router::ShardGone;
 use crate::shard::{ShardMsg, ShardState};
 
 /// Bound of the metadata writer's queue.
 pub const META_QUEUE_MAX: usize = 1024;
 
-/// A refused admin request: Kafka error code and a message for the client.
+/// The topic table: topics by name.
+pub type Topics = BTreeMap<String, Arc<TopicMeta>>;
+
+/// A change to the topic table.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AdminError {
-    pub code: i16,
-    pub message: String,
-}
-
-impl AdminError {
-    fn new(e: ResponseError, message: impl Into<String>) -> Self {
-        AdminError {
-            code: e.code(),
-            message: message.into(),
-        }
-    }
-}
-
-/// A request to the metadata writer.
-#[derive(Debug)]
-pub enum MetaMsg {
+pub enum AdminCommand {
+    /// CreateTopics; -1 partitions or replication factor means the broker's default.
     Create {
         name: String,
         partitions: i32,
         replication_factor: i16,
         configs: BTreeMap<String, String>,
-        validate_only: bool,
-        reply: oneshot::Sender<Result<Arc<TopicMeta>, AdminError>>,
     },
-    Delete {
-        name: String,
-        reply: oneshot::Sender<Result<Uuid, AdminError>>,
-    },
-    CreatePartitions {
-        name: String,
-        count: i32,
-        validate_only: bool,
-        reply: oneshot::Sender<Result<(), AdminError>>,
-    },
+    /// DeleteTopics.
+    Delete { name: String },
+    /// CreatePartitions: grow the topic to `count` partitions.
+    CreatePartitions { name: String, count: i32 },
+}
+
+/// What the shards do once a new table is published.
+#[derive(Debug, Clone)]
+pub enum Effect {
+    /// Open the partitions `from..` of `topic` (on the shards that own them).
+    Open { topic: Arc<TopicMeta>, from: i32 },
+    /// Close the topic's partitions and delete their data.
+    Drop { topic: String },
+}
+
+/// A decided change: the new table, what the shards must do, and the topic as the answer
+/// describes it (the created or grown topic, or the deleted one).
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub topics: Topics,
+    pub effect: Effect,
+    pub topic: Arc<TopicMeta>,
+}
+
+/// A request to the metadata writer.
+#[derive(Debug)]
+pub struct MetaMsg {
+    pub command: AdminCommand,
+    /// Decide and answer, change nothing (CreateTopics' and CreatePartitions' validate_only).
+    pub validate_only: bool,
+    pub reply: oneshot::Sender<Result<Arc<TopicMeta>, AdminError>>,
+}
+
+/// Decides `command` against `topics` on a single node: the new table and its effect, or
+/// why it is refused. `new_id` is the id a created topic gets. Pure: no IO, no clock.
+pub fn apply(
+    topics: &Topics,
+    config: &BrokerConfig,
+    command: AdminCommand,
+    new_id: Uuid,
+) -> Result<Applied, AdminError> {
+    match command {
+        AdminCommand::Create {
+            name,
+            partitions,
+            replication_factor,
+            configs,
+        } => {
+            tern_tuning::validate_topic_name(&name)
+                .map_err(|e| AdminError::InvalidTopic(e.to_string()))?;
+            if topics.contains_key(&name) {
+                return Err(AdminError::TopicExists(name));
+            }
+            let partitions = if partitions == -1 {
+                config.num_partitions
+            } else {
+                partitions
+            };
+            if partitions < 1 {
+                return Err(AdminError::TooFewPartitions(partitions));
+            }
+            let rf = if replication_factor == -1 {
+                config.default_replication_factor
+            } else {
+                replication_factor
+            };
+            if rf != 1 {
+                return Err(AdminError::ReplicationFactor {
+                    requested: rf,
+                    brokers: 1,
+                });
+            }
+            topic_config(config, &configs)?;
+            Ok(created(
+                topics,
+                new_topic(name, new_id, partitions, configs),
+            ))
+        }
+        AdminCommand::Delete { name } => deleted(topics, &name),
+        AdminCommand::CreatePartitions { name, count } => {
+            let Some(old) = topics.get(&name) else {
+                return Err(AdminError::UnknownTopic(name));
+            };
+            if count <= old.partitions {
+                return Err(AdminError::PartitionsNotIncreased {
+                    current: old.partitions,
+                    requested: count,
+                    name,
+                });
+            }
+            Ok(grown(topics, old, count))
+        }
+    }
+}
+
+/// `topics` with `meta` added.
+pub fn created(topics: &Topics, meta: TopicMeta) -> Applied {
+    opened(topics, meta, 0)
+}
+
+/// `topics` with `meta` in place of its namesake, and its partitions `from..` to open.
+fn opened(topics: &Topics, meta: TopicMeta, from: i32) -> Applied {
+    let topic = Arc::new(meta);
+    let mut topics = topics.clone();
+    topics.insert(topic.name.clone(), topic.clone());
+    Applied {
+        topics,
+        effect: Effect::Open {
+            topic: topic.clone(),
+            from,
+        },
+        topic,
+    }
+}
+
+/// `topics` without the topic `name`.
+pub fn deleted(topics: &Topics, name: &str) -> Result<Applied, AdminError> {
+    let Some(topic) = topics.get(name).cloned() else {
+        return Err(AdminError::UnknownTopic(name.to_string()));
+    };
+    let mut topics = topics.clone();
+    topics.remove(name);
+    Ok(Applied {
+        topics,
+        effect: Effect::Drop {
+            topic: name.to_string(),
+        },
+        topic,
+    })
+}
+
+/// `topics` with `old` grown to `count` partitions (its existing partitions keep their
+/// wake-up signals, so long polls waiting on them still wake).
+pub fn grown(topics: &Topics, old: &Arc<TopicMeta>, count: i32) -> Applied {
+    debug_assert!(count > old.partitions);
+    let mut grown = new_topic(old.name.clone(), old.id, count, old.overrides.clone());
+    for (i, s) in old.signals.iter().enumerate() {
+        grown.signals[i] = s.clone();
+    }
+    opened(topics, grown, old.partitions)
 }
 
 /// Runs the metadata writer until its queue closes.
 pub async fn run_writer(local: Rc<ShardState>, mut rx: mpsc::Receiver<MetaMsg>) {
     while let Some(msg) = rx.recv().await {
-        match msg {
-            // In a cluster the controller decides: forwarded, and other requests go on
-            // while it commits this one.
-            msg if local.router.cluster.is_some() => {
-                tokio_uring::spawn(crate::cluster::forward(local.clone(), msg));
+        // In a cluster the controller decides: forwarded, and other requests go on while it
+        // commits this one.
+        if local.router.cluster.is_some() {
+            tokio_uring::spawn(crate::cluster::forward(local.clone(), msg));
+            continue;
+        }
+        let MetaMsg {
+            command,
+            validate_only,
+            reply,
+        } = msg;
+        let snap = local.router.meta.snapshot();
+        let decided = apply(&snap.topics, &local.router.config, command, random_uuid());
+        let answer = match decided {
+            Ok(applied) if validate_only => Ok(applied.topic),
+            Ok(applied) => {
+                let topic = applied.topic.clone();
+                commit(&local, applied).await.map(|()| topic)
             }
-            MetaMsg::Create {
-                name,
-                partitions,
-                replication_factor,
-                configs,
-                validate_only,
-                reply,
-            } => {
-                let r = create(
-                    &local,
-                    name,
-                    partitions,
-                    replication_factor,
-                    configs,
-                    validate_only,
-                )
-                .await;
-                let _ = reply.send(r);
+            Err(e) => Err(e),
+        };
+        let _ = reply.send(answer);
+    }
+}
+
+/// Persists and publishes `applied.topics`, then has every shard carry out its effect.
+pub async fn commit(local: &Rc<ShardState>, applied: Applied) -> Result<(), AdminError> {
+    let router = &local.router;
+    router.meta.publish(applied.topics)?;
+    for shard in 0..router.shard_count() {
+        match &applied.effect {
+            Effect::Open { topic, from } => {
+                let (tx, rx) = oneshot::channel();
+                let msg = ShardMsg::Open {
+                    topic: topic.clone(),
+                    from: *from,
+                    reply: tx,
+                };
+                router.dispatch(local, shard, msg).await?;
+                rx.await
+                    .map_err(|_| ShardGone(shard))?
+                    .map_err(|e| AdminError::Open {
+                        shard,
+                        source: Box::new(e),
+                    })?;
             }
-            MetaMsg::Delete { name, reply } => {
-                let _ = reply.send(delete(&local, &name).await);
-            }
-            MetaMsg::CreatePartitions {
-                name,
-                count,
-                validate_only,
-                reply,
-            } => {
-                let _ = reply.send(create_partitions(&local, &name, count, validate_only).await);
+            Effect::Drop { topic } => {
+                let (tx, rx) = oneshot::channel();
+                let msg = ShardMsg::Drop {
+                    topic: topic.clone(),
+                    reply: tx,
+                };
+                if router.dispatch(local, shard, msg).await.is_ok() {
+                    let _ = rx.await;
+                }
             }
         }
-    }
-}
-
-async fn create(
-    local: &Rc<ShardState>,
-    name: String,
-    partitions: i32,
-    replication_factor: i16,
-    configs: BTreeMap<String, String>,
-    validate_only: bool,
-) -> Result<Arc<TopicMeta>, AdminError> {
-    let router = &local.router;
-    let config = &router.config;
-    tern_tuning::validate_topic_name(&name)
-        .map_err(|e| AdminError::new(ResponseError::InvalidTopicException, e.to_string()))?;
-    let snap = router.meta.snapshot();
-    if snap.topics.contains_key(&name) {
-        return Err(AdminError::new(
-            ResponseError::TopicAlreadyExists,
-            format!("topic '{name}' already exists"),
-        ));
-    }
-    let partitions = if partitions == -1 {
-        config.num_partitions
-    } else {
-        partitions
-    };
-    if partitions < 1 {
-        return Err(AdminError::new(
-            ResponseError::InvalidPartitions,
-            format!("number of partitions must be at least 1, got {partitions}"),
-        ));
-    }
-    let rf = if replication_factor == -1 {
-        config.default_replication_factor
-    } else {
-        replication_factor
-    };
-    if rf != 1 {
-        return Err(AdminError::new(
-            ResponseError::InvalidReplicationFactor,
-            format!("replication factor {rf} is not possible: this cluster has 1 broker"),
-        ));
-    }
-    topic_config(config, &configs)
-        .map_err(|e| AdminError::new(ResponseError::InvalidConfig, e.to_string()))?;
-    let meta = Arc::new(new_topic(name.clone(), random_uuid(), partitions, configs));
-    if validate_only {
-        return Ok(meta);
-    }
-    create_local(local, meta.clone()).await?;
-    Ok(meta)
-}
-
-/// Publishes a new topic and opens its partitions on their shards.
-pub(crate) async fn create_local(
-    local: &Rc<ShardState>,
-    meta: Arc<TopicMeta>,
-) -> Result<(), AdminError> {
-    let mut topics = local.router.meta.snapshot().topics.clone();
-    topics.insert(meta.name.clone(), meta.clone());
-    publish_and_open(local, topics, &meta, 0).await
-}
-
-async fn publish_and_open(
-    local: &Rc<ShardState>,
-    topics: BTreeMap<String, Arc<TopicMeta>>,
-    meta: &Arc<TopicMeta>,
-    from: i32,
-) -> Result<(), AdminError> {
-    let router = &local.router;
-    router
-        .meta
-        .publish(topics)
-        .map_err(|e| AdminError::new(ResponseError::KafkaStorageError, e.to_string()))?;
-    for shard in 0..router.shard_count() {
-        let (tx, rx) = oneshot::channel();
-        let msg = ShardMsg::Open {
-            topic: meta.clone(),
-            from,
-            reply: tx,
-        };
-        let opened = match router.dispatch(local, shard, msg).await {
-            Ok(()) => rx.await.unwrap_or_else(|_| Err("shard stopped".into())),
-            Err(e) => Err(e.to_string()),
-        };
-        opened.map_err(|e| AdminError::new(ResponseError::KafkaStorageError, e))?;
     }
     Ok(())
 }
 
-async fn delete(local: &Rc<ShardState>, name: &str) -> Result<Uuid, AdminError> {
-    delete_local(local, name).await
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Unpublishes a topic and drops its partitions (and their data) on every shard.
-pub(crate) async fn delete_local(local: &Rc<ShardState>, name: &str) -> Result<Uuid, AdminError> {
-    let router = &local.router;
-    let snap = router.meta.snapshot();
-    let Some(meta) = snap.topics.get(name) else {
-        return Err(AdminError::new(
-            ResponseError::UnknownTopicOrPartition,
-            format!("topic '{name}' does not exist"),
-        ));
-    };
-    let mut topics = snap.topics.clone();
-    topics.remove(name);
-    router
-        .meta
-        .publish(topics)
-        .map_err(|e| AdminError::new(ResponseError::KafkaStorageError, e.to_string()))?;
-    for shard in 0..router.shard_count() {
-        let (tx, rx) = oneshot::channel();
-        let msg = ShardMsg::Drop {
-            topic: name.to_string(),
-            reply: tx,
-        };
-        if router.dispatch(local, shard, msg).await.is_ok() {
-            let _ = rx.await;
+    fn config() -> BrokerConfig {
+        BrokerConfig {
+            num_partitions: 3,
+            ..Default::default()
         }
     }
-    Ok(meta.id)
-}
 
-async fn create_partitions(
-    local: &Rc<ShardState>,
-    name: &str,
-    count: i32,
-    validate_only: bool,
-) -> Result<(), AdminError> {
-    let snap = local.router.meta.snapshot();
-    let Some(old) = snap.topics.get(name) else {
-        return Err(AdminError::new(
-            ResponseError::UnknownTopicOrPartition,
-            format!("topic '{name}' does not exist"),
-        ));
-    };
-    if count <= old.partitions {
-        return Err(AdminError::new(
-            ResponseError::InvalidPartitions,
-            format!(
-                "topic '{name}' has {} partitions; the new count {count} must be larger",
-                old.partitions
-            ),
-        ));
+    fn create(name: &str, partitions: i32, rf: i16) -> AdminCommand {
+        AdminCommand::Create {
+            name: name.into(),
+            partitions,
+            replication_factor: rf,
+            configs: BTreeMap::new(),
+        }
     }
-    if validate_only {
-        return Ok(());
-    }
-    grow_local(local, old, count).await
-}
 
-/// Publishes `old` with `count` partitions and opens the new ones.
-pub(crate) async fn grow_local(
-    local: &Rc<ShardState>,
-    old: &Arc<TopicMeta>,
-    count: i32,
-) -> Result<(), AdminError> {
-    let name = old.name.as_str();
-    let snap = local.router.meta.snapshot();
-    let mut grown = new_topic(old.name.clone(), old.id, count, old.overrides.clone());
-    for (i, s) in old.signals.iter().enumerate() {
-        grown.signals[i] = s.clone();
+    fn id(n: u8) -> Uuid {
+        Uuid::from_bytes([n; 16])
     }
-    let grown = Arc::new(grown);
-    let mut topics = snap.topics.clone();
-    topics.insert(name.to_string(), grown.clone());
-    publish_and_open(local, topics, &grown, old.partitions).await
+
+    #[test]
+    fn create_adds_the_topic_with_defaults_and_opens_all_its_partitions() {
+        let a = apply(&Topics::new(), &config(), create("t", -1, -1), id(1)).unwrap();
+        assert_eq!(a.topic.partitions, 3);
+        assert_eq!(a.topic.id, id(1));
+        assert!(a.topics.contains_key("t"));
+        assert!(matches!(a.effect, Effect::Open { from: 0, .. }));
+    }
+
+    #[test]
+    fn create_refusals_name_their_cause() {
+        let c = config();
+        let t = apply(&Topics::new(), &c, create("t", 1, 1), id(1))
+            .unwrap()
+            .topics;
+        let cases = [
+            (create("t", 1, 1), "already exists"),
+            (create("bad name!", 1, 1), "invalid topic name"),
+            (create("u", 0, 1), "at least 1"),
+            (create("u", 1, 3), "replication factor 3"),
+        ];
+        for (cmd, want) in cases {
+            let e = apply(&t, &c, cmd.clone(), id(2)).unwrap_err();
+            assert!(e.to_string().contains(want), "{cmd:?}: {e}");
+        }
+        let bad_config = AdminCommand::Create {
+            name: "u".into(),
+            partitions: 1,
+            replication_factor: 1,
+            configs: BTreeMap::from([("retention.ms".into(), "soon".into())]),
+        };
+        assert!(matches!(
+            apply(&t, &c, bad_config, id(2)),
+            Err(AdminError::Config(_))
+        ));
+        // A refusal leaves the table as it was: the caller still holds `t`.
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn grow_keeps_signals_and_opens_only_new_partitions() {
+        let c = config();
+        let t = apply(&Topics::new(), &c, create("t", 2, 1), id(1))
+            .unwrap()
+            .topics;
+        let grow = AdminCommand::CreatePartitions {
+            name: "t".into(),
+            count: 5,
+        };
+        let a = apply(&t, &c, grow, id(9)).unwrap();
+        assert_eq!(a.topic.partitions, 5);
+        assert_eq!(a.topic.id, id(1));
+        assert!(Arc::ptr_eq(&a.topic.signals[1], &t["t"].signals[1]));
+        assert!(matches!(a.effect, Effect::Open { from: 2, .. }));
+        for count in [2, 1, -1] {
+            let shrink = AdminCommand::CreatePartitions {
+                name: "t".into(),
+                count,
+            };
+            assert!(matches!(
+                apply(&t, &c, shrink, id(9)),
+                Err(AdminError::PartitionsNotIncreased { .. })
+            ));
+        }
+        let unknown = AdminCommand::CreatePartitions {
+            name: "nope".into(),
+            count: 9,
+        };
+        assert!(matches!(
+            apply(&t, &c, unknown, id(9)),
+            Err(AdminError::UnknownTopic(_))
+        ));
+    }
+
+    #[test]
+    fn delete_removes_the_topic_and_answers_its_id() {
+        let c = config();
+        let t = apply(&Topics::new(), &c, create("t", 2, 1), id(4))
+            .unwrap()
+            .topics;
+        let del = AdminCommand::Delete { name: "t".into() };
+        let a = apply(&t, &c, del.clone(), id(9)).unwrap();
+        assert!(a.topics.is_empty());
+        assert_eq!(a.topic.id, id(4));
+        assert!(matches!(a.effect, Effect::Drop { .. }));
+        assert!(matches!(
+            apply(&a.topics, &c, del, id(9)),
+            Err(AdminError::UnknownTopic(_))
+        ));
+    }
 }

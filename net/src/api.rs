@@ -37,11 +37,12 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::ResponseError;
 use tokio::sync::{oneshot, Notify};
 
-use crate::admin::{AdminError, MetaMsg};
+use crate::admin::AdminCommand;
 use crate::conn::frame;
+use crate::error::{AdminError, PartitionError};
 use crate::group::handlers as groups;
 use crate::meta::TopicMeta;
-use crate::shard::{FetchResult, ListOffsetsResult, ProduceResult, ShardMsg, ShardState};
+use crate::shard::{FetchResult, ProduceResult, ShardMsg, ShardState};
 use crate::wire::fetch::{
     encode_fetch_response, FetchPartitionParts, FetchResponseParts, FetchTopicParts, Piece,
     FETCH_VERSIONS,
@@ -372,7 +373,9 @@ async fn metadata(shard: &Rc<ShardState>, req: MetadataRequest, v: i16) -> Metad
         };
         let meta = match (found, name) {
             (Some(m), _) => Ok(m),
-            (None, Some(n)) if auto => auto_create(shard, &n).await.map_err(|e| (n, e.code)),
+            (None, Some(n)) if auto => auto_create(shard, &n)
+                .await
+                .map_err(|e| (n, e.kafka_code())),
             (None, Some(n)) => Err((n, ResponseError::UnknownTopicOrPartition.code())),
             (None, None) => Err((String::new(), ResponseError::UnknownTopicId.code())),
         };
@@ -397,21 +400,15 @@ pub(crate) async fn auto_create(
     shard: &Rc<ShardState>,
     name: &str,
 ) -> Result<Arc<TopicMeta>, AdminError> {
-    let r = shard
-        .router
-        .meta(|reply| MetaMsg::Create {
-            name: name.to_string(),
-            partitions: -1,
-            replication_factor: -1,
-            configs: BTreeMap::new(),
-            validate_only: false,
-            reply,
-        })
-        .await;
-    match r {
-        Some(Ok(m)) => Ok(m),
+    let command = AdminCommand::Create {
+        name: name.to_string(),
+        partitions: -1,
+        replication_factor: -1,
+        configs: BTreeMap::new(),
+    };
+    match shard.router.admin(command, false).await {
         // Lost a race with another creator: the topic exists now.
-        Some(Err(e)) if e.code == ResponseError::TopicAlreadyExists.code() => shard
+        Err(e) if e.is_topic_exists() => shard
             .router
             .meta
             .snapshot()
@@ -419,11 +416,7 @@ pub(crate) async fn auto_create(
             .get(name)
             .cloned()
             .ok_or(e),
-        Some(Err(e)) => Err(e),
-        None => Err(AdminError {
-            code: ResponseError::CoordinatorNotAvailable.code(),
-            message: "metadata writer stopped".into(),
-        }),
+        r => r,
     }
 }
 
@@ -507,7 +500,6 @@ pub async fn produce_dispatch(
 ) -> ProduceInFlight {
     let router = &shard.router;
     let snap = router.meta.snapshot();
-    let acks_ok = matches!(req.acks, -1..=1);
     let mut owners: Vec<OwnerItems> = Vec::new();
     let mut responses = Vec::new();
     for (ti, t) in req.topic_data.into_iter().enumerate() {
@@ -515,36 +507,38 @@ pub async fn produce_dispatch(
         let max = topic_max_message_bytes(shard, &snap, &name);
         let mut parts = Vec::new();
         for (pi, p) in t.partition_data.into_iter().enumerate() {
-            let mut r = PartitionProduceResponse::default()
+            let r = PartitionProduceResponse::default()
                 .with_index(p.index)
                 .with_base_offset(-1)
                 .with_log_append_time_ms(-1)
                 .with_log_start_offset(-1);
-            let code = if !acks_ok {
-                Some(ResponseError::InvalidRequiredAcks)
-            } else if snap.partition(&name, p.index).is_none() {
-                Some(ResponseError::UnknownTopicOrPartition)
-            } else if !router.leads(&name, p.index) {
-                Some(ResponseError::NotLeaderOrFollower)
-            } else {
-                None
-            };
-            if let Some(e) = code {
-                parts.push(r.with_error_code(e.code()));
-                continue;
-            }
-            let batches = match p.records.and_then(split_batches) {
-                Some(b) if !b.is_empty() => b,
-                _ => {
-                    r.error_code = ResponseError::CorruptMessage.code();
-                    parts.push(r);
+            let admitted = (|| {
+                if !matches!(req.acks, -1..=1) {
+                    return Err(PartitionError::InvalidAcks(req.acks));
+                }
+                if snap.partition(&name, p.index).is_none() {
+                    return Err(PartitionError::Unknown);
+                }
+                if !router.leads(&name, p.index) {
+                    return Err(PartitionError::NotLeader);
+                }
+                let batches = p
+                    .records
+                    .and_then(split_batches)
+                    .filter(|b| !b.is_empty())
+                    .ok_or(PartitionError::Corrupt)?;
+                match batches.iter().find(|b| b.len() > max) {
+                    Some(b) => Err(PartitionError::TooLarge { len: b.len(), max }),
+                    None => Ok(batches),
+                }
+            })();
+            let batches = match admitted {
+                Ok(b) => b,
+                Err(e) => {
+                    parts.push(r.with_error_code(e.kafka_code()));
                     continue;
                 }
             };
-            if batches.iter().any(|b| b.len() > max) {
-                parts.push(r.with_error_code(ResponseError::MessageTooLarge.code()));
-                continue;
-            }
             let owner = router.owner(&name, p.index);
             let at = match owners.iter().position(|o| o.shard == owner) {
                 Some(k) => k,
@@ -597,14 +591,14 @@ impl ProduceInFlight {
             let results = rx.await.unwrap_or_default();
             for (k, (ti, pi)) in at.into_iter().enumerate() {
                 let r = &mut responses[ti].partition_responses[pi];
-                match results.get(k) {
-                    Some(res) => {
-                        r.error_code = res.error;
-                        r.base_offset = res.base_offset;
-                        r.log_append_time_ms = res.log_append_time_ms;
-                        r.log_start_offset = if v >= 5 { res.log_start_offset } else { -1 };
+                // A shard that is gone answers nothing: NOT_LEADER_OR_FOLLOWER.
+                match results.get(k).unwrap_or(&Err(PartitionError::NotLeader)) {
+                    Ok(a) => {
+                        r.base_offset = a.base_offset;
+                        r.log_append_time_ms = a.log_append_time_ms.unwrap_or(-1);
+                        r.log_start_offset = if v >= 5 { a.log_start_offset } else { -1 };
                     }
-                    None => r.error_code = ResponseError::NotLeaderOrFollower.code(),
+                    Err(e) => r.error_code = e.kafka_code(),
                 }
             }
         }
@@ -666,8 +660,8 @@ async fn fetch(
             n.as_mut().enable();
         }
         let results = fetch_once(shard, &req).await;
-        let total: u64 = results.iter().flatten().map(|r| r.bytes).sum();
-        let errors = results.iter().flatten().any(|r| r.error != 0);
+        let total: u64 = results.iter().flatten().flatten().map(|r| r.bytes).sum();
+        let errors = results.iter().flatten().any(|r| r.is_err());
         let now = tokio::time::Instant::now();
         let stopping = *shard.stop.borrow();
         if total >= min_bytes || errors || now >= deadline || signals.is_empty() || stopping {
@@ -722,13 +716,7 @@ async fn fetch_once(shard: &Rc<ShardState>, req: &FetchRequest) -> Vec<Vec<Fetch
                 Some(rx) => rx.await.ok(),
                 None => None,
             };
-            results.push(r.unwrap_or_else(|| FetchResult {
-                error: ResponseError::NotLeaderOrFollower.code(),
-                high_watermark: -1,
-                log_start_offset: -1,
-                records: Vec::new(),
-                bytes: 0,
-            }));
+            results.push(r.unwrap_or(Err(PartitionError::NotLeader)));
         }
         out.push(results);
     }
@@ -748,25 +736,32 @@ fn encode_fetch(
     for (t, results) in req.topics.iter().zip(results) {
         let mut partitions = Vec::new();
         for (p, r) in t.partitions.iter().zip(results) {
-            // The first partition with data is always served whole (at least one batch);
-            // later ones only while the response's max_bytes allows.
-            let fits = first || r.bytes <= budget;
-            let records = if fits && r.bytes > 0 {
-                first = false;
-                budget = budget.saturating_sub(r.bytes);
-                r.records
-            } else {
-                Vec::new()
-            };
-            partitions.push(FetchPartitionParts {
+            let mut part = FetchPartitionParts {
                 partition_index: p.partition,
-                error_code: r.error,
-                high_watermark: r.high_watermark,
-                last_stable_offset: r.high_watermark,
-                log_start_offset: r.log_start_offset,
+                error_code: 0,
+                high_watermark: -1,
+                last_stable_offset: -1,
+                log_start_offset: -1,
                 preferred_read_replica: -1,
-                records,
-            });
+                records: Vec::new(),
+            };
+            match r {
+                Ok(r) => {
+                    // The first partition with data is always served whole (at least one
+                    // batch); later ones only while the response's max_bytes allows.
+                    let fits = first || r.bytes <= budget;
+                    if fits && r.bytes > 0 {
+                        first = false;
+                        budget = budget.saturating_sub(r.bytes);
+                        part.records = r.records;
+                    }
+                    part.high_watermark = r.high_watermark;
+                    part.last_stable_offset = r.high_watermark;
+                    part.log_start_offset = r.log_start_offset;
+                }
+                Err(e) => part.error_code = e.kafka_code(),
+            }
+            partitions.push(part);
         }
         topics.push(FetchTopicParts {
             name: t.topic.clone(),
@@ -817,19 +812,20 @@ async fn list_offsets(
                         .await
                 }
             };
-            let r = r.unwrap_or(ListOffsetsResult {
-                error: ResponseError::NotLeaderOrFollower.code(),
-                offset: -1,
-                timestamp: -1,
-            });
-            parts.push(
-                ListOffsetsPartitionResponse::default()
-                    .with_partition_index(p.partition_index)
-                    .with_error_code(r.error)
-                    .with_offset(r.offset)
-                    .with_timestamp(r.timestamp)
-                    .with_leader_epoch(if v >= 4 { 0 } else { -1 }),
-            );
+            let mut part = ListOffsetsPartitionResponse::default()
+                .with_partition_index(p.partition_index)
+                .with_offset(-1)
+                .with_timestamp(-1)
+                .with_leader_epoch(if v >= 4 { 0 } else { -1 });
+            match r.unwrap_or(Err(PartitionError::NotLeader)) {
+                Ok(Some(found)) => {
+                    part.offset = found.offset;
+                    part.timestamp = found.timestamp.unwrap_or(-1);
+                }
+                Ok(None) => {}
+                Err(e) => part.error_code = e.kafka_code(),
+            }
+            parts.push(part);
         }
         topics.push(
             ListOffsetsTopicResponse::default()
@@ -844,12 +840,8 @@ async fn list_offsets(
 // Admin: CreateTopics, DeleteTopics, CreatePartitions, DeleteRecords, DescribeConfigs
 
 /// An admin request's answer as the value, or Kafka's error code and message.
-fn admin_answer<T>(r: Option<Result<T, AdminError>>) -> Result<T, (i16, Option<StrBytes>)> {
-    match r {
-        Some(Ok(v)) => Ok(v),
-        Some(Err(e)) => Err((e.code, Some(s(e.message)))),
-        None => Err((ResponseError::RequestTimedOut.code(), None)),
-    }
+fn admin_answer<T>(r: Result<T, AdminError>) -> Result<T, (i16, Option<StrBytes>)> {
+    r.map_err(|e| (e.kafka_code(), Some(s(e.to_string()))))
 }
 
 async fn create_topics(
@@ -875,26 +867,21 @@ async fn create_topics(
                 .iter()
                 .all(|a| a.broker_ids == [BrokerId(node)]);
             if !ok {
-                result.error_code = ResponseError::InvalidReplicaAssignment.code();
-                result.error_message = Some(s(format!(
-                    "replicas may only be on broker {node} in this cluster"
-                )));
+                let e = AdminError::ReplicaAssignment { node };
+                result.error_code = e.kafka_code();
+                result.error_message = Some(s(e.to_string()));
                 results.push(result);
                 continue;
             }
             (t.assignments.len() as i32, 1)
         };
-        let r = shard
-            .router
-            .meta(|reply| MetaMsg::Create {
-                name,
-                partitions,
-                replication_factor: rf,
-                configs,
-                validate_only: req.validate_only,
-                reply,
-            })
-            .await;
+        let command = AdminCommand::Create {
+            name,
+            partitions,
+            replication_factor: rf,
+            configs,
+        };
+        let r = shard.router.admin(command, req.validate_only).await;
         match admin_answer(r) {
             Ok(m) => {
                 if v >= 7 {
@@ -942,10 +929,10 @@ async fn delete_topics(
         r.name = Some(topic(name.clone()));
         let res = shard
             .router
-            .meta(|reply| MetaMsg::Delete { name, reply })
+            .admin(AdminCommand::Delete { name }, false)
             .await;
         match admin_answer(res) {
-            Ok(id) => r.topic_id = id,
+            Ok(deleted) => r.topic_id = deleted.id,
             Err((code, message)) => {
                 r.error_code = code;
                 r.error_message = message;
@@ -970,15 +957,11 @@ async fn create_partitions(
     for t in req.topics {
         let name = t.name.to_string();
         let mut r = CreatePartitionsTopicResult::default().with_name(t.name);
-        let res = shard
-            .router
-            .meta(|reply| MetaMsg::CreatePartitions {
-                name,
-                count: t.count,
-                validate_only: req.validate_only,
-                reply,
-            })
-            .await;
+        let command = AdminCommand::CreatePartitions {
+            name,
+            count: t.count,
+        };
+        let res = shard.router.admin(command, req.validate_only).await;
         if let Err((code, message)) = admin_answer(res) {
             r.error_code = code;
             r.error_message = message;
@@ -1005,10 +988,10 @@ async fn delete_records(
                     ShardMsg::DeleteRecords { tp, offset, reply }
                 })
                 .await
-                .unwrap_or(Err(ResponseError::NotLeaderOrFollower.code()));
+                .unwrap_or(Err(PartitionError::NotLeader));
             let (low, code) = match r {
                 Ok(low) => (low, 0),
-                Err(code) => (-1, code),
+                Err(e) => (-1, e.kafka_code()),
             };
             parts.push(
                 DeleteRecordsPartitionResult::default()
@@ -1059,7 +1042,7 @@ async fn init_producer_id(
     if let Some(node) = &shard.router.cluster {
         return match crate::cluster::allocate_producer_id(&shard.router, node).await {
             Ok(id) => resp.with_producer_id(ProducerId(id)).with_producer_epoch(0),
-            Err(e) => resp.with_error_code(e.code),
+            Err(e) => resp.with_error_code(e.kafka_code()),
         };
     }
     match shard.router.producer_ids.allocate() {

@@ -37,7 +37,8 @@ use tern_tuning::BrokerConfig;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::admin::{self, AdminError};
+use crate::admin::{self, AdminCommand, Applied, MetaMsg, Topics};
+use crate::error::AdminError;
 use crate::meta::{new_topic, TopicMeta};
 use crate::shard::ShardState;
 
@@ -301,63 +302,63 @@ fn topic_metadata(
         .with_topic_authorized_operations(i32::MIN)
 }
 
-fn admin_error(e: RequestError) -> AdminError {
-    match e {
-        RequestError::Controller(c) => AdminError {
-            code: c.kafka_code(),
-            message: c.to_string(),
-        },
-        RequestError::Timeout(_) => AdminError {
-            code: ResponseError::RequestTimedOut.code(),
-            message: e.to_string(),
-        },
-        RequestError::Stopped | RequestError::Busy => AdminError {
-            code: ResponseError::NotController.code(),
-            message: e.to_string(),
-        },
+/// The controller's answer to `request`, or why there is none.
+async fn ask(node: &ClusterNode, request: BrokerRequest) -> Result<BrokerResponse, AdminError> {
+    Ok(node
+        .request(request)
+        .await
+        .unwrap_or(Err(RequestError::Stopped))?)
+}
+
+/// The one result a single-item controller request answers.
+fn single<T>(
+    results: Vec<Result<T, tern_replication::decide::ControllerError>>,
+    what: &'static str,
+) -> Result<T, AdminError> {
+    let mut results = results.into_iter();
+    match (results.next(), results.next()) {
+        (Some(r), None) => Ok(r.map_err(RequestError::Controller)?),
+        _ => Err(AdminError::Unexpected(what)),
     }
 }
 
-fn unexpected(what: &str) -> AdminError {
-    AdminError {
-        code: ResponseError::UnknownServerError.code(),
-        message: format!("the controller answered {what} with another request's reply"),
-    }
-}
-
-/// Waits until this node's topic table satisfies `done` (the mirror applied the image).
+/// Waits until this node's topic table satisfies `done` (the mirror applied the image),
+/// and answers the topic `name` as it is then.
 async fn wait_local(
     shard: &Rc<ShardState>,
-    what: &str,
-    done: impl Fn(&crate::meta::Snapshot) -> bool,
-) -> Result<(), AdminError> {
+    name: &str,
+    done: impl Fn(Option<&Arc<TopicMeta>>) -> bool,
+) -> Result<Option<Arc<TopicMeta>>, AdminError> {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(ADMIN_TIMEOUT_MS);
-    while !done(&shard.router.meta.snapshot()) {
+    loop {
+        let snap = shard.router.meta.snapshot();
+        let topic = snap.topics.get(name);
+        if done(topic) {
+            return Ok(topic.cloned());
+        }
         if tokio::time::Instant::now() >= deadline {
-            return Err(AdminError {
-                code: ResponseError::RequestTimedOut.code(),
-                message: format!("{what}: committed, but not yet applied on this broker"),
-            });
+            return Err(AdminError::NotYetApplied(name.to_owned()));
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    Ok(())
 }
 
 /// Runs a metadata writer's request through the controller and answers it.
-pub async fn forward(local: Rc<ShardState>, msg: admin::MetaMsg) {
-    use admin::MetaMsg;
+pub async fn forward(local: Rc<ShardState>, msg: MetaMsg) {
     let Some(node) = local.router.cluster.as_ref() else {
         return;
     };
-    match msg {
-        MetaMsg::Create {
+    let MetaMsg {
+        command,
+        validate_only,
+        reply,
+    } = msg;
+    let answer = match command {
+        AdminCommand::Create {
             name,
             partitions,
             replication_factor,
             configs,
-            validate_only,
-            reply,
         } => {
             let request = CreateTopicRequest {
                 name,
@@ -365,25 +366,18 @@ pub async fn forward(local: Rc<ShardState>, msg: admin::MetaMsg) {
                 replication_factor,
                 configs,
             };
-            let _ = reply.send(create(&local, node, request, validate_only).await);
+            create(&local, node, request, validate_only).await
         }
-        MetaMsg::Delete { name, reply } => {
-            let _ = reply.send(delete(&local, node, &name).await);
+        AdminCommand::Delete { name } => delete(&local, node, &name).await,
+        AdminCommand::CreatePartitions { name, count } => {
+            create_partitions(&local, node, &name, count, validate_only).await
         }
-        MetaMsg::CreatePartitions {
-            name,
-            count,
-            validate_only,
-            reply,
-        } => {
-            let r = create_partitions(&local, node, &name, count, validate_only).await;
-            let _ = reply.send(r);
-        }
-    }
+    };
+    let _ = reply.send(answer);
 }
 
 /// CreateTopics through the controller.
-pub async fn create(
+async fn create(
     shard: &Rc<ShardState>,
     node: &ClusterNode,
     request: CreateTopicRequest,
@@ -391,10 +385,8 @@ pub async fn create(
 ) -> Result<Arc<TopicMeta>, AdminError> {
     let name = request.name.clone();
     if validate_only {
-        tern_tuning::validate_topic_name(&name).map_err(|e| AdminError {
-            code: ResponseError::InvalidTopicException.code(),
-            message: e.to_string(),
-        })?;
+        tern_tuning::validate_topic_name(&name)
+            .map_err(|e| AdminError::InvalidTopic(e.to_string()))?;
         let partitions = request.num_partitions.max(1);
         return Ok(Arc::new(new_topic(
             name,
@@ -403,107 +395,75 @@ pub async fn create(
             request.configs,
         )));
     }
-    let reply = node
-        .request(BrokerRequest::CreateTopics(vec![request]))
-        .await
-        .unwrap_or(Err(RequestError::Stopped))
-        .map_err(admin_error)?;
-    let BrokerResponse::CreateTopics(mut results) = reply else {
-        return Err(unexpected("CreateTopics"));
+    let BrokerResponse::CreateTopics(results) =
+        ask(node, BrokerRequest::CreateTopics(vec![request])).await?
+    else {
+        return Err(AdminError::Unexpected("CreateTopics"));
     };
-    let created = results
-        .pop()
-        .ok_or_else(|| unexpected("CreateTopics"))?
-        .map_err(|c| admin_error(RequestError::Controller(c)))?;
-    let id = Uuid::from_bytes(created.topic_id);
-    wait_local(shard, &name, |s| {
-        s.topics.get(&name).is_some_and(|t| t.id == id)
-    })
-    .await?;
-    shard
-        .router
-        .meta
-        .snapshot()
-        .topics
-        .get(&name)
-        .cloned()
-        .ok_or_else(|| unexpected("CreateTopics"))
+    let id = Uuid::from_bytes(single(results, "CreateTopics")?.topic_id);
+    wait_local(shard, &name, |t| t.is_some_and(|t| t.id == id))
+        .await?
+        .ok_or(AdminError::Unexpected("CreateTopics"))
 }
 
-/// DeleteTopics through the controller.
-pub async fn delete(
+/// DeleteTopics through the controller; answers the deleted topic.
+async fn delete(
     shard: &Rc<ShardState>,
     node: &ClusterNode,
     name: &str,
-) -> Result<Uuid, AdminError> {
-    let reply = node
-        .request(BrokerRequest::DeleteTopics(vec![name.to_owned()]))
-        .await
-        .unwrap_or(Err(RequestError::Stopped))
-        .map_err(admin_error)?;
-    let BrokerResponse::DeleteTopics(mut results) = reply else {
-        return Err(unexpected("DeleteTopics"));
+) -> Result<Arc<TopicMeta>, AdminError> {
+    let before = shard.router.meta.snapshot().topics.get(name).cloned();
+    let request = BrokerRequest::DeleteTopics(vec![name.to_owned()]);
+    let BrokerResponse::DeleteTopics(results) = ask(node, request).await? else {
+        return Err(AdminError::Unexpected("DeleteTopics"));
     };
-    let id = results
-        .pop()
-        .ok_or_else(|| unexpected("DeleteTopics"))?
-        .map_err(|c| admin_error(RequestError::Controller(c)))?;
-    let id = Uuid::from_bytes(id);
-    wait_local(shard, name, |s| {
-        s.topics.get(name).is_none_or(|t| t.id != id)
-    })
-    .await?;
-    Ok(id)
+    let id = Uuid::from_bytes(single(results, "DeleteTopics")?);
+    wait_local(shard, name, |t| t.is_none_or(|t| t.id != id)).await?;
+    Ok(before
+        .filter(|t| t.id == id)
+        .unwrap_or_else(|| Arc::new(new_topic(name.to_owned(), id, 0, BTreeMap::new()))))
 }
 
-/// CreatePartitions through the controller.
-pub async fn create_partitions(
+/// CreatePartitions through the controller; answers the grown topic.
+async fn create_partitions(
     shard: &Rc<ShardState>,
     node: &ClusterNode,
     name: &str,
     count: i32,
     validate_only: bool,
-) -> Result<(), AdminError> {
+) -> Result<Arc<TopicMeta>, AdminError> {
     let view = node.view();
     let Some(t) = view.image.topics.get(name) else {
-        return Err(AdminError {
-            code: ResponseError::UnknownTopicOrPartition.code(),
-            message: format!("topic '{name}' does not exist"),
-        });
+        return Err(AdminError::UnknownTopic(name.to_owned()));
     };
-    if count as usize <= t.partitions.len() {
-        return Err(AdminError {
-            code: ResponseError::InvalidPartitions.code(),
-            message: format!(
-                "topic '{name}' has {} partitions; the new count {count} must be larger",
-                t.partitions.len()
-            ),
+    let current = t.partitions.len() as i32;
+    if count <= current {
+        return Err(AdminError::PartitionsNotIncreased {
+            name: name.to_owned(),
+            current,
+            requested: count,
         });
     }
     if validate_only {
-        return Ok(());
+        let id = Uuid::from_bytes(t.id);
+        return Ok(Arc::new(new_topic(
+            name.to_owned(),
+            id,
+            count,
+            t.configs.clone(),
+        )));
     }
-    let reply = node
-        .request(BrokerRequest::CreatePartitions(vec![
-            CreatePartitionsRequest {
-                name: name.to_owned(),
-                count,
-            },
-        ]))
-        .await
-        .unwrap_or(Err(RequestError::Stopped))
-        .map_err(admin_error)?;
-    let BrokerResponse::CreatePartitions(mut results) = reply else {
-        return Err(unexpected("CreatePartitions"));
+    let request = BrokerRequest::CreatePartitions(vec![CreatePartitionsRequest {
+        name: name.to_owned(),
+        count,
+    }]);
+    let BrokerResponse::CreatePartitions(results) = ask(node, request).await? else {
+        return Err(AdminError::Unexpected("CreatePartitions"));
     };
-    results
-        .pop()
-        .ok_or_else(|| unexpected("CreatePartitions"))?
-        .map_err(|c| admin_error(RequestError::Controller(c)))?;
-    wait_local(shard, name, |s| {
-        s.topics.get(name).is_some_and(|t| t.partitions >= count)
-    })
-    .await
+    single(results, "CreatePartitions")?;
+    wait_local(shard, name, |t| t.is_some_and(|t| t.partitions >= count))
+        .await?
+        .ok_or(AdminError::Unexpected("CreatePartitions"))
 }
 
 /// Keeps the local topic table and open partitions equal to the image's topics (task on
@@ -519,53 +479,68 @@ pub async fn run_mirror(local: Rc<ShardState>, mut views: watch::Receiver<Arc<No
     }
 }
 
-/// One pass: create, grow and delete local topics so they match `image`. `seen` holds the
-/// ids of topics the image has had since this broker started: only those are deleted.
+/// One pass: create, grow and delete local topics so they match `image`.
 async fn mirror(local: &Rc<ShardState>, image: &MetadataImage, seen: &mut BTreeSet<Uuid>) {
+    let topics = local.router.meta.snapshot().topics.clone();
+    for step in mirror_plan(&topics, image, seen) {
+        let name = step.topic.name.clone();
+        if let Err(e) = admin::commit(local, step).await {
+            tracing::error!(topic = %name, error = %e, "cannot apply the cluster's topic here");
+        }
+    }
+}
+
+/// The changes that make the local topic table `topics` match the image's topics, in order,
+/// each on the table the one before it leaves. `seen` holds the ids of topics the image has
+/// had since this broker started: only those are deleted (a topic the image never named is
+/// left alone). Pure.
+pub fn mirror_plan(
+    topics: &Topics,
+    image: &MetadataImage,
+    seen: &mut BTreeSet<Uuid>,
+) -> Vec<Applied> {
+    let mut steps: Vec<Applied> = Vec::new();
+    let mut table = topics.clone();
+    let push = |steps: &mut Vec<Applied>, table: &mut Topics, step: Applied| {
+        *table = step.topics.clone();
+        steps.push(step);
+    };
     for (name, t) in &image.topics {
         let id = Uuid::from_bytes(t.id);
         seen.insert(id);
         let want = t.partitions.len() as i32;
-        let snap = local.router.meta.snapshot();
-        let result = match snap.topics.get(name) {
-            Some(m) if m.id == id && m.partitions >= want => Ok(()),
-            Some(m) if m.id == id => admin::grow_local(local, m, want).await,
-            Some(_) => match admin::delete_local(local, name).await {
-                Ok(_) => {
-                    admin::create_local(
-                        local,
-                        Arc::new(new_topic(name.clone(), id, want, t.configs.clone())),
-                    )
-                    .await
-                }
-                Err(e) => Err(e),
-            },
-            None => {
-                admin::create_local(
-                    local,
-                    Arc::new(new_topic(name.clone(), id, want, t.configs.clone())),
-                )
-                .await
+        let fresh = || new_topic(name.clone(), id, want, t.configs.clone());
+        match table.get(name).cloned() {
+            Some(m) if m.id == id && m.partitions >= want => {}
+            Some(m) if m.id == id => {
+                let step = admin::grown(&table, &m, want);
+                push(&mut steps, &mut table, step);
             }
-        };
-        if let Err(e) = result {
-            tracing::error!(topic = %name, error = %e.message, "cannot apply the cluster's topic here");
+            // Deleted and created again under the same name: drop the old data first.
+            Some(_) => {
+                if let Ok(step) = admin::deleted(&table, name) {
+                    push(&mut steps, &mut table, step);
+                }
+                let step = admin::created(&table, fresh());
+                push(&mut steps, &mut table, step);
+            }
+            None => {
+                let step = admin::created(&table, fresh());
+                push(&mut steps, &mut table, step);
+            }
         }
     }
-    let gone: Vec<String> = local
-        .router
-        .meta
-        .snapshot()
-        .topics
+    let gone: Vec<String> = table
         .iter()
         .filter(|(n, m)| !image.topics.contains_key(*n) && seen.contains(&m.id))
         .map(|(n, _)| n.clone())
         .collect();
     for name in gone {
-        if let Err(e) = admin::delete_local(local, &name).await {
-            tracing::error!(topic = %name, error = %e.message, "cannot delete the topic here");
+        if let Ok(step) = admin::deleted(&table, &name) {
+            push(&mut steps, &mut table, step);
         }
     }
+    steps
 }
 
 fn open_raft_log(
@@ -587,21 +562,14 @@ pub async fn allocate_producer_id(
         return Ok(id);
     }
     let Some(broker_epoch) = node.view().broker_epoch else {
-        return Err(AdminError {
-            code: ResponseError::CoordinatorNotAvailable.code(),
-            message: "this broker is not registered with the controller yet".into(),
-        });
+        return Err(AdminError::NotRegistered);
     };
-    let reply = node
-        .request(BrokerRequest::AllocateProducerIds {
-            broker_id: router.config.node_id,
-            broker_epoch,
-        })
-        .await
-        .unwrap_or(Err(RequestError::Stopped))
-        .map_err(admin_error)?;
-    let BrokerResponse::AllocateProducerIds(block) = reply else {
-        return Err(unexpected("AllocateProducerIds"));
+    let request = BrokerRequest::AllocateProducerIds {
+        broker_id: router.config.node_id,
+        broker_epoch,
+    };
+    let BrokerResponse::AllocateProducerIds(block) = ask(node, request).await? else {
+        return Err(AdminError::Unexpected("AllocateProducerIds"));
     };
     router
         .producer_ids
@@ -609,5 +577,103 @@ pub async fn allocate_producer_id(
     router
         .producer_ids
         .take_from_cluster_block()
-        .ok_or_else(|| unexpected("AllocateProducerIds"))
+        .ok_or(AdminError::Unexpected("AllocateProducerIds"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tern_replication::image::{Partition, Topic};
+
+    fn image(topics: &[(&str, u8, usize)]) -> MetadataImage {
+        let mut image = MetadataImage::default();
+        for (name, id, partitions) in topics {
+            let p = Partition {
+                replicas: vec![1],
+                isr: vec![1],
+                leader: 1,
+                leader_epoch: 0,
+                partition_epoch: 0,
+            };
+            let t = Topic {
+                id: [*id; 16],
+                name: name.to_string(),
+                configs: BTreeMap::new(),
+                partitions: vec![p; *partitions],
+            };
+            image.topics.insert(name.to_string(), t);
+        }
+        image
+    }
+
+    fn apply_all(topics: &Topics, steps: &[Applied]) -> Topics {
+        steps
+            .last()
+            .map_or_else(|| topics.clone(), |s| s.topics.clone())
+    }
+
+    fn shape(topics: &Topics) -> Vec<(String, u8, i32)> {
+        topics
+            .values()
+            .map(|t| (t.name.clone(), t.id.as_bytes()[0], t.partitions))
+            .collect()
+    }
+
+    #[test]
+    fn mirror_plan_creates_grows_replaces_and_deletes() {
+        let mut seen = BTreeSet::new();
+        let first = image(&[("a", 1, 2), ("b", 2, 1)]);
+        let steps = mirror_plan(&Topics::new(), &first, &mut seen);
+        assert_eq!(steps.len(), 2);
+        let local = apply_all(&Topics::new(), &steps);
+        assert_eq!(
+            shape(&local),
+            [("a".into(), 1, 2), ("b".into(), 2, 1)].to_vec()
+        );
+        // The same image again changes nothing.
+        assert!(mirror_plan(&local, &first, &mut seen).is_empty());
+
+        // a grows, b is deleted and created again with a new id, c is new.
+        let second = image(&[("a", 1, 4), ("b", 3, 1), ("c", 4, 1)]);
+        let steps = mirror_plan(&local, &second, &mut seen);
+        let kinds: Vec<(String, bool, i32)> = steps
+            .iter()
+            .map(|s| match &s.effect {
+                admin::Effect::Open { topic, from } => (topic.name.clone(), true, *from),
+                admin::Effect::Drop { topic } => (topic.clone(), false, 0),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("a".into(), true, 2),
+                ("b".into(), false, 0),
+                ("b".into(), true, 0),
+                ("c".into(), true, 0)
+            ]
+            .to_vec()
+        );
+        let local = apply_all(&local, &steps);
+        // a's first partitions keep their wake-up signals across the growth.
+        assert_eq!(local["a"].partitions, 4);
+
+        // A topic the image drops is deleted; one the image never named is left alone.
+        let mut with_stranger = local.clone();
+        with_stranger.insert(
+            "stranger".into(),
+            Arc::new(new_topic(
+                "stranger".into(),
+                Uuid::from_bytes([9; 16]),
+                1,
+                BTreeMap::new(),
+            )),
+        );
+        let third = image(&[("a", 1, 4), ("c", 4, 1)]);
+        let steps = mirror_plan(&with_stranger, &third, &mut seen);
+        let after = apply_all(&with_stranger, &steps);
+        assert_eq!(
+            after.keys().cloned().collect::<Vec<_>>(),
+            ["a", "c", "stranger"]
+        );
+    }
 }

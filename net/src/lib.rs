@@ -11,6 +11,8 @@
 //!   is split per partition and reassembled in request order.
 //! * [`meta`] publishes topic metadata as immutable snapshots (lock-free reads); [`admin`]
 //!   is its single writer.
+//! * [`error`] holds the typed errors that cross these modules; [`edge`] is the one table
+//!   from them to Kafka's error codes, used only where responses are encoded.
 //! * [`wire`] writes Fetch responses without copying records: memory pieces with vectored
 //!   writes, file pieces with io_uring splice.
 //!
@@ -24,6 +26,8 @@ pub mod client;
 pub mod cluster;
 pub mod config_map;
 pub mod conn;
+pub mod edge;
+pub mod error;
 pub mod group;
 pub mod meta;
 pub mod node_meta;

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use tern_tuning::BrokerConfig;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::admin::MetaMsg;
-use crate::meta::MetaStore;
+use crate::admin::{AdminCommand, MetaMsg};
+use crate::error::AdminError;
+use crate::meta::{MetaStore, TopicMeta};
 use crate::shard::{ShardMsg, ShardState};
 
 /// Shared routing state.
@@ -126,10 +127,23 @@ impl Router {
         rx.await.ok()
     }
 
-    /// Sends a request to the metadata writer and waits for its answer.
-    pub async fn meta<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> MetaMsg) -> Option<T> {
-        let (tx, rx) = oneshot::channel();
-        self.meta_tx.send(make(tx)).await.ok()?;
-        rx.await.ok()
+    /// Sends a command to the metadata writer and waits for its answer: the created, grown
+    /// or deleted topic.
+    pub async fn admin(
+        &self,
+        command: AdminCommand,
+        validate_only: bool,
+    ) -> Result<Arc<TopicMeta>, AdminError> {
+        let (reply, rx) = oneshot::channel();
+        let msg = MetaMsg {
+            command,
+            validate_only,
+            reply,
+        };
+        self.meta_tx
+            .send(msg)
+            .await
+            .map_err(|_| AdminError::WriterStopped)?;
+        rx.await.map_err(|_| AdminError::WriterStopped)?
     }
 }

@@ -30,16 +30,48 @@ pub enum StartError {
     Meta(#[from] MetaError),
     #[error("data directory {path}: {cause}")]
     DataDir { path: String, cause: io::Error },
-    #[error("shard {shard} failed to start: {reason}")]
-    Shard { shard: usize, reason: String },
+    #[error("shard {shard} failed to start: {source}")]
+    Shard {
+        shard: usize,
+        source: Box<ShardStartError>,
+    },
     #[error(transparent)]
     ProducerIds(#[from] ProducerIdError),
-    #[error("{0}")]
-    Journal(String),
+    #[error("journal replay: io_uring runtime: {0}")]
+    ReplayRuntime(io::Error),
+    #[error("journal replay: {0}")]
+    Journal(#[from] tern_engine::JournalError),
     #[error(transparent)]
     NodeMeta(#[from] crate::node_meta::NodeMetaError),
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterStartError),
+}
+
+/// Why one shard could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ShardStartError {
+    #[error("shard.nice = {nice}: setpriority: {cause}{hint}")]
+    Nice {
+        nice: i32,
+        cause: io::Error,
+        hint: &'static str,
+    },
+    #[error("io_uring runtime: {0}")]
+    Runtime(io::Error),
+    #[error("thread: {0}")]
+    Thread(io::Error),
+    #[error(transparent)]
+    Open(Box<crate::error::OpenError>),
+    #[error(transparent)]
+    Groups(#[from] crate::group::driver::GroupLoadError),
+    #[error("exited during startup")]
+    Exited,
+}
+
+impl From<crate::error::OpenError> for ShardStartError {
+    fn from(e: crate::error::OpenError) -> Self {
+        ShardStartError::Open(Box::new(e))
+    }
 }
 
 /// A running broker.
@@ -100,7 +132,7 @@ impl Broker {
             producer_ids,
         ));
         let (stop, stop_rx) = watch::channel(false);
-        let (ready_tx, ready_rx) = std_mpsc::channel::<Result<(), String>>();
+        let (ready_tx, ready_rx) = std_mpsc::channel::<Result<(), ShardStartError>>();
         let all_cores = core_affinity::get_core_ids().unwrap_or_default();
         let mut threads = Vec::new();
         let mut meta_rx = Some(meta_rx);
@@ -126,21 +158,21 @@ impl Broker {
                         core_affinity::set_for_current(core);
                     }
                     // Before the ring exists, so that its kernel workers inherit it too.
-                    if let Err(reason) = set_nice(nice) {
-                        let _ = shard.ready.send(Err(reason));
+                    if let Err(e) = set_nice(nice) {
+                        let _ = shard.ready.send(Err(e));
                         return false;
                     }
                     match tern_engine::storage::uring::new_runtime() {
                         Ok(rt) => rt.block_on(run_shard(shard)),
                         Err(e) => {
-                            let _ = shard.ready.send(Err(format!("io_uring runtime: {e}")));
+                            let _ = shard.ready.send(Err(ShardStartError::Runtime(e)));
                             false
                         }
                     }
                 })
                 .map_err(|e| StartError::Shard {
                     shard: i,
-                    reason: e.to_string(),
+                    source: Box::new(ShardStartError::Thread(e)),
                 })?;
             threads.push(t);
         }
@@ -154,15 +186,18 @@ impl Broker {
         for i in 0..broker.threads.len() {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}
-                Ok(Err(reason)) => {
+                Ok(Err(source)) => {
                     broker.shutdown();
-                    return Err(StartError::Shard { shard: i, reason });
+                    return Err(StartError::Shard {
+                        shard: i,
+                        source: Box::new(source),
+                    });
                 }
                 Err(_) => {
                     broker.shutdown();
                     return Err(StartError::Shard {
                         shard: i,
-                        reason: "exited during startup".into(),
+                        source: Box::new(ShardStartError::Exited),
                     });
                 }
             }
@@ -273,15 +308,12 @@ fn replay_journals(config: &BrokerConfig, meta: &MetaStore) -> Result<(), StartE
         let log = crate::config_map::log_config(config, &t.overrides).ok()?;
         Some((config.log_dir.join(name), log))
     };
-    let rt = tern_engine::storage::uring::new_runtime()
-        .map_err(|e| StartError::Journal(format!("io_uring runtime for journal replay: {e}")))?;
+    let rt = tern_engine::storage::uring::new_runtime().map_err(StartError::ReplayRuntime)?;
     let storage = tern_engine::UringStorage::new(direct_io(config));
     rt.block_on(async {
         for dir in &dirs {
             let started = std::time::Instant::now();
-            let stats = tern_engine::journal::recover(&storage, dir, resolve)
-                .await
-                .map_err(|e| StartError::Journal(e.to_string()))?;
+            let stats = tern_engine::journal::recover(&storage, dir, resolve).await?;
             if stats.records > 0 {
                 tracing::info!(journal = %dir.display(), records = stats.records,
                     journal_bytes = stats.journal_bytes,
@@ -332,14 +364,14 @@ struct ShardConfig {
     rx: mpsc::Receiver<ShardMsg>,
     meta_rx: Option<mpsc::Receiver<MetaMsg>>,
     stop: watch::Receiver<bool>,
-    ready: std_mpsc::Sender<Result<(), String>>,
+    ready: std_mpsc::Sender<Result<(), ShardStartError>>,
     direct: DirectIo,
     /// What the shard's logs may assume at open about how the broker last stopped.
     recovery: Recovery,
 }
 
 /// Sets the calling thread's niceness (`shard.nice`); 0 leaves it as inherited.
-fn set_nice(nice: i32) -> Result<(), String> {
+fn set_nice(nice: i32) -> Result<(), ShardStartError> {
     if nice == 0 {
         return Ok(());
     }
@@ -357,19 +389,23 @@ fn set_nice(nice: i32) -> Result<(), String> {
     } else {
         ""
     };
-    Err(format!("shard.nice = {nice}: setpriority: {e}{hint}"))
+    Err(ShardStartError::Nice {
+        nice,
+        cause: e,
+        hint,
+    })
 }
 
 /// Runs one shard until it stops; true if it closed everything cleanly.
 async fn run_shard(cfg: ShardConfig) -> bool {
     let state = ShardState::new(cfg.index, cfg.router.clone(), cfg.direct, cfg.stop.clone());
     if let Err(e) = state.open_journal().await {
-        let _ = cfg.ready.send(Err(e));
+        let _ = cfg.ready.send(Err(e.into()));
         return false;
     }
     let opening = std::time::Instant::now();
     if let Err(e) = state.open_owned(cfg.recovery).await {
-        let _ = cfg.ready.send(Err(e));
+        let _ = cfg.ready.send(Err(e.into()));
         return false;
     }
     tracing::info!(
@@ -380,7 +416,7 @@ async fn run_shard(cfg: ShardConfig) -> bool {
         "partitions opened"
     );
     if let Err(e) = state.load_groups().await {
-        let _ = cfg.ready.send(Err(e));
+        let _ = cfg.ready.send(Err(e.into()));
         return false;
     }
     tokio_uring::spawn(state.clone().serve_queue(cfg.rx));

@@ -14,14 +14,11 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use kafka_protocol::ResponseError;
-use tern_engine::producer::SequenceError;
-use tern_engine::{
-    AppendError, DirectIo, Journal, Log, LogError, Offset, Recovery, Slice, UringStorage,
-};
+use tern_engine::{AppendError, DirectIo, Journal, Log, Offset, Recovery, Slice, UringStorage};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::config_map::{journal_config, journal_root, log_config};
+use crate::error::{OpenError, PartitionError};
 use crate::group::driver::{GroupAnswer, GroupOp, Groups};
 use crate::meta::TopicMeta;
 use crate::router::Router;
@@ -62,13 +59,13 @@ pub enum ShardMsg {
     DeleteRecords {
         tp: Tp,
         offset: i64,
-        reply: oneshot::Sender<Result<i64, i16>>,
+        reply: oneshot::Sender<Result<i64, PartitionError>>,
     },
     /// Open the partitions `from..` of a topic that this shard owns.
     Open {
         topic: Arc<TopicMeta>,
         from: i32,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), OpenError>>,
     },
     /// Close a topic's partitions and delete their directories.
     Drop {
@@ -84,32 +81,41 @@ pub enum ShardMsg {
     },
 }
 
-/// Outcome of an append on the owner.
-#[derive(Debug, Clone, Copy)]
-pub struct ProduceResult {
-    pub error: i16,
+/// An append done on the owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
     pub base_offset: i64,
-    pub log_append_time_ms: i64,
+    /// The broker's time stamped on the batch (`LogAppendTime` topics), if any.
+    pub log_append_time_ms: Option<i64>,
     pub log_start_offset: i64,
 }
 
-/// Outcome of a read on the owner.
+/// Outcome of an append on the owner.
+pub type ProduceResult = Result<Appended, PartitionError>;
+
+/// A read done on the owner.
 #[derive(Debug, Clone)]
-pub struct FetchResult {
-    pub error: i16,
+pub struct Fetched {
     pub high_watermark: i64,
     pub log_start_offset: i64,
     pub records: Vec<Slice>,
     pub bytes: u64,
 }
 
-/// Outcome of an offset lookup on the owner.
-#[derive(Debug, Clone, Copy)]
-pub struct ListOffsetsResult {
-    pub error: i16,
+/// Outcome of a read on the owner.
+pub type FetchResult = Result<Fetched, PartitionError>;
+
+/// An offset found by ListOffsets, with the timestamp of its record (`None` for the
+/// special "latest" and "earliest" lookups, which name no record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListedOffset {
     pub offset: i64,
-    pub timestamp: i64,
+    pub timestamp: Option<i64>,
 }
+
+/// Outcome of an offset lookup on the owner: `None` when no record has a timestamp at or
+/// after the one asked.
+pub type ListOffsetsResult = Result<Option<ListedOffset>, PartitionError>;
 
 #[derive(Debug)]
 pub(crate) struct Partition {
@@ -131,10 +137,6 @@ pub struct ShardState {
     journal: RefCell<Option<Journal<UringStorage>>>,
     /// The group coordinator of the groups whose `__consumer_offsets` partition is here.
     pub groups: Groups,
-}
-
-fn code(e: ResponseError) -> i16 {
-    e.code()
 }
 
 impl ShardState {
@@ -173,21 +175,19 @@ impl ShardState {
     }
 
     /// Opens this shard's journal (already replayed by [`crate::server`] at start).
-    pub async fn open_journal(&self) -> Result<(), String> {
+    pub async fn open_journal(&self) -> Result<(), OpenError> {
         let Some(config) = journal_config(&self.router.config) else {
             return Ok(());
         };
         let dir = journal_root(&self.router.config).join(self.index.to_string());
-        let journal = Journal::open(self.storage.clone(), dir, config)
-            .await
-            .map_err(|e| e.to_string())?;
+        let journal = Journal::open(self.storage.clone(), dir, config).await?;
         *self.journal.borrow_mut() = Some(journal);
         Ok(())
     }
 
     /// Opens every partition of the current snapshot that this shard owns, assuming what
     /// `recovery` says of how the broker last stopped.
-    pub async fn open_owned(self: &Rc<Self>, recovery: Recovery) -> Result<(), String> {
+    pub async fn open_owned(self: &Rc<Self>, recovery: Recovery) -> Result<(), OpenError> {
         let snap = self.router.meta.snapshot();
         for t in snap.topics.values() {
             self.open_topic(t, 0, recovery).await?;
@@ -200,8 +200,12 @@ impl ShardState {
         t: &Arc<TopicMeta>,
         from: i32,
         recovery: Recovery,
-    ) -> Result<(), String> {
-        let config = log_config(&self.router.config, &t.overrides).map_err(|e| e.to_string())?;
+    ) -> Result<(), OpenError> {
+        let config =
+            log_config(&self.router.config, &t.overrides).map_err(|source| OpenError::Config {
+                topic: t.name.clone(),
+                source,
+            })?;
         let mine: Vec<i32> = (from..t.partitions)
             .filter(|p| {
                 let tp = (t.name.clone(), *p);
@@ -222,8 +226,16 @@ impl ShardState {
             for (p, task) in opening {
                 let log = task
                     .await
-                    .map_err(|e| format!("opening partition {p}: {e}"))?
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| OpenError::Task {
+                        topic: t.name.clone(),
+                        partition: p,
+                        reason: e.to_string(),
+                    })?
+                    .map_err(|source| OpenError::Log {
+                        topic: t.name.clone(),
+                        partition: p,
+                        source,
+                    })?;
                 if let Some(j) = self.journal.borrow().as_ref() {
                     log.attach_journal(j);
                 }
@@ -420,83 +432,32 @@ async fn produce_result(
         impl std::future::Future<Output = Result<tern_engine::AppendInfo, AppendError>>,
     >,
 ) -> ProduceResult {
-    let mut result = ProduceResult {
-        error: 0,
-        base_offset: -1,
-        log_append_time_ms: -1,
-        log_start_offset: -1,
-    };
     let (Some(p), Some(pending)) = (p, pending) else {
-        result.error = code(ResponseError::UnknownTopicOrPartition);
-        return result;
+        return Err(PartitionError::Unknown);
     };
-    match pending.await {
-        Ok(info) => {
-            result.base_offset = info.first_offset.0;
-            result.log_append_time_ms = info.log_append_time_ms;
-            p.signal.notify_waiters();
-        }
-        Err(e) => {
-            tracing::debug!(topic = %tp.0, partition = tp.1, error = %e, "append refused");
-            result.error = append_error_code(&e);
-        }
-    }
-    result.log_start_offset = p.log.log_start_offset().0;
-    result
-}
-
-/// Kafka's code for an append refusal.
-pub fn append_error_code(e: &AppendError) -> i16 {
-    match e {
-        AppendError::Batch(_) => code(ResponseError::CorruptMessage),
-        AppendError::BatchTooLarge { .. } => code(ResponseError::MessageTooLarge),
-        AppendError::DiskFull { .. } => code(ResponseError::KafkaStorageError),
-        AppendError::Poisoned { .. } => code(ResponseError::KafkaStorageError),
-        AppendError::Truncating => code(ResponseError::NotLeaderOrFollower),
-        AppendError::Closed => code(ResponseError::NotLeaderOrFollower),
-        AppendError::Sequence(SequenceError::StaleEpoch { .. }) => {
-            code(ResponseError::InvalidProducerEpoch)
-        }
-        AppendError::Sequence(_) => code(ResponseError::OutOfOrderSequenceNumber),
-    }
-}
-
-fn log_error_code(e: &LogError) -> i16 {
-    match e {
-        LogError::OffsetOutOfRange { .. } => code(ResponseError::OffsetOutOfRange),
-        LogError::Closed => code(ResponseError::NotLeaderOrFollower),
-        LogError::Io { .. } | LogError::Poisoned { .. } => code(ResponseError::KafkaStorageError),
-    }
+    let info = pending.await.inspect_err(|e| {
+        tracing::debug!(topic = %tp.0, partition = tp.1, error = %e, "append refused");
+    })?;
+    p.signal.notify_waiters();
+    Ok(Appended {
+        base_offset: info.first_offset.0,
+        log_append_time_ms: (info.log_append_time_ms >= 0).then_some(info.log_append_time_ms),
+        log_start_offset: p.log.log_start_offset().0,
+    })
 }
 
 async fn fetch(p: Option<Rc<Partition>>, offset: i64, max_bytes: u32) -> FetchResult {
-    let mut out = FetchResult {
-        error: 0,
-        high_watermark: -1,
-        log_start_offset: -1,
-        records: Vec::new(),
-        bytes: 0,
-    };
-    let Some(p) = p else {
-        out.error = code(ResponseError::UnknownTopicOrPartition);
-        return out;
-    };
-    out.high_watermark = p.log.readable_end().0;
-    out.log_start_offset = p.log.log_start_offset().0;
-    match p
+    let p = p.ok_or(PartitionError::Unknown)?;
+    let r = p
         .log
         .read(Offset(offset), max_bytes, Offset(i64::MAX))
-        .await
-    {
-        Ok(r) => {
-            out.high_watermark = r.readable_end.0;
-            out.log_start_offset = r.log_start.0;
-            out.records = r.slices;
-            out.bytes = r.bytes;
-        }
-        Err(e) => out.error = log_error_code(&e),
-    }
-    out
+        .await?;
+    Ok(Fetched {
+        high_watermark: r.readable_end.0,
+        log_start_offset: r.log_start.0,
+        records: r.slices,
+        bytes: r.bytes,
+    })
 }
 
 /// Kafka's special ListOffsets timestamps.
@@ -504,41 +465,34 @@ const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 
 async fn list_offsets(p: Option<Rc<Partition>>, timestamp: i64) -> ListOffsetsResult {
-    let mut out = ListOffsetsResult {
-        error: 0,
-        offset: -1,
-        timestamp: -1,
-    };
-    let Some(p) = p else {
-        out.error = code(ResponseError::UnknownTopicOrPartition);
-        return out;
+    let p = p.ok_or(PartitionError::Unknown)?;
+    let at = |offset: Offset| {
+        Some(ListedOffset {
+            offset: offset.0,
+            timestamp: None,
+        })
     };
     match timestamp {
-        LATEST => out.offset = p.log.readable_end().0,
-        EARLIEST => out.offset = p.log.log_start_offset().0,
-        t if t < 0 => out.error = code(ResponseError::InvalidRequest),
-        t => match p.log.offset_for_timestamp(t).await {
-            Ok(Some((o, ts))) => {
-                out.offset = o.0;
-                out.timestamp = ts;
-            }
-            Ok(None) => {}
-            Err(e) => out.error = log_error_code(&e),
-        },
+        LATEST => Ok(at(p.log.readable_end())),
+        EARLIEST => Ok(at(p.log.log_start_offset())),
+        t if t < 0 => Err(PartitionError::InvalidTimestamp(t)),
+        t => Ok(p
+            .log
+            .offset_for_timestamp(t)
+            .await?
+            .map(|(o, ts)| ListedOffset {
+                offset: o.0,
+                timestamp: Some(ts),
+            })),
     }
-    out
 }
 
-async fn delete_records(p: Option<Rc<Partition>>, offset: i64) -> Result<i64, i16> {
-    let p = p.ok_or(code(ResponseError::UnknownTopicOrPartition))?;
+async fn delete_records(p: Option<Rc<Partition>>, offset: i64) -> Result<i64, PartitionError> {
+    let p = p.ok_or(PartitionError::Unknown)?;
     let target = if offset == -1 {
         p.log.readable_end().0
     } else {
         offset
     };
-    p.log
-        .delete_records(Offset(target))
-        .await
-        .map(|o| o.0)
-        .map_err(|e| log_error_code(&e))
+    Ok(p.log.delete_records(Offset(target)).await?.0)
 }

@@ -25,6 +25,21 @@ use super::coordinator::{
 use super::store::{self, OffsetRecord, RawRecord, OFFSETS_TOPIC};
 use crate::shard::ShardState;
 
+/// Why the committed offsets could not be loaded from `__consumer_offsets` at start.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupLoadError {
+    #[error("{OFFSETS_TOPIC}-{partition}: {source}")]
+    Read {
+        partition: i32,
+        source: tern_engine::LogError,
+    },
+    #[error("{OFFSETS_TOPIC}-{partition}: {source}")]
+    Slice {
+        partition: i32,
+        source: std::io::Error,
+    },
+}
+
 /// Below this many records since the log start a partition is never cleaned.
 const CLEAN_RECORDS_MIN: u64 = 10_000;
 /// Clean once the records since the log start exceed this many times the live commits.
@@ -392,7 +407,7 @@ impl ShardState {
     }
 
     /// Replays this shard's `__consumer_offsets` partitions into the coordinator.
-    pub async fn load_groups(&self) -> Result<(), String> {
+    pub async fn load_groups(&self) -> Result<(), GroupLoadError> {
         let Some(count) = self.offsets_partition_count() else {
             return Ok(());
         };
@@ -408,14 +423,14 @@ impl ShardState {
                     .log
                     .read(Offset(at), LOAD_READ_BYTES, Offset(end))
                     .await
-                    .map_err(|e| format!("{OFFSETS_TOPIC}-{partition}: {e}"))?;
+                    .map_err(|source| GroupLoadError::Read { partition, source })?;
                 if r.next_offset.0 <= at {
                     break;
                 }
                 for s in &r.slices {
                     let bytes = s
                         .to_bytes()
-                        .map_err(|e| format!("{OFFSETS_TOPIC}-{partition}: {e}"))?;
+                        .map_err(|source| GroupLoadError::Slice { partition, source })?;
                     for rec in store::decode_batches(bytes) {
                         n += 1;
                         let mut c = self.groups.coord.borrow_mut();

@@ -31,7 +31,7 @@ use super::coordinator::{
 };
 use super::driver::{GroupAnswer, GroupOp};
 use super::store::{self, OFFSETS_TOPIC};
-use crate::admin::MetaMsg;
+use crate::admin::AdminCommand;
 use crate::shard::{ShardMsg, ShardState};
 
 /// Largest metadata string of a commit (Kafka's `offset.metadata.max.bytes` default).
@@ -64,18 +64,15 @@ async fn offsets_topic(shard: &Rc<ShardState>) -> Result<i32, i16> {
         // Commits leave this log only by cleaning (store.rs), never by age.
         ("retention.ms".to_string(), "-1".to_string()),
     ]);
-    let created = router
-        .meta(|reply| MetaMsg::Create {
-            name: OFFSETS_TOPIC.to_string(),
-            partitions: settings.offsets_topic_partitions,
-            replication_factor: -1,
-            configs,
-            validate_only: false,
-            reply,
-        })
-        .await;
+    let command = AdminCommand::Create {
+        name: OFFSETS_TOPIC.to_string(),
+        partitions: settings.offsets_topic_partitions,
+        replication_factor: -1,
+        configs,
+    };
+    let created = router.admin(command, false).await;
     match created {
-        Some(Ok(t)) => Ok(t.partitions),
+        Ok(t) => Ok(t.partitions),
         _ => match router.meta.snapshot().topics.get(OFFSETS_TOPIC) {
             // Lost a race with another shard creating it.
             Some(t) => Ok(t.partitions),
