@@ -567,6 +567,8 @@ fn cluster_dev_starts_a_local_cluster() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     };
     assert!(status.contains("controller   1"), "{status}");
+    assert!(status.contains("quorum       leader 1"), "{status}");
+    assert!(status.contains("  voter    1  log end "), "{status}");
     assert!(dir.path().join("certs/ca.crt").exists());
     assert!(dir.path().join("cluster.id").exists());
     // SAFETY: kill(2) on our own child.

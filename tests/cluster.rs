@@ -144,6 +144,25 @@ fn controller(b: &Broker) -> i32 {
         .0
 }
 
+/// DescribeQuorum v2 for `topic` partition 0: the top-level error and the voters.
+fn describe_quorum(b: &Broker, topic: &str) -> (i16, Vec<i32>) {
+    use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+    use kafka_protocol::messages::{DescribeQuorumRequest, DescribeQuorumResponse, TopicName};
+    let req = DescribeQuorumRequest::default().with_topics(vec![TopicData::default()
+        .with_topic_name(TopicName(StrBytes::from_string(topic.to_string())))
+        .with_partitions(vec![PartitionData::default().with_partition_index(0)])]);
+    let mut body = round_trip(b, ApiKey::DescribeQuorum, 2, &req);
+    let resp = DescribeQuorumResponse::decode(&mut body, 2).unwrap();
+    let voters = resp
+        .topics
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .flat_map(|p| &p.current_voters)
+        .map(|v| v.replica_id.0)
+        .collect();
+    (resp.error_code, voters)
+}
+
 /// Metadata v12 over a raw socket (brokers, controller id, partition leaders).
 fn metadata(b: &Broker, topics: Option<&[&str]>) -> MetadataResponse {
     let mut req = MetadataRequest::default();
@@ -358,6 +377,17 @@ fn three_nodes_serve_one_cluster() {
     assert!(status.contains("brokers      4"), "{status}");
     assert!(status.contains("fenced"), "{status}");
     assert!(status.contains("orders/"), "{status}");
+    // The quorum from DescribeQuorum (one voter is dead but still a voter), each live
+    // broker's epoch from the broker itself.
+    assert!(status.contains("quorum       leader "), "{status}");
+    assert_eq!(status.matches("  voter ").count(), 3, "{status}");
+    assert!(status.contains("live  epoch "), "{status}");
+    // DescribeQuorum from any broker (forwarded to the leader); a topic other than the
+    // metadata log is refused.
+    let (error, mut voters) = describe_quorum(&cluster.nodes[&survivor], "__cluster_metadata");
+    voters.sort();
+    assert_eq!((error, voters), (0, vec![1, 2, 3]));
+    assert_eq!(describe_quorum(&cluster.nodes[&survivor], "orders").0, 3);
 
     // It returns (its Raft log and its partitions' data on disk): every partition has a
     // leader again and every record is served.

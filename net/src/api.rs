@@ -93,11 +93,12 @@ pub fn supported(api: ApiKey) -> Option<RangeInclusive<i16>> {
         ApiKey::DeleteGroups => 0..=2,
         ApiKey::OffsetDelete => 0..=0,
         ApiKey::DescribeCluster => 0..=2,
+        ApiKey::DescribeQuorum => 0..=2,
         _ => return None,
     })
 }
 
-const ALL_APIS: [ApiKey; 23] = [
+const ALL_APIS: [ApiKey; 24] = [
     ApiKey::Produce,
     ApiKey::Fetch,
     ApiKey::ListOffsets,
@@ -121,6 +122,7 @@ const ALL_APIS: [ApiKey; 23] = [
     ApiKey::DeleteGroups,
     ApiKey::OffsetDelete,
     ApiKey::DescribeCluster,
+    ApiKey::DescribeQuorum,
 ];
 
 fn decode<T: Decodable>(body: &mut Bytes, version: i16) -> Result<T, ApiError> {
@@ -239,6 +241,10 @@ pub async fn handle(
             respond(api, v, id, &describe_configs(shard, decode(b, v)?, v).await)
         }
         ApiKey::DescribeCluster => respond(api, v, id, &describe_cluster(shard, decode(b, v)?, v)),
+        ApiKey::DescribeQuorum => {
+            let resp = crate::cluster::describe_quorum(shard, decode(b, v)?, v).await;
+            respond(api, v, id, &resp)
+        }
         ApiKey::InitProducerId => {
             respond(api, v, id, &init_producer_id(shard, decode(b, v)?).await)
         }
@@ -1019,6 +1025,10 @@ const SOURCE_DEFAULT: i8 = 5;
 /// (`partition:shard,…`), as reported by the shards themselves.
 pub const SHARDS_CONFIG: &str = "tern.partition.shards";
 
+/// Read-only entry of a broker's DescribeConfigs in a cluster: the broker epoch the
+/// controller gave this broker at its registration (absent until it registered).
+pub const BROKER_EPOCH_CONFIG: &str = "tern.broker.epoch";
+
 /// InitProducerId for idempotent producers: a new producer id, or (KIP-360) the same id
 /// with the next epoch when the client asks for a bump. Transactional ids are refused:
 /// transactions are not implemented.
@@ -1211,6 +1221,19 @@ async fn describe_configs(
                             .with_read_only(true)
                             .with_config_source(SOURCE_STATIC_BROKER),
                     )
+                } else if res.resource_type == RESOURCE_BROKER && wanted(BROKER_EPOCH_CONFIG) {
+                    let epoch = shard
+                        .router
+                        .cluster
+                        .as_ref()
+                        .and_then(|n| n.view().broker_epoch);
+                    epoch.map(|epoch| {
+                        DescribeConfigsResourceResult::default()
+                            .with_name(s(BROKER_EPOCH_CONFIG))
+                            .with_value(Some(s(epoch.to_string())))
+                            .with_read_only(true)
+                            .with_config_source(SOURCE_STATIC_BROKER)
+                    })
                 } else {
                     None
                 };

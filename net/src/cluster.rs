@@ -26,7 +26,10 @@ use std::time::Duration;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::messages::{
+    BrokerId, DescribeQuorumRequest, DescribeQuorumResponse, MetadataRequest, MetadataResponse,
+    TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use tern_replication::controller::{BrokerRequest, BrokerResponse, ControllerConfig};
@@ -464,6 +467,115 @@ async fn create_partitions(
     wait_local(shard, name, |t| t.is_some_and(|t| t.partitions >= count))
         .await?
         .ok_or(AdminError::Unexpected("CreatePartitions"))
+}
+
+/// The topic Kafka names the controller quorum's log by (DescribeQuorum asks for its
+/// partition 0).
+pub const METADATA_TOPIC: &str = "__cluster_metadata";
+
+/// DescribeQuorum (KIP-595/KIP-836), forwarded to the controller leader: the Raft term as
+/// the leader epoch, the commit index as the high watermark, each voter's matched index as
+/// its log end offset. Observers (broker-only nodes) are not listed: the voters do not
+/// track how far they have read.
+pub async fn describe_quorum(
+    shard: &Rc<ShardState>,
+    req: DescribeQuorumRequest,
+    v: i16,
+) -> DescribeQuorumResponse {
+    use kafka_protocol::messages::describe_quorum_response::{
+        Listener, Node, PartitionData, ReplicaState, TopicData,
+    };
+    let resp = DescribeQuorumResponse::default();
+    let refuse = |code: i16, message: &str| {
+        let mut r = resp.clone().with_error_code(code);
+        if v >= 2 {
+            r.error_message = Some(s(message));
+        }
+        r
+    };
+    let Some(node) = shard.router.cluster.as_ref() else {
+        return refuse(
+            ResponseError::InvalidRequest.code(),
+            "this broker is a single node: it has no controller quorum",
+        );
+    };
+    let asked_metadata_log = req.topics.len() == 1
+        && req.topics[0].topic_name.as_str() == METADATA_TOPIC
+        && req.topics[0].partitions.len() == 1
+        && req.topics[0].partitions[0].partition_index == 0;
+    if !asked_metadata_log {
+        return refuse(
+            ResponseError::UnknownTopicOrPartition.code(),
+            "DescribeQuorum describes __cluster_metadata partition 0 only",
+        );
+    }
+    let q = match ask(node, BrokerRequest::DescribeQuorum).await {
+        Ok(BrokerResponse::Quorum(q)) => q,
+        Ok(_) => {
+            let e = AdminError::Unexpected("DescribeQuorum");
+            return refuse(e.kafka_code(), &e.to_string());
+        }
+        Err(e) => return refuse(e.kafka_code(), &e.to_string()),
+    };
+    // The controller's clock is its own; ages convert to this host's wall clock.
+    let wall_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let at = |heard: Option<u64>| heard.map_or(-1, |h| wall_ms - q.now_ms.saturating_sub(h) as i64);
+    let voters = q
+        .voters
+        .iter()
+        .map(|voter| {
+            let caught_up = voter.matched_index >= q.committed_index;
+            let mut r = ReplicaState::default()
+                .with_replica_id(BrokerId(voter.id))
+                .with_log_end_offset(voter.matched_index as i64);
+            if v >= 1 {
+                r.last_fetch_timestamp = at(voter.last_heard_ms);
+                r.last_caught_up_timestamp = if caught_up {
+                    at(voter.last_heard_ms)
+                } else {
+                    -1
+                };
+            }
+            r
+        })
+        .collect();
+    let partition = PartitionData::default()
+        .with_partition_index(0)
+        .with_leader_id(BrokerId(q.leader_id))
+        .with_leader_epoch(i32::try_from(q.term).unwrap_or(i32::MAX))
+        .with_high_watermark(q.committed_index as i64)
+        .with_current_voters(voters);
+    let mut resp = resp.with_topics(vec![TopicData::default()
+        .with_topic_name(TopicName(s(METADATA_TOPIC)))
+        .with_partitions(vec![partition])]);
+    if v >= 2 {
+        let image = &node.view().image;
+        resp.nodes = q
+            .voters
+            .iter()
+            .filter_map(|voter| {
+                let b = image.brokers.get(&voter.id)?;
+                let listeners = b
+                    .endpoints
+                    .iter()
+                    .map(|e| {
+                        Listener::default()
+                            .with_name(s(e.listener.clone()))
+                            .with_host(s(e.host.clone()))
+                            .with_port(e.port)
+                    })
+                    .collect();
+                Some(
+                    Node::default()
+                        .with_node_id(BrokerId(voter.id))
+                        .with_listeners(listeners),
+                )
+            })
+            .collect();
+    }
+    resp
 }
 
 /// Keeps the local topic table and open partitions equal to the image's topics (task on

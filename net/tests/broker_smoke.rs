@@ -281,3 +281,24 @@ fn describe_configs_marks_sources() {
     assert_eq!(source("retention.bytes"), (Some("-1".into()), 5));
     broker.shutdown();
 }
+
+/// A single node has no controller quorum: DescribeQuorum answers INVALID_REQUEST with a
+/// message (not a closed connection), and the connection serves on.
+#[test]
+fn describe_quorum_on_a_single_node_is_refused_readably() {
+    use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+    let (broker, _dir) = start(vec![0]);
+    let mut c = Client::connect(&broker.local_addr().to_string(), Duration::from_secs(10)).unwrap();
+    let req = DescribeQuorumRequest::default().with_topics(vec![TopicData::default()
+        .with_topic_name(name("__cluster_metadata"))
+        .with_partitions(vec![PartitionData::default().with_partition_index(0)])]);
+    let v = c.version(ApiKey::DescribeQuorum, 0, 2).unwrap();
+    let resp: DescribeQuorumResponse = c.request(ApiKey::DescribeQuorum, v, &req).unwrap();
+    assert_eq!(resp.error_code, 42, "{resp:?}");
+    assert!(resp
+        .error_message
+        .as_deref()
+        .is_some_and(|m| m.contains("single node")));
+    let md = MetadataRequest::default();
+    let _: MetadataResponse = c.request(ApiKey::Metadata, 9, &md).unwrap();
+}

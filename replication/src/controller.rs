@@ -125,6 +125,8 @@ pub enum BrokerRequest {
         since_index: u64,
         endpoints: Vec<crate::image::Endpoint>,
     },
+    /// The quorum's state as the leader sees it (DescribeQuorum); only the leader answers.
+    DescribeQuorum,
 }
 
 /// The controller's answer to a [`BrokerRequest`] of the same name.
@@ -143,6 +145,30 @@ pub enum BrokerResponse {
         image: Option<Box<MetadataImage>>,
         leader: Option<BrokerId>,
     },
+    Quorum(QuorumState),
+}
+
+/// The controller quorum as its leader sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuorumState {
+    pub leader_id: BrokerId,
+    /// The Raft term (Kafka's leader epoch of `__cluster_metadata`).
+    pub term: u64,
+    /// The highest committed index (Kafka's high watermark of the metadata log).
+    pub committed_index: u64,
+    pub voters: Vec<VoterState>,
+    /// The controller's clock when it answered (the clock of `last_heard_ms`).
+    pub now_ms: u64,
+}
+
+/// One voter's replication state on the leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoterState {
+    pub id: BrokerId,
+    /// The highest index known to match the leader's log.
+    pub matched_index: u64,
+    /// When the leader last heard from this voter (the leader itself: now), if it has.
+    pub last_heard_ms: Option<u64>,
 }
 
 /// Why an inbound Raft frame was refused.
@@ -225,6 +251,8 @@ pub struct Controller {
     applied: VecDeque<AppliedEntry>,
     now_ms: u64,
     next_tick_ms: Option<u64>,
+    /// When each voter last sent this node a Raft message (for DescribeQuorum).
+    last_heard_ms: BTreeMap<BrokerId, u64>,
     rng: StdRng,
     failure: Option<String>,
 }
@@ -279,6 +307,7 @@ impl Controller {
             applied: VecDeque::new(),
             now_ms: 0,
             next_tick_ms: None,
+            last_heard_ms: BTreeMap::new(),
             failure: None,
         };
         c.drive();
@@ -336,6 +365,7 @@ impl Controller {
                 to: msg.to,
             });
         }
+        self.last_heard_ms.insert(from, self.now_ms);
         let r = self.quorum.step(msg);
         self.drive();
         r.map_err(|source| InboundError::Raft { from, source })
@@ -428,6 +458,36 @@ impl Controller {
                 .push_back((request_id, Ok(BrokerResponse::Metadata { image, leader })));
             return Ok(());
         }
+        if let BrokerRequest::DescribeQuorum = request {
+            if !self.is_leader() {
+                return Err(self.not_controller());
+            }
+            let me = self.config.node_id;
+            let voters = self
+                .quorum
+                .voter_progress()
+                .into_iter()
+                .map(|(id, matched_index)| VoterState {
+                    id,
+                    matched_index,
+                    last_heard_ms: if id == me {
+                        Some(self.now_ms)
+                    } else {
+                        self.last_heard_ms.get(&id).copied()
+                    },
+                })
+                .collect();
+            let state = QuorumState {
+                leader_id: me,
+                term: self.quorum.role().term,
+                committed_index: self.quorum.committed_index(),
+                voters,
+                now_ms: self.now_ms,
+            };
+            self.replies
+                .push_back((request_id, Ok(BrokerResponse::Quorum(state))));
+            return Ok(());
+        }
         let now = self.now_ms;
         let timeout = self.config.broker_session_timeout_ms;
         let defaults = TopicDefaults {
@@ -500,7 +560,7 @@ impl Controller {
                 (records, BrokerResponse::AlterPartition)
             }
             // Answered above, before the leadership check.
-            BrokerRequest::FetchMetadata { .. } => return Ok(()),
+            BrokerRequest::FetchMetadata { .. } | BrokerRequest::DescribeQuorum => return Ok(()),
         };
         self.commit(Some(request_id), records, reply)
     }

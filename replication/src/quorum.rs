@@ -426,6 +426,34 @@ impl Quorum {
         self.raw.raft.raft_log.last_index()
     }
 
+    /// The highest index known committed.
+    pub fn committed_index(&self) -> u64 {
+        self.raw.raft.raft_log.committed
+    }
+
+    /// On the leader, each voter's highest log index known to match the leader's log (the
+    /// leader itself: its last index); empty on a follower, which does not track them.
+    pub fn voter_progress(&self) -> Vec<(BrokerId, u64)> {
+        let r = &self.raw.raft;
+        if r.state != StateRole::Leader {
+            return Vec::new();
+        }
+        let mut out: Vec<(BrokerId, u64)> = r
+            .prs()
+            .iter()
+            .filter_map(|(id, p)| {
+                let matched = if *id == r.id {
+                    self.last_index()
+                } else {
+                    p.matched
+                };
+                node_id(*id).map(|b| (b, matched))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     /// The term of a log entry still in the log (not compacted).
     pub fn term_of(&self, index: u64) -> Option<u64> {
         self.raw.raft.raft_log.term(index).ok()

@@ -86,6 +86,34 @@ fn single_node_commits_and_recovers() {
     assert_eq!(again.image(), one.c.image());
 }
 
+/// DescribeQuorum: the leader answers its term, commit index and voters; a node that is
+/// not the leader answers NOT_CONTROLLER.
+#[test]
+fn describe_quorum() {
+    let mut one = One::new(vec![0]);
+    one.c.handle_request(1, BrokerRequest::DescribeQuorum, 0);
+    let (_, reply) = one.c.poll_reply().unwrap();
+    assert!(matches!(reply, Err(ControllerError::NotController { .. })));
+    one.run_ms(3000);
+    one.c.handle_request(2, register(5), one.now);
+    one.pump();
+    let _ = one.c.poll_reply().unwrap();
+    one.c
+        .handle_request(3, BrokerRequest::DescribeQuorum, one.now);
+    let (id, reply) = one.c.poll_reply().unwrap();
+    assert_eq!(id, 3);
+    let Ok(BrokerResponse::Quorum(q)) = reply else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(q.leader_id, 0);
+    assert!(q.term >= 1);
+    assert!(q.committed_index >= 2, "{q:?}");
+    assert_eq!(q.voters.len(), 1);
+    assert_eq!(q.voters[0].id, 0);
+    assert_eq!(q.voters[0].matched_index, q.committed_index);
+    assert_eq!(q.voters[0].last_heard_ms, Some(one.now));
+}
+
 /// A follower answers NOT_CONTROLLER; non-voters and garbage frames are refused.
 #[test]
 fn refusals() {

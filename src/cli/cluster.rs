@@ -1,8 +1,15 @@
-//! `tern cluster status`: the cluster as a client sees it (DescribeCluster and Metadata).
+//! `tern cluster status`: the cluster as a client sees it (DescribeCluster, DescribeQuorum,
+//! each broker's DescribeConfigs for its epoch, Metadata).
 
 use anyhow::Context;
 use clap::Args;
-use kafka_protocol::messages::{ApiKey, DescribeClusterRequest, DescribeClusterResponse};
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+use kafka_protocol::messages::{
+    ApiKey, DescribeClusterRequest, DescribeClusterResponse, DescribeConfigsRequest,
+    DescribeConfigsResponse, DescribeQuorumRequest, DescribeQuorumResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
 
 use crate::cli::kafka::{BootstrapArgs, Cluster};
 
@@ -12,10 +19,12 @@ pub struct StatusArgs {
     bootstrap: BootstrapArgs,
 }
 
-/// Prints the cluster id, the controller, every broker (fenced ones too) and the partitions
+/// Prints the cluster id, the controller quorum (voters, leader, term, how far each voter
+/// has the log), every broker (fenced ones too) with its broker epoch, and the partitions
 /// without a leader.
 pub fn status(args: StatusArgs) -> anyhow::Result<()> {
     let mut cluster = Cluster::connect(&args.bootstrap)?;
+    let m = cluster.metadata(None, false)?;
     let client = cluster.bootstrap();
     let v = client
         .version(ApiKey::DescribeCluster, 0, 2)
@@ -35,6 +44,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
     }
     println!("cluster id   {}", resp.cluster_id.as_str());
     println!("controller   {}", resp.controller_id.0);
+    print_quorum(cluster.bootstrap());
     println!("brokers      {}", resp.brokers.len());
     for b in &resp.brokers {
         let rack = b
@@ -43,14 +53,22 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
             .map(|r| format!(" rack {r}"))
             .unwrap_or_default();
         let state = if b.is_fenced { "fenced" } else { "live" };
+        let epoch = if b.is_fenced {
+            String::new()
+        } else {
+            match broker_epoch(&mut cluster, b.broker_id.0) {
+                Ok(Some(e)) => format!("  epoch {e}"),
+                Ok(None) => "  epoch -".to_string(),
+                Err(e) => format!("  epoch unknown ({e:#})"),
+            }
+        };
         println!(
-            "  {:>4}  {}:{}  {state}{rack}",
+            "  {:>4}  {}:{}  {state}{epoch}{rack}",
             b.broker_id.0,
             b.host.as_str(),
             b.port
         );
     }
-    let m = cluster.metadata(None, false)?;
     let mut leaderless = Vec::new();
     for t in &m.topics {
         let name = t.name.as_ref().map(|n| n.to_string()).unwrap_or_default();
@@ -70,6 +88,72 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Prints the controller quorum from DescribeQuorum, or why it is not available (a single
+/// node has none).
+fn print_quorum(client: &mut tern_net::client::Client) {
+    let described = (|| -> anyhow::Result<DescribeQuorumResponse> {
+        let v = client.version(ApiKey::DescribeQuorum, 0, 2)?;
+        let req = DescribeQuorumRequest::default().with_topics(vec![TopicData::default()
+            .with_topic_name(TopicName(StrBytes::from_static_str("__cluster_metadata")))
+            .with_partitions(vec![PartitionData::default().with_partition_index(0)])]);
+        let resp: DescribeQuorumResponse = client.request(ApiKey::DescribeQuorum, v, &req)?;
+        if resp.error_code != 0 {
+            anyhow::bail!(
+                "error {}{}",
+                resp.error_code,
+                resp.error_message
+                    .as_deref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default()
+            );
+        }
+        Ok(resp)
+    })();
+    let resp = match described {
+        Ok(r) => r,
+        Err(e) => {
+            println!("quorum       not available ({e:#})");
+            return;
+        }
+    };
+    for t in &resp.topics {
+        for p in &t.partitions {
+            println!(
+                "quorum       leader {}  term {}  committed index {}",
+                p.leader_id.0, p.leader_epoch, p.high_watermark
+            );
+            for voter in &p.current_voters {
+                let lag = (p.high_watermark - voter.log_end_offset).max(0);
+                println!(
+                    "  voter {:>4}  log end {}  lag {lag}",
+                    voter.replica_id.0, voter.log_end_offset
+                );
+            }
+        }
+    }
+}
+
+/// The broker epoch `broker` reports for itself (`tern.broker.epoch`), `None` before it
+/// registered.
+fn broker_epoch(cluster: &mut Cluster, broker: i32) -> anyhow::Result<Option<i64>> {
+    const EPOCH: &str = "tern.broker.epoch";
+    let client = cluster.broker(broker)?;
+    let v = client.version(ApiKey::DescribeConfigs, 1, 4)?;
+    let req =
+        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(4)
+            .with_resource_name(StrBytes::from_string(broker.to_string()))
+            .with_configuration_keys(Some(vec![StrBytes::from_static_str(EPOCH)]))]);
+    let resp: DescribeConfigsResponse = client.request(ApiKey::DescribeConfigs, v, &req)?;
+    let epoch = resp
+        .results
+        .iter()
+        .flat_map(|r| &r.configs)
+        .find(|c| c.name.as_str() == EPOCH)
+        .and_then(|c| c.value.as_deref()?.parse().ok());
+    Ok(epoch)
 }
 
 #[derive(Debug, Args)]
