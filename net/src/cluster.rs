@@ -63,8 +63,6 @@ pub enum ClusterStartError {
          answer this broker"
     )]
     ControllerAddress(SocketAddr),
-    #[error("the controller's Raft log in {path}: {reason}")]
-    Log { path: String, reason: String },
     #[error(transparent)]
     Node(#[from] tern_replication::node::NodeError),
 }
@@ -148,12 +146,8 @@ pub fn start(
         request_timeout_ms: ADMIN_TIMEOUT_MS,
     };
     let dir = config.log_dir.join(RAFT_DIR);
-    let log = if voter {
-        Some(open_raft_log(&dir)?)
-    } else {
-        None
-    };
-    Ok(ClusterNode::start(settings, tls, log)?)
+    let open_log = voter.then_some(move || open_raft_log(dir));
+    Ok(ClusterNode::start(settings, tls, open_log)?)
 }
 
 /// The controller's Raft log directory inside `log.dirs`.
@@ -655,13 +649,15 @@ pub fn mirror_plan(
     steps
 }
 
-fn open_raft_log(
-    dir: &std::path::Path,
-) -> Result<tern_replication::raft_log::FileQuorumLog, ClusterStartError> {
-    tern_replication::raft_log::FileQuorumLog::open(dir).map_err(|e| ClusterStartError::Log {
-        path: dir.display().to_string(),
-        reason: e.to_string(),
-    })
+/// Opens the voter's Raft log on the engine's storage (run on the node's own thread).
+/// The log's files are buffered (written with fdatasync), so the direct-IO setting is moot.
+async fn open_raft_log(
+    dir: std::path::PathBuf,
+) -> Result<tern_replication::raft_log::FileQuorumLog<tern_engine::UringStorage>, String> {
+    let storage = tern_engine::UringStorage::new(tern_engine::DirectIo::Off);
+    tern_replication::raft_log::FileQuorumLog::open(storage, &dir)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// A producer id from this broker's controller-allocated block (a new block when it is

@@ -127,18 +127,21 @@ pub struct ClusterNode {
 }
 
 impl ClusterNode {
-    /// Binds the transport, recovers the Raft log (a voter's: `log` is `None` on a
-    /// broker-only node) and starts the driver thread.
-    pub fn start<L>(
+    /// Starts the driver thread (an io_uring runtime of its own), which opens the Raft log
+    /// with `open_log` (a voter's: `None` on a broker-only node), recovers it and binds the
+    /// transport; returns once that is done.
+    pub fn start<L, F, Fut>(
         settings: NodeSettings,
         tls: TlsMaterial,
-        log: Option<L>,
+        open_log: Option<F>,
     ) -> Result<Self, NodeError>
     where
-        L: QuorumLog + Send + 'static,
+        L: QuorumLog + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<L, String>>,
     {
         let voter = settings.voters.contains_key(&settings.node_id);
-        if voter != settings.controller.is_some() || voter != log.is_some() {
+        if voter != settings.controller.is_some() || voter != open_log.is_some() {
             return Err(NodeError::NotVoter(settings.node_id));
         }
         let node_id = settings.node_id;
@@ -149,10 +152,9 @@ impl ClusterNode {
         let thread = std::thread::Builder::new()
             .name(name)
             .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
+                // quinn runs on tokio's reactor inside tokio-uring's runtime; the Raft log on
+                // the ring.
+                let rt = match tern_engine::storage::uring::new_runtime() {
                     Ok(rt) => rt,
                     Err(e) => {
                         let _ = ready_tx.send(Err(NodeError::Thread(e.to_string())));
@@ -160,7 +162,17 @@ impl ClusterNode {
                     }
                 };
                 rt.block_on(async move {
-                    let driver = match Driver::new(settings, &tls, log, view_tx) {
+                    let log = match open_log {
+                        Some(open) => match open().await {
+                            Ok(log) => Some(log),
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(NodeError::Log(e)));
+                                return;
+                            }
+                        },
+                        None => None,
+                    };
+                    let driver = match Driver::new(settings, &tls, log, view_tx).await {
                         Ok(d) => d,
                         Err(e) => {
                             let _ = ready_tx.send(Err(e));
@@ -341,7 +353,7 @@ enum OwnRequest {
 }
 
 impl<L: QuorumLog> Driver<L> {
-    fn new(
+    async fn new(
         settings: NodeSettings,
         tls: &TlsMaterial,
         log: Option<L>,
@@ -364,7 +376,10 @@ impl<L: QuorumLog> Driver<L> {
         let (transport, received) = Transport::bind(config, tls)?;
         let voter = match (log, &settings.controller) {
             (Some(log), Some(config)) => {
-                let recovered = log.recover().map_err(|e| NodeError::Log(e.to_string()))?;
+                let recovered = log
+                    .recover()
+                    .await
+                    .map_err(|e| NodeError::Log(e.to_string()))?;
                 let logger = slog::Logger::root(slog::Discard, slog::o!());
                 let controller = Controller::new(config.clone(), recovered, &logger)?;
                 Some(Voter { controller, log })
@@ -410,7 +425,7 @@ impl<L: QuorumLog> Driver<L> {
             return;
         };
         loop {
-            self.drain();
+            self.drain().await;
             let wake_ms = self
                 .voter
                 .as_ref()
@@ -449,12 +464,16 @@ impl<L: QuorumLog> Driver<L> {
     }
 
     /// Acts on everything the controller has ready, then publishes the view.
-    fn drain(&mut self) {
+    async fn drain(&mut self) {
         while let Some(v) = self.voter.as_mut() {
             let mut progressed = false;
             while let Some(batch) = v.controller.poll_persist() {
                 progressed = true;
-                let ok = v.log.write(&batch).and_then(|()| v.log.sync());
+                let written = v.log.write(&batch).await;
+                let ok = match written {
+                    Ok(()) => v.log.sync().await,
+                    Err(e) => Err(e),
+                };
                 if let Err(e) = ok {
                     // A Raft log that cannot be made durable cannot vote or lead safely.
                     tracing::error!(node = self.settings.node_id, error = %e,
@@ -959,7 +978,8 @@ mod tests {
             request_timeout_ms: 10_000,
         };
         let tls = dev.material(id).unwrap().unwrap();
-        ClusterNode::start(settings, tls, voter.then(MemQuorumLog::default)).unwrap()
+        let open = voter.then_some(|| async { Ok::<_, String>(MemQuorumLog::default()) });
+        ClusterNode::start(settings, tls, open).unwrap()
     }
 
     fn start(

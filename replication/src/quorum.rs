@@ -158,18 +158,22 @@ impl LogState {
 }
 
 /// Where the driver keeps the Raft log durable. Write and sync are separate so that a test
-/// implementation can lose what was written but not synced.
+/// implementation can lose what was written but not synced. Async, so that the durable log
+/// runs on the engine's storage (io_uring) in the node's thread.
+#[allow(async_fn_in_trait)]
 pub trait QuorumLog {
     type Error: std::error::Error;
     /// Writes a batch after the ones written before (not yet durable).
-    fn write(&mut self, batch: &PersistBatch) -> Result<(), Self::Error>;
+    async fn write(&mut self, batch: &PersistBatch) -> Result<(), Self::Error>;
     /// Makes everything written so far durable.
-    fn sync(&mut self) -> Result<(), Self::Error>;
+    async fn sync(&mut self) -> Result<(), Self::Error>;
     /// What is durable: the state to start from.
-    fn recover(&self) -> Result<LogState, Self::Error>;
+    async fn recover(&self) -> Result<LogState, Self::Error>;
 }
 
 /// An in-memory [`QuorumLog`] for tests and the simulator: a crash loses unsynced batches.
+/// Its own methods are synchronous (the simulator calls them directly); the trait's delegate
+/// to them.
 #[derive(Debug, Clone, Default)]
 pub struct MemQuorumLog {
     durable: LogState,
@@ -190,17 +194,15 @@ impl MemQuorumLog {
     pub fn unsynced_batches(&self) -> usize {
         self.unsynced.len()
     }
-}
 
-impl QuorumLog for MemQuorumLog {
-    type Error = QuorumError;
-
-    fn write(&mut self, batch: &PersistBatch) -> Result<(), QuorumError> {
+    /// [`QuorumLog::write`], synchronously.
+    pub fn write(&mut self, batch: &PersistBatch) -> Result<(), QuorumError> {
         self.unsynced.push(batch.clone());
         Ok(())
     }
 
-    fn sync(&mut self) -> Result<(), QuorumError> {
+    /// [`QuorumLog::sync`], synchronously.
+    pub fn sync(&mut self) -> Result<(), QuorumError> {
         for b in std::mem::take(&mut self.unsynced) {
             for op in &b.ops {
                 self.durable.apply(op)?;
@@ -209,8 +211,25 @@ impl QuorumLog for MemQuorumLog {
         Ok(())
     }
 
-    fn recover(&self) -> Result<LogState, QuorumError> {
+    /// [`QuorumLog::recover`], synchronously.
+    pub fn recover(&self) -> Result<LogState, QuorumError> {
         Ok(self.durable.clone())
+    }
+}
+
+impl QuorumLog for MemQuorumLog {
+    type Error = QuorumError;
+
+    async fn write(&mut self, batch: &PersistBatch) -> Result<(), QuorumError> {
+        MemQuorumLog::write(self, batch)
+    }
+
+    async fn sync(&mut self) -> Result<(), QuorumError> {
+        MemQuorumLog::sync(self)
+    }
+
+    async fn recover(&self) -> Result<LogState, QuorumError> {
+        MemQuorumLog::recover(self)
     }
 }
 

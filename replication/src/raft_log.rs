@@ -1,6 +1,8 @@
 //! [`FileQuorumLog`]: the controller's Raft state (hard state, latest snapshot, entries after
 //! it) kept durable in one append-only file, `raft.log`, in a directory of its own (the
-//! broker uses `<log.dirs>/__cluster/`). Layout in `replication/FORMAT.md`.
+//! broker uses `<log.dirs>/__cluster/`). Layout in `replication/FORMAT.md`. Every file
+//! operation goes through the engine's [`Storage`] (io_uring in the broker, buffered writes
+//! and fdatasync), like the partition logs and the journal.
 //!
 //! Each [`PersistOp`] becomes one record (a long `Append` may become several); recovery
 //! replays the records through [`LogState::apply`], the same function the in-memory log and
@@ -35,12 +37,12 @@
 //! recovered (an fsync failure may have dropped pages that a retry would not rewrite).
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use protobuf::Message as _;
 use raft::eraftpb::{Entry, HardState, Snapshot};
+use tern_engine::storage::{FileMode, Storage, StorageFile};
 
 use crate::quorum::{LogState, PersistBatch, PersistOp, QuorumLog};
 
@@ -60,8 +62,6 @@ pub const RECORD_HEADER_BYTES: usize = 21;
 pub const RECORD_BODY_BYTES_MAX: usize = 128 << 20;
 /// Default of [`RaftLogOptions::rewrite_bytes_min`].
 pub const REWRITE_BYTES_MIN_DEFAULT: u64 = 64 << 20;
-/// The encode buffer is dropped after a batch that grew it past this (a large snapshot).
-const SCRATCH_BYTES_KEEP_MAX: usize = 1 << 20;
 
 const KIND_APPEND: u8 = 1;
 const KIND_HARD_STATE: u8 = 2;
@@ -133,11 +133,12 @@ impl Default for RaftLogOptions {
 
 /// The durable [`QuorumLog`]; see the module doc. One process at a time may open a directory
 /// (nothing locks it).
-pub struct FileQuorumLog {
+pub struct FileQuorumLog<S: Storage> {
+    storage: S,
     dir: PathBuf,
     path: PathBuf,
-    /// Open for appending at `written_bytes`.
-    file: File,
+    /// Appended to at `written_bytes`.
+    file: S::File,
     options: RaftLogOptions,
     /// The state after every written op (durable after the next sync).
     state: LogState,
@@ -147,11 +148,10 @@ pub struct FileQuorumLog {
     /// Size of the image at the last rewrite or open: the base of the next rewrite's trigger.
     image_bytes: u64,
     rewrites: u64,
-    scratch: Vec<u8>,
     poisoned: Option<String>,
 }
 
-impl fmt::Debug for FileQuorumLog {
+impl<S: Storage> fmt::Debug for FileQuorumLog<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FileQuorumLog")
             .field("path", &self.path)
@@ -165,30 +165,39 @@ impl fmt::Debug for FileQuorumLog {
     }
 }
 
-impl FileQuorumLog {
+impl<S: Storage> FileQuorumLog<S> {
     /// Opens (creating the directory and an empty log if missing) and recovers with the
     /// default options. Returns once the recovered state is durable (a torn tail truncated
     /// and synced, a new file and its directory entry synced).
-    pub fn open(dir: &Path) -> Result<FileQuorumLog, RaftLogError> {
-        Self::open_with(dir, RaftLogOptions::default())
+    pub async fn open(storage: S, dir: &Path) -> Result<Self, RaftLogError> {
+        Self::open_with(storage, dir, RaftLogOptions::default()).await
     }
 
     /// [`FileQuorumLog::open`] with explicit options.
-    pub fn open_with(dir: &Path, options: RaftLogOptions) -> Result<FileQuorumLog, RaftLogError> {
-        ensure_dir(dir)?;
+    pub async fn open_with(
+        storage: S,
+        dir: &Path,
+        options: RaftLogOptions,
+    ) -> Result<Self, RaftLogError> {
+        ensure_dir(&storage, dir).await?;
         let path = dir.join(LOG_FILE_NAME);
         let temp = dir.join(TEMP_FILE_NAME);
-        if temp.exists() {
+        let names = storage.list_dir(dir).await.map_err(io_err("list", dir))?;
+        if names.iter().any(|n| n == TEMP_FILE_NAME) {
             // A rewrite that did not reach its rename: the log itself is complete.
             tracing::warn!(path = %temp.display(), "removing an unfinished Raft log rewrite");
-            fs::remove_file(&temp).map_err(io_err("remove", &temp))?;
-            sync_dir(dir)?;
+            storage
+                .remove_file(&temp)
+                .await
+                .map_err(io_err("remove", &temp))?;
+            sync_dir(&storage, dir).await?;
         }
-        let mut log = if path.exists() {
-            Self::recover_file(dir, path, options)?
+        let mut log = if names.iter().any(|n| n == LOG_FILE_NAME) {
+            Self::recover_file(storage, dir, path, options).await?
         } else {
-            let (file, bytes) = write_image(dir, &LogState::default())?;
+            let (file, bytes) = write_image(&storage, dir, &LogState::default()).await?;
             FileQuorumLog {
+                storage,
                 dir: dir.to_path_buf(),
                 path,
                 file,
@@ -198,7 +207,6 @@ impl FileQuorumLog {
                 durable_bytes: bytes,
                 image_bytes: 0,
                 rewrites: 0,
-                scratch: Vec::new(),
                 poisoned: None,
             }
         };
@@ -206,17 +214,18 @@ impl FileQuorumLog {
         Ok(log)
     }
 
-    fn recover_file(
+    async fn recover_file(
+        storage: S,
         dir: &Path,
         path: PathBuf,
         options: RaftLogOptions,
-    ) -> Result<FileQuorumLog, RaftLogError> {
-        let bytes = fs::read(&path).map_err(io_err("read", &path))?;
-        let replayed = replay(&path, &bytes)?;
-        let file = OpenOptions::new()
-            .append(true)
-            .open(&path)
+    ) -> Result<Self, RaftLogError> {
+        let file = storage
+            .open(&path, FileMode::Buffered)
+            .await
             .map_err(io_err("open", &path))?;
+        let bytes = read_all(&file, &path).await?;
+        let replayed = replay(&path, &bytes)?;
         if let Some(reason) = &replayed.torn {
             tracing::warn!(
                 path = %path.display(),
@@ -226,10 +235,12 @@ impl FileQuorumLog {
                 "truncating the torn tail of the Raft log"
             );
             file.set_len(replayed.valid_bytes)
+                .await
                 .map_err(io_err("truncate", &path))?;
-            file.sync_data().map_err(io_err("sync", &path))?;
+            file.sync_data().await.map_err(io_err("sync", &path))?;
         }
         Ok(FileQuorumLog {
+            storage,
             dir: dir.to_path_buf(),
             path,
             file,
@@ -239,7 +250,6 @@ impl FileQuorumLog {
             durable_bytes: replayed.valid_bytes,
             image_bytes: 0,
             rewrites: 0,
-            scratch: Vec::new(),
             poisoned: None,
         })
     }
@@ -260,9 +270,9 @@ impl FileQuorumLog {
     }
 
     /// Syncs, then rewrites the file to the current state at once.
-    pub fn rewrite(&mut self) -> Result<(), RaftLogError> {
-        self.sync()?;
-        let result = self.rewrite_now();
+    pub async fn rewrite(&mut self) -> Result<(), RaftLogError> {
+        QuorumLog::sync(self).await?;
+        let result = self.rewrite_now().await;
         self.poison_on_err(result)
     }
 
@@ -283,10 +293,11 @@ impl FileQuorumLog {
         result
     }
 
-    fn write_batch(&mut self, batch: &PersistBatch) -> Result<(), RaftLogError> {
-        self.scratch.clear();
+    async fn write_batch(&mut self, batch: &PersistBatch) -> Result<(), RaftLogError> {
+        // Handed to the storage by value: the kernel may read it after this task yields.
+        let mut data = Vec::new();
         for op in &batch.ops {
-            encode_op(&mut self.scratch, op, self.durable_bytes).map_err(|reason| {
+            encode_op(&mut data, op, self.durable_bytes).map_err(|reason| {
                 RaftLogError::Encode {
                     path: self.path.clone(),
                     batch: batch.id,
@@ -303,36 +314,36 @@ impl FileQuorumLog {
                 reason: e.to_string(),
             })?;
         }
-        self.file
-            .write_all(&self.scratch)
-            .map_err(io_err("write", &self.path))?;
-        self.written_bytes += self.scratch.len() as u64;
-        if self.scratch.capacity() > SCRATCH_BYTES_KEEP_MAX {
-            self.scratch = Vec::new();
-        }
+        let len = data.len() as u64;
+        let written = self.file.write_bytes_at(data, self.written_bytes).await;
+        written.map_err(io_err("write", &self.path))?;
+        self.written_bytes += len;
         Ok(())
     }
 
-    fn sync_file(&mut self) -> Result<(), RaftLogError> {
+    async fn sync_file(&mut self) -> Result<(), RaftLogError> {
         if self.durable_bytes == self.written_bytes {
             return Ok(());
         }
-        self.file.sync_data().map_err(io_err("sync", &self.path))?;
+        self.file
+            .sync_data()
+            .await
+            .map_err(io_err("sync", &self.path))?;
         self.durable_bytes = self.written_bytes;
         let trigger = self
             .options
             .rewrite_bytes_min
             .max(self.image_bytes.saturating_mul(2));
         if self.written_bytes >= trigger {
-            self.rewrite_now()?;
+            self.rewrite_now().await?;
         }
         Ok(())
     }
 
     /// Replaces the file by the image of the state; the caller has synced.
-    fn rewrite_now(&mut self) -> Result<(), RaftLogError> {
+    async fn rewrite_now(&mut self) -> Result<(), RaftLogError> {
         debug_assert_eq!(self.durable_bytes, self.written_bytes);
-        let (file, bytes) = write_image(&self.dir, &self.state)?;
+        let (file, bytes) = write_image(&self.storage, &self.dir, &self.state).await?;
         tracing::info!(
             path = %self.path.display(),
             before_bytes = self.written_bytes,
@@ -348,29 +359,29 @@ impl FileQuorumLog {
     }
 }
 
-impl QuorumLog for FileQuorumLog {
+impl<S: Storage> QuorumLog for FileQuorumLog<S> {
     type Error = RaftLogError;
 
-    fn write(&mut self, batch: &PersistBatch) -> Result<(), RaftLogError> {
+    async fn write(&mut self, batch: &PersistBatch) -> Result<(), RaftLogError> {
         self.check_poisoned()?;
-        let result = self.write_batch(batch);
+        let result = self.write_batch(batch).await;
         self.poison_on_err(result)
     }
 
-    fn sync(&mut self) -> Result<(), RaftLogError> {
+    async fn sync(&mut self) -> Result<(), RaftLogError> {
         self.check_poisoned()?;
-        let result = self.sync_file();
+        let result = self.sync_file().await;
         self.poison_on_err(result)
     }
 
     /// The synced state. With writes pending a sync, the synced prefix of the file is read
     /// and replayed (the driver recovers once, before writing).
-    fn recover(&self) -> Result<LogState, RaftLogError> {
+    async fn recover(&self) -> Result<LogState, RaftLogError> {
         self.check_poisoned()?;
         if self.durable_bytes == self.written_bytes {
             return Ok(self.state.clone());
         }
-        let bytes = fs::read(&self.path).map_err(io_err("read", &self.path))?;
+        let bytes = read_all(&self.file, &self.path).await?;
         let durable = usize::try_from(self.durable_bytes)
             .ok()
             .and_then(|n| bytes.get(..n))
@@ -394,27 +405,44 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Raf
     }
 }
 
-fn sync_dir(dir: &Path) -> Result<(), RaftLogError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
+/// The whole file.
+async fn read_all<F: StorageFile>(file: &F, path: &Path) -> Result<Vec<u8>, RaftLogError> {
+    let len = file.len().await.map_err(io_err("size", path))?;
+    let len = usize::try_from(len).map_err(|_| RaftLogError::BadRecord {
+        path: path.to_path_buf(),
+        offset: 0,
+        reason: format!("a file of {len} bytes does not fit in memory"),
+    })?;
+    let bytes = file.read_at(0, len).await.map_err(io_err("read", path))?;
+    Ok(bytes.to_vec())
+}
+
+async fn sync_dir<S: Storage>(storage: &S, dir: &Path) -> Result<(), RaftLogError> {
+    storage
+        .sync_dir(dir)
+        .await
         .map_err(io_err("sync directory", dir))
 }
 
 /// Creates the directory if missing, its entry durable in the parent.
-fn ensure_dir(dir: &Path) -> Result<(), RaftLogError> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+async fn ensure_dir<S: Storage>(storage: &S, dir: &Path) -> Result<(), RaftLogError> {
+    storage
+        .create_dir_all(dir)
+        .await
+        .map_err(io_err("create directory", dir))?;
     match dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => sync_dir(p),
-        _ => sync_dir(Path::new(".")),
+        Some(p) if !p.as_os_str().is_empty() => sync_dir(storage, p).await,
+        _ => sync_dir(storage, Path::new(".")).await,
     }
 }
 
 /// Writes the image of `state` under the temporary name, syncs it, renames it over the log
-/// and syncs the directory. Returns the new log open for appending, and its size.
-fn write_image(dir: &Path, state: &LogState) -> Result<(File, u64), RaftLogError> {
+/// and syncs the directory. Returns the new log, and its size.
+async fn write_image<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    state: &LogState,
+) -> Result<(S::File, u64), RaftLogError> {
     let temp = dir.join(TEMP_FILE_NAME);
     let path = dir.join(LOG_FILE_NAME);
     let mut out = file_header();
@@ -433,17 +461,22 @@ fn write_image(dir: &Path, state: &LogState) -> Result<(File, u64), RaftLogError
             reason,
         })?;
     }
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&temp)
+    let len = out.len() as u64;
+    let file = storage
+        .open(&temp, FileMode::Buffered)
+        .await
         .map_err(io_err("create", &temp))?;
-    file.write_all(&out).map_err(io_err("write", &temp))?;
-    file.sync_all().map_err(io_err("sync", &temp))?;
-    fs::rename(&temp, &path).map_err(io_err("rename", &temp))?;
-    sync_dir(dir)?;
-    Ok((file, out.len() as u64))
+    file.set_len(0).await.map_err(io_err("truncate", &temp))?;
+    file.write_bytes_at(out, 0)
+        .await
+        .map_err(io_err("write", &temp))?;
+    file.sync_data().await.map_err(io_err("sync", &temp))?;
+    storage
+        .rename(&temp, &path)
+        .await
+        .map_err(io_err("rename", &temp))?;
+    sync_dir(storage, dir).await?;
+    Ok((file, len))
 }
 
 /// The size of the image of `state`, near enough to pace rewrites.
@@ -774,6 +807,8 @@ mod tests {
     use raft::eraftpb::{ConfState, SnapshotMetadata};
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
+    use std::fs;
+    use tern_engine::{DirectIo, UringStorage};
 
     /// Builds batches that fit the log they are applied to: appends that extend or overwrite
     /// the tail, hard states, compactions and snapshot installs.
@@ -873,6 +908,19 @@ mod tests {
         }
     }
 
+    type Log = FileQuorumLog<UringStorage>;
+
+    fn storage() -> UringStorage {
+        UringStorage::new(DirectIo::Off)
+    }
+
+    /// Runs `f` on an io_uring runtime of its own.
+    fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+        tern_engine::storage::uring::new_runtime()
+            .unwrap()
+            .block_on(f)
+    }
+
     fn small_rewrites() -> RaftLogOptions {
         RaftLogOptions {
             rewrite_bytes_min: 0,
@@ -880,21 +928,21 @@ mod tests {
     }
 
     /// Writes `batches` batches, syncing after each, into `log` and `mem`.
-    fn feed(gen: &mut Gen, log: &mut FileQuorumLog, mem: &mut MemQuorumLog, batches: usize) {
+    async fn feed(gen: &mut Gen, log: &mut Log, mem: &mut MemQuorumLog, batches: usize) {
         for _ in 0..batches {
             let b = gen.batch();
-            log.write(&b).unwrap();
+            log.write(&b).await.unwrap();
             mem.write(&b).unwrap();
             if gen.rng.gen_ratio(3, 4) {
-                log.sync().unwrap();
+                log.sync().await.unwrap();
                 mem.sync().unwrap();
             }
         }
-        log.sync().unwrap();
+        log.sync().await.unwrap();
         mem.sync().unwrap();
     }
 
-    fn file_len(log: &FileQuorumLog) -> usize {
+    fn file_len(log: &Log) -> usize {
         fs::metadata(log.path()).unwrap().len() as usize
     }
 
@@ -905,22 +953,25 @@ mod tests {
         /// across rewrites.
         #[test]
         fn reopen_recovers_what_the_mem_log_holds(seed in any::<u64>(), rewrite in any::<bool>()) {
+            run(async {
             let dir = tempfile::tempdir().unwrap();
             let options = if rewrite { small_rewrites() } else { RaftLogOptions::default() };
-            let mut log = FileQuorumLog::open_with(dir.path(), options).unwrap();
+            let mut log = FileQuorumLog::open_with(storage(), dir.path(), options).await.unwrap();
             let mut mem = MemQuorumLog::default();
             let mut gen = Gen::new(seed);
             let mut rewrites = 0;
             for _ in 0..3 {
-                feed(&mut gen, &mut log, &mut mem, 40);
+                feed(&mut gen, &mut log, &mut mem, 40).await;
                 let expected = mem.recover().unwrap();
-                prop_assert_eq!(&log.recover().unwrap(), &expected);
+                prop_assert_eq!(&log.recover().await.unwrap(), &expected);
                 rewrites += log.rewrites();
                 drop(log);
-                log = FileQuorumLog::open_with(dir.path(), options).unwrap();
-                prop_assert_eq!(&log.recover().unwrap(), &expected);
+                log = FileQuorumLog::open_with(storage(), dir.path(), options).await.unwrap();
+                prop_assert_eq!(&log.recover().await.unwrap(), &expected);
             }
             prop_assert_eq!(rewrites > 0, rewrite);
+            Ok(())
+            })?;
         }
 
         /// Decoding arbitrary bytes after a valid header never panics.
@@ -935,93 +986,103 @@ mod tests {
     /// A new, even nested, directory recovers the empty state, and so does its reopen.
     #[test]
     fn new_directory_recovers_default() {
-        let dir = tempfile::tempdir().unwrap();
-        let nested = dir.path().join("a/__cluster");
-        let log = FileQuorumLog::open(&nested).unwrap();
-        assert_eq!(log.recover().unwrap(), LogState::default());
-        assert!(nested.join(LOG_FILE_NAME).is_file());
-        drop(log);
-        let log = FileQuorumLog::open(&nested).unwrap();
-        assert_eq!(log.recover().unwrap(), LogState::default());
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let nested = dir.path().join("a/__cluster");
+            let log = FileQuorumLog::open(storage(), &nested).await.unwrap();
+            assert_eq!(log.recover().await.unwrap(), LogState::default());
+            assert!(nested.join(LOG_FILE_NAME).is_file());
+            drop(log);
+            let log = FileQuorumLog::open(storage(), &nested).await.unwrap();
+            assert_eq!(log.recover().await.unwrap(), LogState::default());
+        })
     }
 
     /// A file that is not a Raft log is refused with its path and the reason, untouched.
     #[test]
     fn wrong_magic_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(LOG_FILE_NAME);
-        fs::write(&path, b"NOPE and some more bytes").unwrap();
-        let err = FileQuorumLog::open(dir.path()).unwrap_err();
-        assert!(matches!(err, RaftLogError::BadFileHeader { .. }), "{err}");
-        let msg = err.to_string();
-        assert!(
-            msg.contains("bad magic") && msg.contains(LOG_FILE_NAME),
-            "{msg}"
-        );
-        assert_eq!(fs::read(&path).unwrap(), b"NOPE and some more bytes");
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(LOG_FILE_NAME);
+            fs::write(&path, b"NOPE and some more bytes").unwrap();
+            let err = FileQuorumLog::open(storage(), dir.path())
+                .await
+                .unwrap_err();
+            assert!(matches!(err, RaftLogError::BadFileHeader { .. }), "{err}");
+            let msg = err.to_string();
+            assert!(
+                msg.contains("bad magic") && msg.contains(LOG_FILE_NAME),
+                "{msg}"
+            );
+            assert_eq!(fs::read(&path).unwrap(), b"NOPE and some more bytes");
 
-        fs::write(&path, &file_header()[..5]).unwrap();
-        let err = FileQuorumLog::open(dir.path()).unwrap_err();
-        assert!(err.to_string().contains("shorter than"), "{err}");
+            fs::write(&path, &file_header()[..5]).unwrap();
+            let err = FileQuorumLog::open(storage(), dir.path())
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains("shorter than"), "{err}");
+        })
     }
 
     /// Cut anywhere inside the last record, the file recovers the state before it, is
     /// truncated back, and takes new writes.
     #[test]
     fn torn_last_record_recovers_previous_state() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = FileQuorumLog::open(dir.path()).unwrap();
-        let mut mem = MemQuorumLog::default();
-        let mut gen = Gen::new(7);
-        feed(&mut gen, &mut log, &mut mem, 20);
-        let before = mem.recover().unwrap();
-        let before_len = file_len(&log);
-        let last = gen.model.last_index();
-        let batch = PersistBatch {
-            id: 1000,
-            ops: vec![PersistOp::Append(
-                (last + 1..last + 4)
-                    .map(|index| Entry {
-                        index,
-                        term: 9,
-                        data: vec![index as u8; 30].into(),
-                        ..Default::default()
-                    })
-                    .collect(),
-            )],
-        };
-        log.write(&batch).unwrap();
-        log.sync().unwrap();
-        drop(log);
-        let full = fs::read(dir.path().join(LOG_FILE_NAME)).unwrap();
-        for cut in before_len..full.len() {
-            let torn = tempfile::tempdir().unwrap();
-            fs::write(torn.path().join(LOG_FILE_NAME), &full[..cut]).unwrap();
-            let mut log = FileQuorumLog::open(torn.path()).unwrap();
-            assert_eq!(log.recover().unwrap(), before, "cut at {cut}");
-            assert_eq!(file_len(&log), before_len, "cut at {cut}");
-            log.write(&batch).unwrap();
-            log.sync().unwrap();
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let mut log = FileQuorumLog::open(storage(), dir.path()).await.unwrap();
+            let mut mem = MemQuorumLog::default();
+            let mut gen = Gen::new(7);
+            feed(&mut gen, &mut log, &mut mem, 20).await;
+            let before = mem.recover().unwrap();
+            let before_len = file_len(&log);
+            let last = gen.model.last_index();
+            let batch = PersistBatch {
+                id: 1000,
+                ops: vec![PersistOp::Append(
+                    (last + 1..last + 4)
+                        .map(|index| Entry {
+                            index,
+                            term: 9,
+                            data: vec![index as u8; 30].into(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                )],
+            };
+            log.write(&batch).await.unwrap();
+            log.sync().await.unwrap();
             drop(log);
-            let log = FileQuorumLog::open(torn.path()).unwrap();
-            assert_eq!(
-                log.recover().unwrap().last_index(),
-                last + 3,
-                "cut at {cut}"
-            );
-        }
+            let full = fs::read(dir.path().join(LOG_FILE_NAME)).unwrap();
+            for cut in before_len..full.len() {
+                let torn = tempfile::tempdir().unwrap();
+                fs::write(torn.path().join(LOG_FILE_NAME), &full[..cut]).unwrap();
+                let mut log = FileQuorumLog::open(storage(), torn.path()).await.unwrap();
+                assert_eq!(log.recover().await.unwrap(), before, "cut at {cut}");
+                assert_eq!(file_len(&log), before_len, "cut at {cut}");
+                log.write(&batch).await.unwrap();
+                log.sync().await.unwrap();
+                drop(log);
+                let log = FileQuorumLog::open(storage(), torn.path()).await.unwrap();
+                assert_eq!(
+                    log.recover().await.unwrap().last_index(),
+                    last + 3,
+                    "cut at {cut}"
+                );
+            }
+        })
     }
 
     /// Batch boundaries (file offsets) of `n` batches, each synced.
-    fn synced_batches(dir: &Path, n: usize) -> (Vec<usize>, MemQuorumLog) {
-        let mut log = FileQuorumLog::open(dir).unwrap();
+    async fn synced_batches(dir: &Path, n: usize) -> (Vec<usize>, MemQuorumLog) {
+        let mut log = FileQuorumLog::open(storage(), dir).await.unwrap();
         let mut mem = MemQuorumLog::default();
         let mut gen = Gen::new(11);
         let mut ends = vec![file_len(&log)];
         for _ in 0..n {
             let b = gen.batch();
-            log.write(&b).unwrap();
-            log.sync().unwrap();
+            log.write(&b).await.unwrap();
+            log.sync().await.unwrap();
             mem.write(&b).unwrap();
             mem.sync().unwrap();
             ends.push(file_len(&log));
@@ -1033,133 +1094,156 @@ mod tests {
     /// record's offset, never a silent truncation.
     #[test]
     fn damage_in_a_middle_record_is_an_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let (ends, _) = synced_batches(dir.path(), 6);
-        let path = dir.path().join(LOG_FILE_NAME);
-        let good = fs::read(&path).unwrap();
-        let (start, end) = (ends[3], ends[4]);
-        let first_record_end = read_record(&good, start).unwrap().next;
-        for at in start..first_record_end {
-            for bit in [0, 5] {
-                let mut bad = good.clone();
-                bad[at] ^= 1 << bit;
-                fs::write(&path, &bad).unwrap();
-                let err = FileQuorumLog::open(dir.path()).unwrap_err();
-                match &err {
-                    RaftLogError::Corrupt { offset, next, .. } => {
-                        assert_eq!(*offset, start as u64, "byte {at}");
-                        assert!(*next >= end as u64, "byte {at}");
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let (ends, _) = synced_batches(dir.path(), 6).await;
+            let path = dir.path().join(LOG_FILE_NAME);
+            let good = fs::read(&path).unwrap();
+            let (start, end) = (ends[3], ends[4]);
+            let first_record_end = read_record(&good, start).unwrap().next;
+            for at in start..first_record_end {
+                for bit in [0, 5] {
+                    let mut bad = good.clone();
+                    bad[at] ^= 1 << bit;
+                    fs::write(&path, &bad).unwrap();
+                    let err = FileQuorumLog::open(storage(), dir.path())
+                        .await
+                        .unwrap_err();
+                    match &err {
+                        RaftLogError::Corrupt { offset, next, .. } => {
+                            assert_eq!(*offset, start as u64, "byte {at}");
+                            assert!(*next >= end as u64, "byte {at}");
+                        }
+                        other => panic!("byte {at}: {other}"),
                     }
-                    other => panic!("byte {at}: {other}"),
+                    let msg = err.to_string();
+                    assert!(msg.contains(&format!("byte {start}")) && msg.contains(LOG_FILE_NAME));
+                    assert_eq!(fs::read(&path).unwrap(), bad, "the file is left as found");
                 }
-                let msg = err.to_string();
-                assert!(msg.contains(&format!("byte {start}")) && msg.contains(LOG_FILE_NAME));
-                assert_eq!(fs::read(&path).unwrap(), bad, "the file is left as found");
             }
-        }
+        })
     }
 
     /// Written but unsynced batches may be lost in any part (cut short, or a hole the kernel
     /// never wrote back): the file recovers to the synced state plus a prefix of ops.
     #[test]
     fn unsynced_damage_never_corrupts() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = FileQuorumLog::open(dir.path()).unwrap();
-        let mut mem = MemQuorumLog::default();
-        let mut gen = Gen::new(3);
-        feed(&mut gen, &mut log, &mut mem, 15);
-        let synced_len = file_len(&log);
-        let mut ops = 0;
-        for _ in 0..6 {
-            let b = gen.batch();
-            ops += b.ops.len();
-            log.write(&b).unwrap();
-            mem.write(&b).unwrap();
-        }
-        // recover() reports only what is synced.
-        assert_eq!(log.recover().unwrap(), mem.recover().unwrap());
-        let candidates: Vec<LogState> = (0..=ops)
-            .map(|keep| {
-                let mut m = mem.clone();
-                m.crash(keep).unwrap();
-                m.recover().unwrap()
-            })
-            .collect();
-        drop(log);
-        let full = fs::read(dir.path().join(LOG_FILE_NAME)).unwrap();
-        let mut records = vec![synced_len];
-        while let Some(&at) = records.last().filter(|&&at| at < full.len()) {
-            records.push(read_record(&full, at).unwrap().next);
-        }
-        assert_eq!(records.len(), ops + 1, "one record per op here");
-        let check = |bytes: &[u8], expect_ops: usize, what: &str| {
-            let d = tempfile::tempdir().unwrap();
-            fs::write(d.path().join(LOG_FILE_NAME), bytes).unwrap();
-            let log = FileQuorumLog::open(d.path()).unwrap();
-            assert_eq!(log.recover().unwrap(), candidates[expect_ops], "{what}");
-        };
-        for cut in (synced_len..=full.len()).step_by(3) {
-            let whole = records.iter().filter(|&&end| end <= cut).count() - 1;
-            check(&full[..cut], whole, &format!("cut at {cut}"));
-        }
-        for (i, w) in records.windows(2).enumerate() {
-            let mut holed = full.clone();
-            holed[w[0]..w[1]].fill(0);
-            check(&holed, i, &format!("hole in record {i}"));
-        }
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let mut log = FileQuorumLog::open(storage(), dir.path()).await.unwrap();
+            let mut mem = MemQuorumLog::default();
+            let mut gen = Gen::new(3);
+            feed(&mut gen, &mut log, &mut mem, 15).await;
+            let synced_len = file_len(&log);
+            let mut ops = 0;
+            for _ in 0..6 {
+                let b = gen.batch();
+                ops += b.ops.len();
+                log.write(&b).await.unwrap();
+                mem.write(&b).unwrap();
+            }
+            // recover() reports only what is synced.
+            assert_eq!(log.recover().await.unwrap(), mem.recover().unwrap());
+            let candidates: Vec<LogState> = (0..=ops)
+                .map(|keep| {
+                    let mut m = mem.clone();
+                    m.crash(keep).unwrap();
+                    m.recover().unwrap()
+                })
+                .collect();
+            drop(log);
+            let full = fs::read(dir.path().join(LOG_FILE_NAME)).unwrap();
+            let mut records = vec![synced_len];
+            while let Some(&at) = records.last().filter(|&&at| at < full.len()) {
+                records.push(read_record(&full, at).unwrap().next);
+            }
+            assert_eq!(records.len(), ops + 1, "one record per op here");
+            let candidates = &candidates;
+            let check = |bytes: Vec<u8>, expect_ops: usize, what: String| async move {
+                let d = tempfile::tempdir().unwrap();
+                fs::write(d.path().join(LOG_FILE_NAME), bytes).unwrap();
+                let log = FileQuorumLog::open(storage(), d.path()).await.unwrap();
+                assert_eq!(
+                    log.recover().await.unwrap(),
+                    candidates[expect_ops],
+                    "{what}"
+                );
+            };
+            for cut in (synced_len..=full.len()).step_by(3) {
+                let whole = records.iter().filter(|&&end| end <= cut).count() - 1;
+                check(full[..cut].to_vec(), whole, format!("cut at {cut}")).await;
+            }
+            for (i, w) in records.windows(2).enumerate() {
+                let mut holed = full.clone();
+                holed[w[0]..w[1]].fill(0);
+                check(holed, i, format!("hole in record {i}")).await;
+            }
+        })
     }
 
     /// Rewrites shrink the file and keep the state; a leftover temporary file is ignored.
     #[test]
     fn rewrite_keeps_state() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = FileQuorumLog::open_with(dir.path(), small_rewrites()).unwrap();
-        let mut mem = MemQuorumLog::default();
-        let mut gen = Gen::new(5);
-        feed(&mut gen, &mut log, &mut mem, 200);
-        assert!(log.rewrites() > 0);
-        let expected = mem.recover().unwrap();
-        assert_eq!(log.recover().unwrap(), expected);
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let mut log = FileQuorumLog::open_with(storage(), dir.path(), small_rewrites())
+                .await
+                .unwrap();
+            let mut mem = MemQuorumLog::default();
+            let mut gen = Gen::new(5);
+            feed(&mut gen, &mut log, &mut mem, 200).await;
+            assert!(log.rewrites() > 0);
+            let expected = mem.recover().unwrap();
+            assert_eq!(log.recover().await.unwrap(), expected);
 
-        let before = log.file_bytes();
-        log.rewrite().unwrap();
-        assert!(log.file_bytes() <= before);
-        assert_eq!(log.file_bytes() as usize, file_len(&log));
-        drop(log);
+            let before = log.file_bytes();
+            log.rewrite().await.unwrap();
+            assert!(log.file_bytes() <= before);
+            assert_eq!(log.file_bytes() as usize, file_len(&log));
+            drop(log);
 
-        fs::write(dir.path().join(TEMP_FILE_NAME), b"half a rewrite").unwrap();
-        let mut log = FileQuorumLog::open(dir.path()).unwrap();
-        assert_eq!(log.recover().unwrap(), expected);
-        assert!(!dir.path().join(TEMP_FILE_NAME).exists());
-        feed(&mut gen, &mut log, &mut mem, 10);
-        drop(log);
-        let log = FileQuorumLog::open(dir.path()).unwrap();
-        assert_eq!(log.recover().unwrap(), mem.recover().unwrap());
+            fs::write(dir.path().join(TEMP_FILE_NAME), b"half a rewrite").unwrap();
+            let mut log = FileQuorumLog::open(storage(), dir.path()).await.unwrap();
+            assert_eq!(log.recover().await.unwrap(), expected);
+            assert!(!dir.path().join(TEMP_FILE_NAME).exists());
+            feed(&mut gen, &mut log, &mut mem, 10).await;
+            drop(log);
+            let log = FileQuorumLog::open(storage(), dir.path()).await.unwrap();
+            assert_eq!(log.recover().await.unwrap(), mem.recover().unwrap());
+        })
     }
 
     /// A batch that does not fit the log is refused and poisons it; the file keeps only
     /// what came before.
     #[test]
     fn refused_batch_poisons() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = FileQuorumLog::open(dir.path()).unwrap();
-        let gap = PersistBatch {
-            id: 1,
-            ops: vec![PersistOp::Append(vec![Entry {
-                index: 5,
-                ..Default::default()
-            }])],
-        };
-        let err = log.write(&gap).unwrap_err();
-        assert!(
-            matches!(err, RaftLogError::BadBatch { batch: 1, .. }),
-            "{err}"
-        );
-        assert!(matches!(log.sync(), Err(RaftLogError::Poisoned { .. })));
-        assert!(matches!(log.recover(), Err(RaftLogError::Poisoned { .. })));
-        drop(log);
-        let log = FileQuorumLog::open(dir.path()).unwrap();
-        assert_eq!(log.recover().unwrap(), LogState::default());
+        run(async {
+            let dir = tempfile::tempdir().unwrap();
+            let mut log = FileQuorumLog::open(storage(), dir.path()).await.unwrap();
+            let gap = PersistBatch {
+                id: 1,
+                ops: vec![PersistOp::Append(vec![Entry {
+                    index: 5,
+                    ..Default::default()
+                }])],
+            };
+            let err = log.write(&gap).await.unwrap_err();
+            assert!(
+                matches!(err, RaftLogError::BadBatch { batch: 1, .. }),
+                "{err}"
+            );
+            assert!(matches!(
+                log.sync().await,
+                Err(RaftLogError::Poisoned { .. })
+            ));
+            assert!(matches!(
+                log.recover().await,
+                Err(RaftLogError::Poisoned { .. })
+            ));
+            drop(log);
+            let log = FileQuorumLog::open(storage(), dir.path()).await.unwrap();
+            assert_eq!(log.recover().await.unwrap(), LogState::default());
+        })
     }
 
     /// An intact record of an unknown kind (a newer writer) is refused, not skipped.

@@ -9,7 +9,7 @@
 
 use tern_replication::controller::*;
 use tern_replication::decide::{ControllerError, CreateTopicRequest, RegisterBrokerRequest};
-use tern_replication::quorum::{LogState, MemQuorumLog, QuorumLog};
+use tern_replication::quorum::{LogState, MemQuorumLog};
 
 fn logger() -> slog::Logger {
     slog::Logger::root(slog::Discard, slog::o!())

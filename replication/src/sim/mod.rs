@@ -34,7 +34,7 @@ use rand::{Rng, SeedableRng};
 use crate::controller::{BrokerRequest, BrokerResponse, Controller, ControllerConfig, RequestId};
 use crate::decide::{ControllerError, CreateTopicRequest, HeartbeatRequest, RegisterBrokerRequest};
 use crate::image::{BrokerId, Endpoint, MetadataImage, NO_LEADER};
-use crate::quorum::{MemQuorumLog, QuorumLog};
+use crate::quorum::MemQuorumLog;
 
 /// One simulation's shape.
 #[derive(Debug, Clone)]
