@@ -20,6 +20,11 @@
 //! * [`raft_log`]: [`raft_log::FileQuorumLog`], the durable `QuorumLog`: one append-only file
 //!   of checksummed records, torn tails truncated, damage to synced records refused, rewritten
 //!   through a synced rename when it outgrows the state.
+//! * [`epoch`]: a replica's leader epoch cache (KIP-101/279): where each epoch's batches
+//!   start, where they end, where a follower's log diverged.
+//! * [`replica`]: the replica protocol of a partition without IO: the leader's high
+//!   watermark over the maximal ISR, acks=all waits, ISR shrink and expand, epoch fencing
+//!   of follower fetches, the follower's truncation.
 //! * [`controller`]: one controller node (`handle_*` inputs, `poll_*` outputs, virtual time).
 //! * [`sim`]: the seeded simulator of a controller quorum and its brokers, with faults.
 //! * [`node`]: the driver thread of a cluster node: controller + transport + Raft log +
@@ -39,10 +44,12 @@
 pub mod codec;
 pub mod controller;
 pub mod decide;
+pub mod epoch;
 pub mod image;
 pub mod node;
 pub mod quorum;
 pub mod raft_log;
+pub mod replica;
 pub mod sim;
 pub mod tls;
 pub mod transport;
