@@ -121,11 +121,16 @@ impl EpochCache {
 
     /// Kafka's OffsetForLeaderEpoch on a log ending at `log_end`: the largest epoch at or
     /// below `epoch` that this log has, and the offset where its batches end (the start of
-    /// the next epoch, or `log_end` for the latest). `None` when `epoch` is older than every
-    /// epoch here (Kafka's UNDEFINED_EPOCH / UNDEFINED_EPOCH_OFFSET).
+    /// the next epoch, or `log_end` for the latest). An `epoch` older than every epoch here
+    /// ends where this log's first epoch starts: `(epoch, first start)` — whatever another
+    /// log wrote in it, this one does not have. `None` for an empty cache (Kafka's
+    /// UNDEFINED_EPOCH / UNDEFINED_EPOCH_OFFSET).
     pub fn end_offset_for(&self, epoch: Epoch, log_end: Offset) -> Option<(Epoch, Offset)> {
+        let first = self.entries.first()?;
         let i = self.entries.partition_point(|e| e.epoch <= epoch);
-        let found = self.entries.get(i.checked_sub(1)?)?;
+        let Some(found) = i.checked_sub(1).map(|j| self.entries[j]) else {
+            return Some((epoch, first.start_offset));
+        };
         let end = self
             .entries
             .get(i)
@@ -172,7 +177,9 @@ mod tests {
     #[test]
     fn end_offsets_follow_kafkas_offset_for_leader_epoch() {
         let c = cache(&[(1, 0), (3, 10), (4, 25)]);
-        assert_eq!(c.end_offset_for(0, 40), None);
+        assert_eq!(c.end_offset_for(0, 40), Some((0, 0)));
+        let late = cache(&[(5, 30)]);
+        assert_eq!(late.end_offset_for(2, 40), Some((2, 30)));
         assert_eq!(c.end_offset_for(1, 40), Some((1, 10)));
         assert_eq!(c.end_offset_for(2, 40), Some((1, 10)));
         assert_eq!(c.end_offset_for(3, 40), Some((3, 25)));

@@ -142,6 +142,8 @@ struct Progress {
 struct PendingIsr {
     change: IsrChange,
     sent_ms: u64,
+    /// Refused as stale: not sent again; the image will show what became of it.
+    parked: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -430,7 +432,7 @@ impl LeaderState {
     /// outcome has not shown after `alter_partition_retry_ms`).
     pub fn poll_alter_partition(&mut self, now_ms: u64) -> Option<IsrChange> {
         let retry = self.config.alter_partition_retry_ms;
-        let p = self.pending.as_mut()?;
+        let p = self.pending.as_mut().filter(|p| !p.parked)?;
         if self.unsent || now_ms.saturating_sub(p.sent_ms) >= retry {
             self.unsent = false;
             p.sent_ms = now_ms;
@@ -439,12 +441,30 @@ impl LeaderState {
         None
     }
 
-    /// The controller refused the ISR change (not applied): the next one may be proposed.
-    /// A refused addition no longer holds the high watermark.
-    pub fn on_alter_partition_refused(&mut self) -> Vec<AckResult> {
+    /// The controller refused `change`. With `stale` (its epochs were not the partition's
+    /// any more: Kafka's INVALID_UPDATE_VERSION) it may have been applied under an answer
+    /// that was lost, so it stays in the maximal ISR, unsent, until the image shows the
+    /// partition's new state. Otherwise it was not applied: the next change may be proposed,
+    /// and a refused addition no longer holds the high watermark. A refusal of anything but
+    /// the change in flight is ignored.
+    pub fn on_alter_partition_refused(
+        &mut self,
+        change: &IsrChange,
+        stale: bool,
+    ) -> Vec<AckResult> {
+        let mut out = Vec::new();
+        if self.pending.as_ref().is_none_or(|p| p.change != *change) {
+            return out;
+        }
+        if stale {
+            if let Some(p) = self.pending.as_mut() {
+                p.parked = true;
+            }
+            self.unsent = false;
+            return out;
+        }
         self.pending = None;
         self.unsent = false;
-        let mut out = Vec::new();
         self.advance(&mut out);
         out
     }
@@ -469,7 +489,11 @@ impl LeaderState {
             partition_epoch: self.partition.partition_epoch,
             new_isr,
         };
-        self.pending = Some(PendingIsr { change, sent_ms: 0 });
+        self.pending = Some(PendingIsr {
+            change,
+            sent_ms: 0,
+            parked: false,
+        });
         self.unsent = true;
     }
 
@@ -607,6 +631,13 @@ mod tests {
         .unwrap()
     }
 
+    /// A fetch that must be answered with records; its completed waits.
+    fn read(l: &mut LeaderState, f: FollowerFetch, c: &EpochCache, now: u64) -> Vec<AckResult> {
+        let (r, acks) = l.on_follower_fetch(&f, c, now);
+        assert!(matches!(r, Ok(FetchOutcome::Read { .. })), "{r:?}");
+        acks
+    }
+
     fn fetch(replica: BrokerId, offset: Offset, last: Option<Epoch>) -> FollowerFetch {
         FollowerFetch {
             replica,
@@ -656,7 +687,7 @@ mod tests {
         let mut l = LeaderState::new(1, &partition(&[1, 2]), 0, 0, 0, 0, config(2));
         l.on_log_end(5);
         assert_eq!(l.await_ack(9, 5, 10_000), None);
-        l.on_follower_fetch(&fetch(2, 0, Some(4)), &c, 10);
+        read(&mut l, fetch(2, 0, Some(4)), &c, 10);
         // No catch-up for longer than the lag time: a shrink is proposed, once.
         assert!(l.tick(50).is_empty());
         assert_eq!(l.poll_alter_partition(50), None);
@@ -694,19 +725,19 @@ mod tests {
         let mut p = partition(&[1, 2]);
         let mut l = LeaderState::new(1, &p, 0, 0, 0, 0, config(1));
         l.on_log_end(8);
-        l.on_follower_fetch(&fetch(2, 8, Some(4)), &c, 1);
+        read(&mut l, fetch(2, 8, Some(4)), &c, 1);
         assert_eq!(l.high_watermark(), 8);
         // Replica 3 is behind the mark: not yet.
-        l.on_follower_fetch(&fetch(3, 4, Some(4)), &c, 2);
+        read(&mut l, fetch(3, 4, Some(4)), &c, 2);
         assert_eq!(l.poll_alter_partition(2), None);
-        l.on_follower_fetch(&fetch(3, 8, Some(4)), &c, 3);
+        read(&mut l, fetch(3, 8, Some(4)), &c, 3);
         let change = l.poll_alter_partition(3).unwrap();
         assert_eq!(change.new_isr, vec![1, 2, 3]);
         // While it is in flight, the new member holds the mark too (maximal ISR).
         l.on_log_end(12);
-        l.on_follower_fetch(&fetch(2, 12, Some(4)), &c, 4);
+        read(&mut l, fetch(2, 12, Some(4)), &c, 4);
         assert_eq!(l.high_watermark(), 8);
-        l.on_follower_fetch(&fetch(3, 12, Some(4)), &c, 5);
+        read(&mut l, fetch(3, 12, Some(4)), &c, 5);
         assert_eq!(l.high_watermark(), 12);
         p.isr = vec![1, 2, 3];
         p.partition_epoch = 8;
@@ -782,14 +813,54 @@ mod tests {
                 complete: false
             }
         );
+        // Epoch 1 is older than anything here: our log has none of it.
         let h = cache(&[(2, 0)]);
         assert_eq!(
             truncation_on_diverging(&h, 14, 1, 5),
+            Truncation {
+                offset: 0,
+                complete: true
+            }
+        );
+        // An empty cache knows nothing: the leader's end bounds the log.
+        assert_eq!(
+            truncation_on_diverging(&EpochCache::default(), 14, 1, 5),
             Truncation {
                 offset: 5,
                 complete: true
             }
         );
+    }
+
+    #[test]
+    fn refusals_clear_or_park_the_change_in_flight() {
+        let c = cache(&[(4, 0)]);
+        let mut l = LeaderState::new(1, &partition(&[1, 2]), 0, 0, 0, 0, config(1));
+        l.on_log_end(4);
+        read(&mut l, fetch(2, 4, Some(4)), &c, 1);
+        read(&mut l, fetch(3, 4, Some(4)), &c, 2);
+        let change = l.poll_alter_partition(2).unwrap();
+        // A refusal of another change is ignored.
+        let other = IsrChange {
+            new_isr: vec![1],
+            ..change.clone()
+        };
+        l.on_alter_partition_refused(&other, false);
+        assert_eq!(l.maximal_isr(), vec![1, 2, 3]);
+        // Stale: kept in the maximal ISR, not resent.
+        l.on_alter_partition_refused(&change, true);
+        assert_eq!(l.maximal_isr(), vec![1, 2, 3]);
+        assert_eq!(l.poll_alter_partition(10_000), None);
+        // Not applied: gone, and the next change may be proposed.
+        let mut l2 = LeaderState::new(1, &partition(&[1, 2]), 0, 0, 0, 0, config(1));
+        l2.on_log_end(4);
+        read(&mut l2, fetch(2, 4, Some(4)), &c, 1);
+        read(&mut l2, fetch(3, 4, Some(4)), &c, 2);
+        let change = l2.poll_alter_partition(2).unwrap();
+        l2.on_alter_partition_refused(&change, false);
+        assert_eq!(l2.maximal_isr(), vec![1, 2]);
+        read(&mut l2, fetch(3, 4, Some(4)), &c, 3);
+        assert_eq!(l2.poll_alter_partition(3), Some(change));
     }
 
     #[test]

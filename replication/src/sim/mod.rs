@@ -22,6 +22,8 @@
 //! partitions re-led from the ISR; it resumes and must be unfenced again; finally all nodes
 //! converge on the same applied index and image.
 
+pub mod replicas;
+
 use std::cmp::Reverse;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BinaryHeap};
