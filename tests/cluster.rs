@@ -304,11 +304,10 @@ fn three_nodes_serve_one_cluster() {
             6,
             "p{p}"
         );
-        assert_eq!(
-            fetch_error(&cluster.nodes[leader], "orders", p as i32),
-            0,
-            "p{p}"
-        );
+        // The leader takes its role once its epoch is durable: shortly after the image.
+        wait_for("the leader to serve", || {
+            fetch_error(&cluster.nodes[leader], "orders", p as i32) == 0
+        });
     }
 
     // Idempotent: InitProducerId takes its id from a controller-allocated block.

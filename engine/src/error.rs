@@ -30,6 +30,13 @@ pub enum AppendError {
     Sequence(#[from] crate::producer::SequenceError),
     #[error("log is being truncated; retry the append")]
     Truncating,
+    #[error("replicated batch at offset {got} does not follow the log end {expected}")]
+    NotContiguous { expected: i64, got: i64 },
+    #[error("replicated batch at offset {offset}: {source}")]
+    Epoch {
+        offset: i64,
+        source: crate::epoch::EpochError,
+    },
     #[error("log is closed")]
     Closed,
 }
@@ -67,6 +74,8 @@ pub enum LogError {
     },
     #[error("log is closed")]
     Closed,
+    #[error("leader epoch: {0}")]
+    Epoch(#[from] crate::epoch::EpochError),
 }
 
 impl LogError {

@@ -15,6 +15,8 @@
 //! * [`index`] holds the offset and time indexes and their file format.
 //! * [`log`] is the partition log itself: group commit, reads as slices, roll, truncate,
 //!   delete-records, retention and recovery.
+//! * [`epoch`] is a replica's leader epoch cache (which epoch wrote where); the log keeps it
+//!   durable and stamps client batches with the epoch it leads in.
 //! * [`journal`] is the shard journal: under `flush = always` one write-ahead journal makes
 //!   the appends of all a shard's logs durable with one write, and replays them after a
 //!   crash; the segments are then synced by its checkpoints.
@@ -39,6 +41,7 @@
 pub mod batch;
 pub mod buf;
 pub mod config;
+pub mod epoch;
 pub mod error;
 pub mod index;
 pub mod journal;

@@ -4,15 +4,11 @@
 //! [`supported`] is the single table of what we implement; ApiVersions advertises exactly it.
 
 use std::collections::BTreeMap;
-use std::future::poll_fn;
 use std::ops::RangeInclusive;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
-
-use std::future::Future;
 
 use bytes::Bytes;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
@@ -462,7 +458,7 @@ fn topic_metadata(m: &TopicMeta, node_id: i32) -> MetadataResponseTopic {
 // Produce
 
 /// Splits a record set into its batches without copying; `None` if a batch is cut short.
-fn split_batches(mut records: Bytes) -> Option<Vec<Bytes>> {
+pub(crate) fn split_batches(mut records: Bytes) -> Option<Vec<Bytes>> {
     let mut out = Vec::new();
     while !records.is_empty() {
         if records.len() < 12 {
@@ -572,6 +568,8 @@ pub async fn produce_dispatch(
         let (tx, rx) = oneshot::channel();
         let msg = ShardMsg::Produce {
             items: o.items,
+            acks: req.acks,
+            timeout_ms: req.timeout_ms.max(0) as u64,
             reply: tx,
         };
         // A shard that is gone drops the reply: its items answer NOT_LEADER_OR_FOLLOWER.
@@ -673,20 +671,7 @@ async fn fetch(
         if total >= min_bytes || errors || now >= deadline || signals.is_empty() || stopping {
             return encode_fetch(&req, results, v, correlation_id, max_bytes);
         }
-        let any = poll_fn(|cx| {
-            for n in notified.iter_mut() {
-                if n.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(());
-                }
-            }
-            Poll::Pending
-        });
-        let mut stop = shard.stop.clone();
-        tokio::select! {
-            _ = any => {}
-            _ = tokio::time::sleep_until(deadline) => {}
-            _ = stop.wait_for(|s| *s) => {}
-        }
+        shard.wait_any(&mut notified, deadline).await;
     }
 }
 

@@ -6,6 +6,7 @@ use kafka_protocol::ResponseError;
 use tern_engine::producer::SequenceError;
 use tern_engine::{AppendError, LogError};
 use tern_replication::node::RequestError;
+use tern_replication::replica::AckError;
 
 use crate::error::{AdminError, PartitionError};
 
@@ -21,6 +22,14 @@ impl PartitionError {
             PartitionError::InvalidTimestamp(_) => ResponseError::InvalidRequest,
             PartitionError::Append(a) => append(a),
             PartitionError::Read(r) => read(r),
+            PartitionError::Ack(a) => match a {
+                AckError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
+                AckError::NotEnoughReplicasAfterAppend => {
+                    ResponseError::NotEnoughReplicasAfterAppend
+                }
+                AckError::Timeout => ResponseError::RequestTimedOut,
+                AckError::NotLeader => ResponseError::NotLeaderOrFollower,
+            },
         };
         e.code()
     }
@@ -38,6 +47,10 @@ fn append(e: &AppendError) -> ResponseError {
             ResponseError::InvalidProducerEpoch
         }
         AppendError::Sequence(_) => ResponseError::OutOfOrderSequenceNumber,
+        // Only replicated appends (from a leader, never a client) are refused so.
+        AppendError::NotContiguous { .. } | AppendError::Epoch { .. } => {
+            ResponseError::UnknownServerError
+        }
     }
 }
 
@@ -46,6 +59,7 @@ fn read(e: &LogError) -> ResponseError {
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         LogError::Closed => ResponseError::NotLeaderOrFollower,
         LogError::Io { .. } | LogError::Poisoned { .. } => ResponseError::KafkaStorageError,
+        LogError::Epoch(_) => ResponseError::FencedLeaderEpoch,
     }
 }
 

@@ -39,6 +39,9 @@ pub enum PartitionError {
     /// The log could not be read (or its records deleted).
     #[error(transparent)]
     Read(#[from] LogError),
+    /// An acks=all produce was refused or its replication wait failed.
+    #[error(transparent)]
+    Ack(#[from] tern_replication::replica::AckError),
 }
 
 /// Why a shard could not open the partitions of a topic.

@@ -9,6 +9,9 @@
 //! * [`shard`] owns the partition logs placed on a shard; [`router`] knows the placement
 //!   and reaches another shard's queue. A request that touches partitions of several shards
 //!   is split per partition and reassembled in request order.
+//! * `partition` holds a partition's log and replica state (role, high watermark, acks=all
+//!   waits); [`replicate`] gives partitions their roles from the cluster's image, runs the
+//!   follower fetch loops and serves the followers' replica streams.
 //! * [`meta`] publishes topic metadata as immutable snapshots (lock-free reads); [`admin`]
 //!   is its single writer.
 //! * [`error`] holds the typed errors that cross these modules; [`edge`] is the one table
@@ -31,7 +34,9 @@ pub mod error;
 pub mod group;
 pub mod meta;
 pub mod node_meta;
+pub(crate) mod partition;
 pub mod producer_ids;
+pub mod replicate;
 pub mod router;
 pub mod server;
 pub mod shard;

@@ -425,6 +425,9 @@ async fn run_shard(cfg: ShardConfig) -> bool {
         tokio_uring::spawn(admin::run_writer(state.clone(), meta_rx));
         if let Some(node) = &state.router.cluster {
             tokio_uring::spawn(crate::cluster::run_mirror(state.clone(), node.subscribe()));
+            if let Some(streams) = node.take_replica_streams() {
+                tokio_uring::spawn(crate::replicate::route_streams(state.clone(), streams));
+            }
         }
     }
     let listener = tokio_uring::net::TcpListener::from_std(cfg.listener);

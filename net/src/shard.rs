@@ -14,13 +14,14 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tern_engine::{AppendError, DirectIo, Journal, Log, Offset, Recovery, Slice, UringStorage};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tern_engine::{DirectIo, Journal, Log, Offset, Recovery, Slice, UringStorage};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::config_map::{journal_config, journal_root, log_config};
 use crate::error::{OpenError, PartitionError};
 use crate::group::driver::{GroupAnswer, GroupOp, Groups};
 use crate::meta::TopicMeta;
+use crate::partition::Partition;
 use crate::router::Router;
 
 /// Period of the per-shard housekeeping tick (flush = interval, retention), in ms.
@@ -43,6 +44,9 @@ pub enum ShardMsg {
     /// request and shard, not per partition).
     Produce {
         items: Vec<(Tp, Vec<Bytes>)>,
+        /// The request's acks (-1, 0 or 1) and, for acks=all, how long it may wait.
+        acks: i16,
+        timeout_ms: u64,
         reply: oneshot::Sender<Vec<ProduceResult>>,
     },
     Fetch {
@@ -79,6 +83,15 @@ pub enum ShardMsg {
         op: GroupOp,
         reply: oneshot::Sender<GroupAnswer>,
     },
+    /// One partition of a follower's fetch that another shard's replica stream received.
+    FollowerFetch {
+        fetch: tern_replication::fetch::PartitionFetch,
+        replica: i32,
+        budget: usize,
+        reply: oneshot::Sender<tern_replication::fetch::PartitionData>,
+    },
+    /// A replica stream a follower shard opened to this node: served here.
+    ReplicaStream(tern_replication::transport::ReplicaStream),
 }
 
 /// An append done on the owner.
@@ -117,12 +130,6 @@ pub struct ListedOffset {
 /// after the one asked.
 pub type ListOffsetsResult = Result<Option<ListedOffset>, PartitionError>;
 
-#[derive(Debug)]
-pub(crate) struct Partition {
-    pub(crate) log: Log<UringStorage>,
-    pub(crate) signal: Arc<Notify>,
-}
-
 /// The logs this shard owns.
 #[derive(Debug)]
 pub struct ShardState {
@@ -137,6 +144,8 @@ pub struct ShardState {
     journal: RefCell<Option<Journal<UringStorage>>>,
     /// The group coordinator of the groups whose `__consumer_offsets` partition is here.
     pub groups: Groups,
+    /// Roles, fetchers and streams of the replicated partitions here.
+    pub replication: crate::replicate::Replication,
 }
 
 impl ShardState {
@@ -155,11 +164,44 @@ impl ShardState {
             storage: UringStorage::new(direct),
             partitions: RefCell::new(HashMap::new()),
             journal: RefCell::new(None),
+            replication: Default::default(),
         })
     }
 
     pub(crate) fn partition(&self, tp: &Tp) -> Option<Rc<Partition>> {
         self.partitions.borrow().get(tp).cloned()
+    }
+
+    /// Waits until one of `notified` fires, `deadline` passes or the broker stops (a long
+    /// poll's wait; the notifications are enabled by the caller before it looked).
+    pub(crate) async fn wait_any(
+        &self,
+        notified: &mut [std::pin::Pin<Box<tokio::sync::futures::Notified<'_>>>],
+        deadline: tokio::time::Instant,
+    ) {
+        let any = std::future::poll_fn(|cx| {
+            for n in notified.iter_mut() {
+                if std::future::Future::poll(n.as_mut(), cx).is_ready() {
+                    return std::task::Poll::Ready(());
+                }
+            }
+            std::task::Poll::Pending
+        });
+        let mut stop = self.stop.clone();
+        tokio::select! {
+            _ = any => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = stop.wait_for(|s| *s) => {}
+        }
+    }
+
+    /// The partitions this shard has open, as they are now.
+    pub(crate) fn partitions_snapshot(&self) -> Vec<(Tp, Rc<Partition>)> {
+        self.partitions
+            .borrow()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     /// Partitions this shard has open.
@@ -240,9 +282,11 @@ impl ShardState {
                     log.attach_journal(j);
                 }
                 let signal = t.signals.get(p as usize).cloned().unwrap_or_default();
-                self.partitions
-                    .borrow_mut()
-                    .insert((t.name.clone(), p), Rc::new(Partition { log, signal }));
+                let clustered = self.router.cluster.is_some();
+                self.partitions.borrow_mut().insert(
+                    (t.name.clone(), p),
+                    Rc::new(Partition::new(log, signal, clustered)),
+                );
             }
         }
         Ok(())
@@ -258,7 +302,12 @@ impl ShardState {
     /// Handles one message: synchronous parts now (append order), the rest in a task.
     pub fn handle(self: &Rc<Self>, msg: ShardMsg) {
         match msg {
-            ShardMsg::Produce { items, reply } => self.produce(items, reply),
+            ShardMsg::Produce {
+                items,
+                acks,
+                timeout_ms,
+                reply,
+            } => self.produce(items, acks, timeout_ms, reply),
             ShardMsg::Fetch {
                 tp,
                 offset,
@@ -289,7 +338,9 @@ impl ShardState {
             ShardMsg::Open { topic, from, reply } => {
                 let me = self.clone();
                 tokio_uring::spawn(async move {
-                    let _ = reply.send(me.open_topic(&topic, from, Recovery::Full).await);
+                    let opened = me.open_topic(&topic, from, Recovery::Full).await;
+                    crate::replicate::sync_roles(&me);
+                    let _ = reply.send(opened);
                 });
             }
             ShardMsg::Drop { topic, reply } => {
@@ -305,6 +356,24 @@ impl ShardState {
                     let _ = reply.send(me.group_op(op).await);
                 });
             }
+            ShardMsg::FollowerFetch {
+                fetch,
+                replica,
+                budget,
+                reply,
+            } => {
+                let p = self.partition(&(fetch.topic.clone(), fetch.partition));
+                tokio_uring::spawn(async move {
+                    let data = match p {
+                        Some(p) => crate::replicate::fetch_one(&p, &fetch, replica, budget).await,
+                        None => crate::replicate::not_here(&fetch),
+                    };
+                    let _ = reply.send(data);
+                });
+            }
+            ShardMsg::ReplicaStream(stream) => {
+                tokio_uring::spawn(crate::replicate::serve_stream(self.clone(), stream));
+            }
             ShardMsg::Owned { reply } => {
                 let mut owned: Vec<Tp> = self.partitions.borrow().keys().cloned().collect();
                 owned.sort();
@@ -315,19 +384,33 @@ impl ShardState {
 
     /// Queues every item's append now (offsets follow arrival order) and answers once, in a
     /// task, when all of them are done.
-    fn produce(&self, items: Vec<(Tp, Vec<Bytes>)>, reply: oneshot::Sender<Vec<ProduceResult>>) {
+    fn produce(
+        &self,
+        items: Vec<(Tp, Vec<Bytes>)>,
+        acks: i16,
+        timeout_ms: u64,
+        reply: oneshot::Sender<Vec<ProduceResult>>,
+    ) {
         let queued: Vec<_> = items
             .into_iter()
             .map(|(tp, batches)| {
-                let p = self.partition(&tp);
-                let pending = p.as_ref().map(|p| p.log.append(&batches));
-                (tp, p, pending)
+                let pending = self
+                    .partition(&tp)
+                    .map(|p| p.produce(&batches, acks, timeout_ms));
+                (tp, pending)
             })
             .collect();
         tokio_uring::spawn(async move {
             let mut out = Vec::with_capacity(queued.len());
-            for (tp, p, pending) in queued {
-                out.push(produce_result(tp, p, pending).await);
+            for (tp, pending) in queued {
+                let r = match pending {
+                    Some(pending) => pending.await,
+                    None => Err(PartitionError::Unknown),
+                };
+                if let Err(e) = &r {
+                    tracing::debug!(topic = %tp.0, partition = tp.1, error = %e, "append refused");
+                }
+                out.push(r);
             }
             let _ = reply.send(out);
         });
@@ -342,6 +425,7 @@ impl ShardState {
                 .collect()
         };
         for (tp, p) in doomed {
+            p.close_role();
             if let Err(e) = p.log.close().await {
                 tracing::warn!(topic = %tp.0, partition = tp.1, error = %e, "close on delete");
             }
@@ -370,6 +454,7 @@ impl ShardState {
         loop {
             every.tick().await;
             self.groups_tick();
+            crate::replicate::tick(&self);
             let logs: Vec<(Tp, Rc<Partition>)> = self
                 .partitions
                 .borrow()
@@ -380,6 +465,7 @@ impl ShardState {
                 if let Err(e) = p.log.tick().await {
                     tracing::warn!(topic = %tp.0, partition = tp.1, error = %e, "periodic flush/retention");
                 }
+                p.on_log_start();
             }
         }
     }
@@ -391,6 +477,7 @@ impl ShardState {
         let (mut appended, mut segment_bytes) = (0u64, 0u64);
         let mut clean = true;
         for (tp, p) in all {
+            p.close_role();
             if let Err(e) = p.log.close().await {
                 tracing::warn!(topic = %tp.0, partition = tp.1, error = %e, "close");
                 clean = false;
@@ -424,36 +511,28 @@ impl ShardState {
     }
 }
 
-/// The outcome of one partition's queued append.
-async fn produce_result(
-    tp: Tp,
-    p: Option<Rc<Partition>>,
-    pending: Option<
-        impl std::future::Future<Output = Result<tern_engine::AppendInfo, AppendError>>,
-    >,
-) -> ProduceResult {
-    let (Some(p), Some(pending)) = (p, pending) else {
-        return Err(PartitionError::Unknown);
-    };
-    let info = pending.await.inspect_err(|e| {
-        tracing::debug!(topic = %tp.0, partition = tp.1, error = %e, "append refused");
-    })?;
-    p.signal.notify_waiters();
-    Ok(Appended {
-        base_offset: info.first_offset.0,
-        log_append_time_ms: (info.log_append_time_ms >= 0).then_some(info.log_append_time_ms),
-        log_start_offset: p.log.log_start_offset().0,
-    })
-}
-
+/// A consumer's read: only below the high watermark, and only where clients are served.
 async fn fetch(p: Option<Rc<Partition>>, offset: i64, max_bytes: u32) -> FetchResult {
     let p = p.ok_or(PartitionError::Unknown)?;
+    if !p.serves_clients() {
+        return Err(PartitionError::NotLeader);
+    }
+    let high_watermark = p.high_watermark();
+    if offset > high_watermark && offset <= p.log.next_offset().0 {
+        // Written here but not yet replicated: nothing to read yet (Kafka answers empty).
+        return Ok(Fetched {
+            high_watermark,
+            log_start_offset: p.log.log_start_offset().0,
+            records: Vec::new(),
+            bytes: 0,
+        });
+    }
     let r = p
         .log
-        .read(Offset(offset), max_bytes, Offset(i64::MAX))
+        .read(Offset(offset), max_bytes, Offset(high_watermark))
         .await?;
     Ok(Fetched {
-        high_watermark: r.readable_end.0,
+        high_watermark,
         log_start_offset: r.log_start.0,
         records: r.slices,
         bytes: r.bytes,
@@ -466,6 +545,10 @@ const EARLIEST: i64 = -2;
 
 async fn list_offsets(p: Option<Rc<Partition>>, timestamp: i64) -> ListOffsetsResult {
     let p = p.ok_or(PartitionError::Unknown)?;
+    if !p.serves_clients() {
+        return Err(PartitionError::NotLeader);
+    }
+    let high_watermark = p.high_watermark();
     let at = |offset: Offset| {
         Some(ListedOffset {
             offset: offset.0,
@@ -473,13 +556,14 @@ async fn list_offsets(p: Option<Rc<Partition>>, timestamp: i64) -> ListOffsetsRe
         })
     };
     match timestamp {
-        LATEST => Ok(at(p.log.readable_end())),
+        LATEST => Ok(at(Offset(high_watermark))),
         EARLIEST => Ok(at(p.log.log_start_offset())),
         t if t < 0 => Err(PartitionError::InvalidTimestamp(t)),
         t => Ok(p
             .log
             .offset_for_timestamp(t)
             .await?
+            .filter(|(o, _)| o.0 < high_watermark)
             .map(|(o, ts)| ListedOffset {
                 offset: o.0,
                 timestamp: Some(ts),
@@ -489,10 +573,21 @@ async fn list_offsets(p: Option<Rc<Partition>>, timestamp: i64) -> ListOffsetsRe
 
 async fn delete_records(p: Option<Rc<Partition>>, offset: i64) -> Result<i64, PartitionError> {
     let p = p.ok_or(PartitionError::Unknown)?;
-    let target = if offset == -1 {
-        p.log.readable_end().0
-    } else {
-        offset
-    };
-    Ok(p.log.delete_records(Offset(target)).await?.0)
+    if !p.serves_clients() {
+        return Err(PartitionError::NotLeader);
+    }
+    let high_watermark = p.high_watermark();
+    let target = if offset == -1 { high_watermark } else { offset };
+    if target > high_watermark {
+        return Err(PartitionError::Read(
+            tern_engine::LogError::OffsetOutOfRange {
+                offset: target,
+                log_start: p.log.log_start_offset().0,
+                log_end: high_watermark,
+            },
+        ));
+    }
+    let start = p.log.delete_records(Offset(target)).await?.0;
+    p.on_log_start();
+    Ok(start)
 }

@@ -20,11 +20,13 @@
 //! * [`raft_log`]: [`raft_log::FileQuorumLog`], the durable `QuorumLog`: one append-only file
 //!   of checksummed records, torn tails truncated, damage to synced records refused, rewritten
 //!   through a synced rename when it outgrows the state.
-//! * [`epoch`]: a replica's leader epoch cache (KIP-101/279): where each epoch's batches
-//!   start, where they end, where a follower's log diverged.
+//! * [`epoch`]: a replica's leader epoch cache (KIP-101/279, the engine's, which keeps it
+//!   durable next to the log): where each epoch's batches start, where they end.
 //! * [`replica`]: the replica protocol of a partition without IO: the leader's high
 //!   watermark over the maximal ISR, acks=all waits, ISR shrink and expand, epoch fencing
 //!   of follower fetches, the follower's truncation.
+//! * [`fetch`]: the replica fetch frames a follower shard and its leader exchange on a
+//!   replica stream.
 //! * [`controller`]: one controller node (`handle_*` inputs, `poll_*` outputs, virtual time).
 //! * [`sim`]: the seeded simulator of a controller quorum and its brokers, with faults.
 //! * [`node`]: the driver thread of a cluster node: controller + transport + Raft log +
@@ -44,7 +46,9 @@
 pub mod codec;
 pub mod controller;
 pub mod decide;
-pub mod epoch;
+pub mod fetch;
+/// The leader epoch cache, kept by the engine next to each partition's log.
+pub use tern_engine::epoch;
 pub mod image;
 pub mod node;
 pub mod quorum;

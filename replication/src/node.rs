@@ -124,6 +124,8 @@ pub struct ClusterNode {
     view: watch::Receiver<Arc<NodeView>>,
     local_addr: SocketAddr,
     thread: Option<std::thread::JoinHandle<()>>,
+    dialer: crate::transport::ReplicaDialer,
+    replica_streams: std::sync::Mutex<Option<mpsc::Receiver<crate::transport::ReplicaStream>>>,
 }
 
 impl ClusterNode {
@@ -179,13 +181,20 @@ impl ClusterNode {
                             return;
                         }
                     };
-                    let addr = driver.transport.local_addr();
-                    let _ = ready_tx.send(addr.map_err(|e| NodeError::Thread(e.to_string())));
+                    let ready = driver
+                        .transport
+                        .local_addr()
+                        .map(|addr| {
+                            let t = &driver.transport;
+                            (addr, t.replica_dialer(), t.replica_streams())
+                        })
+                        .map_err(|e| NodeError::Thread(e.to_string()));
+                    let _ = ready_tx.send(ready);
                     driver.run(command_rx).await;
                 });
             })
             .map_err(|e| NodeError::Thread(e.to_string()))?;
-        let local_addr = ready_rx
+        let (local_addr, dialer, streams) = ready_rx
             .recv()
             .map_err(|_| NodeError::Thread("the node thread ended at start".into()))??;
         Ok(ClusterNode {
@@ -194,7 +203,22 @@ impl ClusterNode {
             view,
             local_addr,
             thread: Some(thread),
+            dialer,
+            replica_streams: std::sync::Mutex::new(Some(streams)),
         })
+    }
+
+    /// Opens replica streams to other nodes (from any thread).
+    pub fn replica_dialer(&self) -> crate::transport::ReplicaDialer {
+        self.dialer.clone()
+    }
+
+    /// The replica streams followers open to this node; the first call takes them.
+    pub fn take_replica_streams(&self) -> Option<mpsc::Receiver<crate::transport::ReplicaStream>> {
+        match self.replica_streams.lock() {
+            Ok(mut s) => s.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        }
     }
 
     /// The bound CONTROLLER address.

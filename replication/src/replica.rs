@@ -199,7 +199,7 @@ impl LeaderState {
                 (r, p)
             })
             .collect();
-        LeaderState {
+        let mut state = LeaderState {
             local,
             config,
             partition: partition.clone(),
@@ -211,7 +211,11 @@ impl LeaderState {
             pending: None,
             unsent: false,
             waiters: Vec::new(),
-        }
+        };
+        // A leader alone in its ISR commits its log at once (Kafka's new leader does the
+        // same); with followers in the ISR it waits for their fetches.
+        state.advance(&mut Vec::new());
+        state
     }
 
     pub fn leader_epoch(&self) -> Epoch {

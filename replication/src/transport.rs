@@ -38,6 +38,9 @@ use tokio::sync::mpsc;
 
 use crate::tls::{certificate_names_node, node_name, TlsMaterial};
 
+/// The QUIC implementation, for the owners of replica streams.
+pub use quinn;
+
 /// The hello's first bytes.
 const MAGIC: &[u8; 4] = b"TERN";
 /// The transport version in the hello.
@@ -147,6 +150,54 @@ struct Shared {
     recent_refusals: std::sync::Mutex<std::collections::VecDeque<String>>,
     received_frames: AtomicU64,
     received_bytes: AtomicU64,
+    /// Where accepted replica streams go, once the owner asked for them.
+    replica_streams: std::sync::Mutex<Option<mpsc::Sender<ReplicaStream>>>,
+}
+
+/// A replica stream (a bidirectional stream on a connection of its own) that a follower
+/// shard of `peer` opened to this node; the peer's certificate and hello were checked.
+#[derive(Debug)]
+pub struct ReplicaStream {
+    pub peer: i32,
+    /// The follower's shard: the leader serves the stream on its shard of the same index
+    /// (modulo its shard count).
+    pub shard: u16,
+    pub send: quinn::SendStream,
+    pub recv: quinn::RecvStream,
+    /// Held so the connection lives as long as the stream's owner keeps it.
+    pub connection: quinn::Connection,
+}
+
+/// Opens replica streams to other nodes; cheap to clone and usable from any thread (the
+/// connection's driver runs on the runtime of the thread that dials).
+#[derive(Debug, Clone)]
+pub struct ReplicaDialer {
+    endpoint: quinn::Endpoint,
+    hello: Bytes,
+}
+
+impl ReplicaDialer {
+    /// Dials `peer` at `addr` on a new connection and opens the replica stream of `shard`:
+    /// the hello, then the shard index, then the fetch frames.
+    pub async fn open(
+        &self,
+        peer: i32,
+        addr: SocketAddr,
+        shard: u16,
+    ) -> Result<(quinn::Connection, quinn::SendStream, quinn::RecvStream), String> {
+        let conn = self
+            .endpoint
+            .connect(addr, &node_name(peer))
+            .map_err(|e| e.to_string())?
+            .await
+            .map_err(|e| e.to_string())?;
+        let (mut send, recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+        let mut head = BytesMut::with_capacity(self.hello.len() + 2);
+        head.extend_from_slice(&self.hello);
+        head.extend_from_slice(&shard.to_be_bytes());
+        send.write_all(&head).await.map_err(|e| e.to_string())?;
+        Ok((conn, send, recv))
+    }
 }
 
 /// A node's QUIC endpoint: send frames to peers by id, receive theirs.
@@ -189,6 +240,7 @@ impl Transport {
             recent_refusals: std::sync::Mutex::new(std::collections::VecDeque::new()),
             received_frames: AtomicU64::new(0),
             received_bytes: AtomicU64::new(0),
+            replica_streams: std::sync::Mutex::new(None),
         });
         let (tx, rx) = mpsc::channel(RECEIVED_QUEUE_MAX);
         tokio::spawn(accept_loop(endpoint.clone(), shared.clone(), tx));
@@ -246,6 +298,26 @@ impl Transport {
             addr,
             rx,
         ));
+    }
+
+    /// Replica streams that followers open to this node arrive on the returned receiver
+    /// from now on (before, they are refused). A second call replaces the first receiver.
+    pub fn replica_streams(&self) -> mpsc::Receiver<ReplicaStream> {
+        let (tx, rx) = mpsc::channel(64);
+        let mut slot = match self.shared.replica_streams.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *slot = Some(tx);
+        rx
+    }
+
+    /// A dialer of replica streams from this node.
+    pub fn replica_dialer(&self) -> ReplicaDialer {
+        ReplicaDialer {
+            endpoint: self.endpoint.clone(),
+            hello: encode_hello(self.shared.node_id, &self.shared.cluster_id),
+        }
     }
 
     /// The bound UDP address.
@@ -356,11 +428,13 @@ fn refuse(shared: &Shared, conn: Option<&quinn::Connection>, from: SocketAddr, w
     }
 }
 
-/// Reads and checks the hello; returns the peer's node id.
+/// Reads and checks the hello; returns the peer's node id. `any_node` accepts a node that
+/// is not a peer (replica streams: any broker of the cluster may follow).
 async fn read_hello(
     shared: &Shared,
     conn: &quinn::Connection,
     stream: &mut quinn::RecvStream,
+    any_node: bool,
 ) -> Result<i32, String> {
     let mut head = [0u8; 10];
     stream
@@ -387,7 +461,7 @@ async fn read_hello(
             shared.cluster_id
         ));
     }
-    if !shared.peers.contains_key(&node_id) && !shared.accept_unlisted {
+    if !shared.peers.contains_key(&node_id) && !shared.accept_unlisted && !any_node {
         return Err(format!("node {node_id} is not one of this node's peers"));
     }
     let chain = conn
@@ -412,11 +486,21 @@ async fn serve_incoming(
         Ok(c) => c,
         Err(e) => return refuse(&shared, None, from, &format!("handshake failed: {e}")),
     };
-    let mut stream = match conn.accept_uni().await {
-        Ok(s) => s,
-        Err(_) => return, // closed before it sent anything
+    // A connection carries either frames (one unidirectional stream) or one replica stream
+    // (bidirectional): whichever the peer opens first.
+    let mut stream = tokio::select! {
+        s = conn.accept_uni() => match s {
+            Ok(s) => s,
+            Err(_) => return, // closed before it sent anything
+        },
+        s = conn.accept_bi() => {
+            if let Ok((send, recv)) = s {
+                accept_replica_stream(&shared, conn, from, send, recv).await;
+            }
+            return;
+        }
     };
-    let peer = match read_hello(&shared, &conn, &mut stream).await {
+    let peer = match read_hello(&shared, &conn, &mut stream, false).await {
         Ok(p) => p,
         Err(why) => return refuse(&shared, Some(&conn), from, &why),
     };
@@ -449,6 +533,51 @@ async fn serve_incoming(
         if tx.send(frame).await.is_err() {
             return; // the owner is gone
         }
+    }
+}
+
+/// Checks a replica stream's hello and shard and hands it to the owner.
+async fn accept_replica_stream(
+    shared: &Arc<Shared>,
+    conn: quinn::Connection,
+    from: SocketAddr,
+    send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let peer = match read_hello(shared, &conn, &mut recv, true).await {
+        Ok(p) => p,
+        Err(why) => return refuse(shared, Some(&conn), from, &why),
+    };
+    let mut shard = [0u8; 2];
+    if recv.read_exact(&mut shard).await.is_err() {
+        return refuse(shared, Some(&conn), from, "replica stream without a shard");
+    }
+    let owner = match shared.replica_streams.lock() {
+        Ok(s) => s.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    };
+    let Some(owner) = owner else {
+        return refuse(
+            shared,
+            Some(&conn),
+            from,
+            "this node serves no replica streams",
+        );
+    };
+    let stream = ReplicaStream {
+        peer,
+        shard: u16::from_be_bytes(shard),
+        send,
+        recv,
+        connection: conn,
+    };
+    if let Err(mpsc::error::SendError(s)) = owner.send(stream).await {
+        refuse(
+            shared,
+            Some(&s.connection),
+            from,
+            "the replica stream owner is gone",
+        );
     }
 }
 

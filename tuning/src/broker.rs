@@ -56,6 +56,8 @@ pub const BROKER_KEYS: &[&str] = &[
     "journal.files",
     "journal.inplace.bytes",
     "producer.id.expiration.ms",
+    "min.insync.replicas",
+    "replica.lag.time.max.ms",
     "offsets.topic.num.partitions",
     "offsets.topic.segment.bytes",
     "offsets.retention.minutes",
@@ -118,7 +120,7 @@ pub struct BrokerConfig {
     /// `num.partitions`: partitions of an auto-created topic (and of CreateTopics asking for
     /// the default), ≥ 1. Default 1.
     pub num_partitions: i32,
-    /// `default.replication.factor`: only 1 for now.
+    /// `default.replication.factor`: replicas of a new topic; 1 on a single node. Default 1.
     pub default_replication_factor: i16,
     /// `auto.create.topics.enable`: create a topic when a client names an unknown one.
     /// Default true.
@@ -168,6 +170,12 @@ pub struct BrokerConfig {
     /// `producer.id.expiration.ms`: an idempotent producer's sequence state is forgotten
     /// after this long without a batch. Default 1 day.
     pub producer_id_expiration_ms: i64,
+    /// `min.insync.replicas`: the smallest ISR an acks=all produce is accepted with (the
+    /// topics' default), ≥ 1. Default 1.
+    pub min_insync_replicas: i32,
+    /// `replica.lag.time.max.ms`: a follower that has not caught up for this long leaves the
+    /// ISR. Default 30000.
+    pub replica_lag_time_max_ms: i64,
     /// Consumer groups and committed offsets.
     pub groups: GroupSettings,
     /// `cores`: one shard per entry, shard `i` pinned to CPU `cores[i]`. Default every CPU
@@ -273,6 +281,8 @@ impl BrokerConfig {
             journal_files: 4,
             journal_inplace_bytes: 512 << 10,
             producer_id_expiration_ms: MS_PER_DAY,
+            min_insync_replicas: 1,
+            replica_lag_time_max_ms: 30_000,
             groups: GroupSettings::default(),
             cores,
             placement: PlacementPolicy::Balanced,
@@ -492,6 +502,8 @@ impl BrokerConfig {
                 "producer.id.expiration.ms",
                 int(self.producer_id_expiration_ms),
             ),
+            ("min.insync.replicas", int(self.min_insync_replicas.into())),
+            ("replica.lag.time.max.ms", int(self.replica_lag_time_max_ms)),
             (
                 "offsets.topic.num.partitions",
                 int(g.offsets_topic_partitions.into()),
@@ -674,6 +686,7 @@ impl Reader<'_> {
         let node_id = self.int("node.id", int32, d.node_id)?;
         let (cluster, roles_given) = self.cluster(node_id)?;
         cluster::check(&cluster, node_id, roles_given, listeners.controller)?;
+        let clustered = !cluster.voters.is_empty();
         Ok(BrokerConfig {
             node_id,
             listener: listeners.kafka,
@@ -683,7 +696,7 @@ impl Reader<'_> {
             cluster,
             log_dir: self.log_dir()?.unwrap_or(d.log_dir),
             num_partitions: self.int("num.partitions", positive32, d.num_partitions)?,
-            default_replication_factor: self.replication_factor()?,
+            default_replication_factor: self.replication_factor(clustered)?,
             auto_create_topics: match self.get("auto.create.topics.enable") {
                 Some(raw) => value::boolean("auto.create.topics.enable", raw)?,
                 None => d.auto_create_topics,
@@ -748,6 +761,16 @@ impl Reader<'_> {
                 "producer.id.expiration.ms",
                 Bounds::at_least(1),
                 d.producer_id_expiration_ms,
+            )?,
+            min_insync_replicas: self.int(
+                "min.insync.replicas",
+                Bounds::between(1, INT32_MAX),
+                d.min_insync_replicas,
+            )?,
+            replica_lag_time_max_ms: self.int(
+                "replica.lag.time.max.ms",
+                Bounds::at_least(1),
+                d.replica_lag_time_max_ms,
             )?,
             groups: self.groups(&d.groups)?,
             cores: self.cores(allowed_cores)?,
@@ -934,14 +957,16 @@ impl Reader<'_> {
     }
 
     /// `default.replication.factor`: Kafka's range, but only 1 until replication exists.
-    fn replication_factor(&self) -> Result<i16, ConfigErrorKind> {
+    /// `default.replication.factor`: any in a cluster (the controller checks it against the
+    /// live brokers); a single node has one replica of everything.
+    fn replication_factor(&self, clustered: bool) -> Result<i16, ConfigErrorKind> {
         const KEY: &str = "default.replication.factor";
         let n: i16 = self.int(KEY, Bounds::between(1, i16::MAX.into()), 1)?;
-        if n != 1 {
+        if n != 1 && !clustered {
             return Err(ConfigErrorKind::Unsupported {
                 key: KEY.to_owned(),
-                what: format!("replication factor {n}"),
-                instead: "1 (replication between brokers is not built yet)".to_owned(),
+                what: format!("replication factor {n} on a single node"),
+                instead: "1, or set controller.quorum.voters to run a cluster".to_owned(),
             });
         }
         Ok(n)

@@ -26,6 +26,7 @@ pub const TOPIC_KEYS: &[&str] = &[
     "flush.ms",
     "message.timestamp.type",
     "max.message.bytes",
+    "min.insync.replicas",
 ];
 
 /// One topic's effective settings, and which of them the topic overrides.
@@ -55,6 +56,8 @@ pub struct TopicConfig {
     pub max_message_bytes: u32,
     /// `cleanup.policy`: `delete` only (compaction is not built yet).
     pub cleanup_policy: CleanupPolicy,
+    /// `min.insync.replicas`: the smallest ISR an acks=all produce is accepted with, ≥ 1.
+    pub min_insync_replicas: i32,
     /// The keys (from [`TOPIC_KEYS`]) this topic sets itself.
     overridden: BTreeSet<&'static str>,
 }
@@ -73,6 +76,7 @@ impl TopicConfig {
             timestamp_type: broker.log_message_timestamp_type,
             max_message_bytes: broker.message_max_bytes,
             cleanup_policy: CleanupPolicy::Delete,
+            min_insync_replicas: broker.min_insync_replicas,
             overridden: BTreeSet::new(),
         }
     }
@@ -114,6 +118,9 @@ impl TopicConfig {
             "message.timestamp.type" => self.timestamp_type = value::choice(name, raw)?,
             "max.message.bytes" => {
                 self.max_message_bytes = value::int(name, raw, Bounds::between(0, INT32_MAX))?
+            }
+            "min.insync.replicas" => {
+                self.min_insync_replicas = value::int(name, raw, Bounds::between(1, INT32_MAX))?
             }
             _ => return Err(unknown_key(key, TOPIC_KEYS).into()),
         }
@@ -169,6 +176,7 @@ impl TopicConfig {
             "flush.ms" => self.flush_interval_ms.to_string(),
             "message.timestamp.type" => self.timestamp_type.to_string(),
             "max.message.bytes" => self.max_message_bytes.to_string(),
+            "min.insync.replicas" => self.min_insync_replicas.to_string(),
             _ => String::new(),
         }
     }

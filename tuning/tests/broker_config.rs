@@ -277,8 +277,16 @@ fn bad_values() {
         r#"key "message.max.bytes": expected an integer from 0 to 2147483647, found 4294967296"#
     );
     assert_eq!(
+        error("min.insync.replicas = 0"),
+        r#"key "min.insync.replicas": expected an integer ≥ 1, found 0"#
+    );
+    assert_eq!(
+        error("replica.lag.time.max.ms = 0"),
+        r#"key "replica.lag.time.max.ms": expected an integer ≥ 1, found 0"#
+    );
+    assert_eq!(
         error("default.replication.factor = 3"),
-        r#"key "default.replication.factor": replication factor 3 is not supported yet; use 1 (replication between brokers is not built yet)"#
+        r#"key "default.replication.factor": replication factor 3 on a single node is not supported yet; use 1, or set controller.quorum.voters to run a cluster"#
     );
     assert!(error(r#"listeners = "SSL://1.2.3.4:9093""#)
         .starts_with(r#"key "listeners": security protocol SSL is not supported yet"#));

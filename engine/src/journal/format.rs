@@ -71,6 +71,9 @@ pub fn decode_file_header(b: &[u8]) -> Option<FileHeader> {
 pub enum RecordKind {
     /// Record batches of one partition, base offsets assigned, exactly as in its segment.
     Batches = 1,
+    /// The partition was truncated: every batch at or after the record's base offset (a
+    /// batch containing it, whole) is gone. No payload.
+    Truncate = 2,
 }
 
 /// A decoded record, borrowing the bytes it was decoded from.
@@ -153,6 +156,7 @@ pub fn decode_record(b: &[u8], expected_lsn: u64) -> Result<(Record<'_>, usize),
     }
     let kind = match b[16] {
         1 => RecordKind::Batches,
+        2 => RecordKind::Truncate,
         _ => return Err(RecordError::Malformed("unknown record kind")),
     };
     let name_len = u16_at(b, 18) as usize;

@@ -4,8 +4,10 @@
 //! Replay is idempotent by offset: a batch below what its partition's segment recovered is
 //! skipped, and a batch at or past it replaces whatever the chain held from its offset on (a
 //! later record for an offset wins; no path of this version writes two, but replay does not
-//! depend on it). A batch past the chain's end means records are missing: that is an error,
-//! never a silent gap.
+//! depend on it). A truncation record cuts the chain (or, when the segment still holds the
+//! cut batches, the segment) at its offset, so batches a replica removed never come back. A
+//! batch past the chain's end means records are missing: that is an error, never a silent
+//! gap.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -56,6 +58,8 @@ pub struct ReplayStats {
     pub bytes_applied: u64,
     /// Batches skipped because their segment already held them.
     pub batches_skipped: u64,
+    /// Truncation records applied.
+    pub truncations: u64,
     /// Partitions written to.
     pub partitions: usize,
     /// Partitions named by records that the resolver did not know (deleted topics).
@@ -395,12 +399,38 @@ async fn apply<S: Storage>(
     records: &[&OwnedRecord],
     stats: &mut ReplayStats,
 ) -> Result<(), String> {
-    let recovered_end = log.next_offset().0;
-    // (base offset, end offset, bytes) of the batches to append, contiguous from
-    // `recovered_end`.
+    // Offsets below this are in the segment; the chain continues from it.
+    let mut floor = log.next_offset().0;
+    // (base offset, end offset, bytes) of the batches to append, contiguous from `floor`.
     let mut chain: Vec<(i64, i64, Bytes)> = Vec::new();
+    // A batch past the chain's end: records are missing, unless a later truncation removes
+    // it (the batches before it were durable in the segment when the replay start passed
+    // them, and a truncation later cut the segment below it). (LSN, base, chain end).
+    let mut gap: Option<(u64, i64, i64)> = None;
     for r in records {
-        let RecordKind::Batches = r.kind;
+        if r.kind == RecordKind::Truncate {
+            let at = r.base_offset;
+            // It cuts the batch holding `at` whole, so it removes the batch past the gap (and
+            // the missing ones from it) when `at` is at or before that batch; if it left some
+            // missing batches, the next record shows a gap again.
+            if gap.is_some_and(|(_, base, _)| at <= base) {
+                gap = None;
+            }
+            if at < floor {
+                // The segment still holds what was cut (the truncation had not reached it):
+                // cut it now; every earlier record's batches are gone with it.
+                log.truncate(crate::Offset(at))
+                    .await
+                    .map_err(|e| format!("truncation at LSN {} to offset {at}: {e}", r.lsn))?;
+                floor = log.next_offset().0;
+                chain.clear();
+            } else {
+                // A batch containing the offset goes whole, as in the segment.
+                chain.retain(|c| c.1 <= at);
+            }
+            stats.truncations += 1;
+            continue;
+        }
         let batches = split_batches(&r.payload, r.lsn)?;
         if batches.first().is_some_and(|b| b.0 != r.base_offset) {
             return Err(format!(
@@ -412,17 +442,23 @@ async fn apply<S: Storage>(
         }
         for b in batches {
             let (base, end) = (b.0, b.1);
-            if base < recovered_end {
+            if base < floor {
                 stats.batches_skipped += 1;
                 continue;
             }
-            let chain_end = chain.last().map_or(recovered_end, |c| c.1);
+            let chain_end = chain.last().map_or(floor, |c| c.1);
+            if let Some((_, _, gap_end)) = gap {
+                if base < gap_end {
+                    return Err(format!(
+                        "record at LSN {} rewrites offset {base} behind missing records",
+                        r.lsn
+                    ));
+                }
+                continue;
+            }
             if base > chain_end {
-                return Err(format!(
-                    "record at LSN {} starts at offset {base} but the partition ends at \
-                     {chain_end}: records are missing",
-                    r.lsn
-                ));
+                gap = Some((r.lsn, base, chain_end));
+                continue;
             }
             if base < chain_end {
                 let keep = chain.partition_point(|c| c.0 < base);
@@ -436,6 +472,12 @@ async fn apply<S: Storage>(
             }
             chain.push((base, end, b.2));
         }
+    }
+    if let Some((lsn, base, chain_end)) = gap {
+        return Err(format!(
+            "record at LSN {lsn} starts at offset {base} but the partition ends at \
+             {chain_end}: records are missing"
+        ));
     }
     for (base, _, bytes) in chain {
         let info = log

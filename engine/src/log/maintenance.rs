@@ -47,6 +47,19 @@ fn open_err(e: OpenError) -> LogError {
     }
 }
 
+impl<S: Storage> super::Inner<S> {
+    /// Moves the log start; epochs wholly before it leave the cache (on disk at its next
+    /// write: an entry below the log start is dropped again at open).
+    fn set_log_start(&mut self, log_start: i64) {
+        self.log_start = log_start;
+        let before = self.epochs.clone();
+        self.epochs.truncate_from_start(log_start);
+        if self.epochs != before {
+            self.epochs_version += 1;
+        }
+    }
+}
+
 impl<S: Storage> Log<S> {
     /// Makes everything written so far durable (fdatasync of the active segment).
     pub async fn flush(&self) -> Result<(), LogError> {
@@ -122,6 +135,7 @@ impl<S: Storage> Log<S> {
             .map_err(|e| LogError::io(&path, e))?;
         let end = self.shared.inner.borrow().readable_end;
         self.snapshot_producers(end).await?;
+        self.shared.persist_epochs().await?;
         let mut i = self.shared.inner.borrow_mut();
         i.fail_waiters(&AppendError::Closed);
         Ok(())
@@ -129,7 +143,11 @@ impl<S: Storage> Log<S> {
 
     /// Removes every batch at or after `offset` (a batch containing `offset` is removed
     /// whole); the next append gets the first removed offset. Appends are refused while
-    /// it runs. Used by replication to cut a diverged tail.
+    /// it runs. Used by replication to cut a diverged tail; the epoch cache is cut with it.
+    ///
+    /// Under the shard journal a truncation record goes to the journal (durably) before the
+    /// segment is cut, so a replay never brings the removed batches back; the log keeps
+    /// that record needed until the cut segment is synced.
     pub async fn truncate(&self, offset: Offset) -> Result<(), LogError> {
         self.shared.poisoned()?;
         {
@@ -142,18 +160,77 @@ impl<S: Storage> Log<S> {
         self.shared.writer_idle().await;
         self.shared.drain_behind().await;
         self.shared.wait_for_preparation(0, u64::MAX).await;
-        let mut r = self.truncate_idle(offset.0).await;
+        let mut r = self.journal_truncation(offset.0).await;
+        if r.is_ok() {
+            r = self.truncate_idle(offset.0).await;
+        }
         if r.is_ok() {
             // Snapshots past the new end describe batches that are gone.
             let end = {
                 let mut i = self.shared.inner.borrow_mut();
                 i.producer_snapshot = i.producer_snapshot.min(i.next_offset);
-                i.next_offset
+                let end = i.next_offset;
+                let before = i.epochs.clone();
+                i.epochs.truncate_from_end(end);
+                if i.epochs != before {
+                    i.epochs_version += 1;
+                }
+                if i.leader_epoch
+                    .is_some_and(|e| i.epochs.latest_epoch() != Some(e))
+                {
+                    // A leader never truncates; one that did must take its epoch again.
+                    i.leader_epoch = None;
+                }
+                end
             };
             r = self.remove_producer_snapshots(|o| o > end).await;
+            if r.is_ok() {
+                r = self.shared.persist_epochs().await;
+            }
         }
-        self.shared.inner.borrow_mut().truncating = false;
+        {
+            // The cut segment is synced: the journal may forget the truncation record (and
+            // the records of removed batches) once older records are no longer needed.
+            let mut i = self.shared.inner.borrow_mut();
+            let end = i.next_offset;
+            i.journal_pending.retain(|(e, _)| *e <= end);
+            i.truncating = false;
+        }
         r
+    }
+
+    /// Writes a journaled log's truncation record and waits until it is durable; the record
+    /// stays needed (an entry past any end in `journal_pending`) until the truncation ends.
+    async fn journal_truncation(&self, offset: i64) -> Result<(), LogError> {
+        let ticket = {
+            let mut i = self.shared.inner.borrow_mut();
+            let Some(journal) = i.journaled() else {
+                return Ok(());
+            };
+            if offset >= i.next_offset {
+                return Ok(());
+            }
+            let t = journal
+                .submit(
+                    crate::journal::format::RecordKind::Truncate,
+                    &i.journal_name,
+                    offset,
+                    &[],
+                )
+                .map_err(|e| {
+                    LogError::io(
+                        journal.dir(),
+                        std::io::Error::other(format!("shard journal: {e}")),
+                    )
+                })?;
+            i.journal_pending.push_back((i64::MAX, t.lsn));
+            (t, journal.dir())
+        };
+        let (ticket, dir) = ticket;
+        ticket
+            .durable()
+            .await
+            .map_err(|e| LogError::io(dir, std::io::Error::new(e.kind(), e.to_string())))
     }
 
     async fn truncate_idle(&self, offset: i64) -> Result<(), LogError> {
@@ -285,7 +362,7 @@ impl<S: Storage> Log<S> {
         f.sync_data().await.map_err(io)?;
         storage.rename(&tmp, &dst).await.map_err(io)?;
         storage.sync_dir(&dir).await.map_err(io)?;
-        self.shared.inner.borrow_mut().log_start = offset.0;
+        self.shared.inner.borrow_mut().set_log_start(offset.0);
         self.delete_segments_below(offset.0).await?;
         Ok(Offset(self.shared.inner.borrow().log_start))
     }
@@ -315,7 +392,8 @@ impl<S: Storage> Log<S> {
                 i.segments.remove(b);
             }
             let first = i.segments.keys().next().copied().unwrap_or(i.log_start);
-            i.log_start = i.log_start.max(first);
+            let start = i.log_start.max(first);
+            i.set_log_start(start);
             (i.storage.clone(), i.dir.clone())
         };
         for b in bases {

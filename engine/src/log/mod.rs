@@ -20,6 +20,7 @@
 //! until the writer is idle and refuses appends meanwhile.
 
 mod behind;
+mod epochs;
 mod maintenance;
 mod producers;
 mod read;
@@ -119,6 +120,8 @@ pub(crate) struct Shared<S: Storage> {
     prepared: Notify,
     /// Notified when a write-behind write ends (see [`behind`]).
     behind_progress: Notify,
+    /// One write of the epoch cache file at a time (see [`epochs`]).
+    epochs_lock: tokio::sync::Mutex<()>,
 }
 
 impl<S: Storage> Drop for Shared<S> {
@@ -213,6 +216,25 @@ struct Inner<S: Storage> {
     journal_pending: VecDeque<(i64, u64)>,
     /// Segment writes waiting behind their acknowledgement (journaled logs).
     behind: behind::Behind,
+    /// Which leader epoch wrote where (see [`epochs`]).
+    epochs: crate::epoch::EpochCache,
+    /// Bumped at each change of `epochs`; the file holds `epochs_persisted`.
+    epochs_version: u64,
+    epochs_persisted: u64,
+    /// The epoch client appends are stamped with while this replica leads.
+    leader_epoch: Option<crate::epoch::Epoch>,
+}
+
+/// Where appended batches come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// A producer: sequences checked, offsets assigned, stamped with the leader epoch.
+    Client,
+    /// The shard journal's replay: kept as stamped the first time.
+    Replayed,
+    /// The partition's leader: offsets, epochs and timestamps kept as the leader wrote
+    /// them; producer state follows without refusing anything.
+    Replicated,
 }
 
 impl<S: Storage> Inner<S> {
@@ -318,7 +340,7 @@ impl<S: Storage> Inner<S> {
     fn enqueue<B: AsRef<[u8]>>(
         &mut self,
         batches: &[B],
-        replayed: bool,
+        origin: Origin,
     ) -> Result<(AppendInfo, oneshot::Receiver<Result<(), AppendError>>), AppendError> {
         self.check_writable()?;
         if batches.is_empty() {
@@ -340,17 +362,31 @@ impl<S: Storage> Inner<S> {
             });
         }
         let now_ms = self.storage.now_ms();
-        if let Some((first, last)) = self.check_sequences(&headers)? {
+        if origin == Origin::Replicated {
+            self.check_replicated(&headers)?;
+        } else if let Some((first, last)) = self.check_sequences(&headers)? {
             return Ok(self.duplicate(first, last));
         }
-        // A replayed batch keeps the LogAppendTime it was stamped with the first time.
-        let append_time = self.config.timestamp_type == TimestampType::LogAppendTime && !replayed;
+        // A replayed or replicated batch keeps the LogAppendTime it was stamped with.
+        let append_time =
+            self.config.timestamp_type == TimestampType::LogAppendTime && origin == Origin::Client;
+        let stamp = match origin {
+            Origin::Client => self.leader_epoch,
+            Origin::Replayed | Origin::Replicated => None,
+        };
         let first = self.next_offset;
         for (b, h) in batches.iter().zip(&headers) {
             let base = self.next_offset;
             self.stats.bytes_appended += b.as_ref().len() as u64;
-            self.queue_batch(b.as_ref(), h, now_ms, append_time);
+            self.queue_batch(b.as_ref(), h, now_ms, append_time, stamp);
             self.producers.record(h, base, now_ms);
+            if origin != Origin::Client && h.partition_leader_epoch >= 0 {
+                // Checked above for replicated batches; a replayed one was accepted once.
+                if let Err(e) = self.note_epoch(h.partition_leader_epoch, base) {
+                    tracing::warn!(dir = %self.dir.display(), offset = base, error = %e,
+                        "replayed batch's leader epoch is older than the log's: not recorded");
+                }
+            }
         }
         let (tx, rx) = oneshot::channel();
         self.waiters.push_back((self.next_offset, tx));
@@ -362,6 +398,39 @@ impl<S: Storage> Inner<S> {
             duplicate: false,
         };
         Ok((info, rx))
+    }
+
+    /// Checks batches from the leader: they continue the log at its end, contiguous, with
+    /// leader epochs that never go back (a batch without an epoch is refused).
+    fn check_replicated(&self, headers: &[BatchHeader]) -> Result<(), AppendError> {
+        let mut expected = self.next_offset;
+        let mut latest = self.epochs.latest_epoch().unwrap_or(0);
+        for h in headers {
+            if h.base_offset != expected {
+                return Err(AppendError::NotContiguous {
+                    expected,
+                    got: h.base_offset,
+                });
+            }
+            let epoch = h.partition_leader_epoch;
+            if epoch < latest {
+                let source = if epoch < 0 {
+                    crate::epoch::EpochError::Negative {
+                        epoch,
+                        start_offset: h.base_offset,
+                    }
+                } else {
+                    crate::epoch::EpochError::EpochNotAfter { epoch, latest }
+                };
+                return Err(AppendError::Epoch {
+                    offset: h.base_offset,
+                    source,
+                });
+            }
+            latest = epoch;
+            expected = h.last_offset() + 1;
+        }
+        Ok(())
     }
 
     /// Checks idempotent producers' sequences: `Some(first, last offset)` when the batches
@@ -427,7 +496,14 @@ impl<S: Storage> Inner<S> {
         (info, rx)
     }
 
-    fn queue_batch(&mut self, b: &[u8], h: &BatchHeader, now_ms: i64, append_time: bool) {
+    fn queue_batch(
+        &mut self,
+        b: &[u8],
+        h: &BatchHeader,
+        now_ms: i64,
+        append_time: bool,
+        stamp_epoch: Option<crate::epoch::Epoch>,
+    ) {
         let len = b.len() as u64;
         let count = h.last_offset_delta as i64 + 1;
         let tail = self.tail(now_ms);
@@ -471,6 +547,9 @@ impl<S: Storage> Inner<S> {
         unit.buf.extend_from_slice(b);
         let stored = &mut unit.buf.as_mut_slice()[at..];
         batch::set_base_offset(stored, base);
+        if let Some(epoch) = stamp_epoch {
+            batch::set_leader_epoch(stored, epoch);
+        }
         let max_timestamp = if append_time {
             batch::set_log_append_time(stored, now_ms);
             now_ms
@@ -515,7 +594,52 @@ impl<S: Storage> Log<S> {
         &self,
         batches: &[B],
     ) -> impl Future<Output = Result<AppendInfo, AppendError>> + 'static {
-        self.append_inner(batches, false)
+        self.append_inner(batches, Origin::Client)
+    }
+
+    /// Appends batches fetched from the partition's leader, exactly as the leader stored
+    /// them: they must start at this log's end, be contiguous and carry leader epochs that
+    /// never go back. Offsets, epochs and LogAppendTime are kept; idempotent producers'
+    /// state follows them without refusal (the leader checked the sequences). A batch that
+    /// brings a new epoch makes the epoch cache durable before the append completes.
+    pub async fn append_replicated<B: AsRef<[u8]>>(
+        &self,
+        batches: &[B],
+    ) -> Result<AppendInfo, AppendError> {
+        // The epochs first, durably: no batch of an epoch the file does not name can become
+        // durable (an entry at the log end with no batch yet is harmless, as a new leader's).
+        let changed = {
+            let mut i = self.shared.inner.borrow_mut();
+            i.check_writable()?;
+            let headers = batches
+                .iter()
+                .enumerate()
+                .map(|(k, b)| batch::validate(b.as_ref(), k))
+                .collect::<Result<Vec<_>, _>>()?;
+            i.check_replicated(&headers)?;
+            let mut changed = false;
+            for h in &headers {
+                changed |= i
+                    .note_epoch(h.partition_leader_epoch, h.base_offset)
+                    .map_err(|source| AppendError::Epoch {
+                        offset: h.base_offset,
+                        source,
+                    })?;
+            }
+            changed || i.epochs_dirty()
+        };
+        if changed {
+            self.shared.persist_epochs().await.map_err(|e| match e {
+                crate::LogError::Io { source, .. } | crate::LogError::Poisoned { source, .. } => {
+                    AppendError::Poisoned {
+                        dir: self.dir(),
+                        source,
+                    }
+                }
+                _ => AppendError::Closed,
+            })?;
+        }
+        self.append_inner(batches, Origin::Replicated).await
     }
 
     /// Appends batches read back from the shard journal: like [`Log::append`], but a
@@ -524,15 +648,15 @@ impl<S: Storage> Log<S> {
         &self,
         batches: &[B],
     ) -> impl Future<Output = Result<AppendInfo, AppendError>> + 'static {
-        self.append_inner(batches, true)
+        self.append_inner(batches, Origin::Replayed)
     }
 
     fn append_inner<B: AsRef<[u8]>>(
         &self,
         batches: &[B],
-        replayed: bool,
+        origin: Origin,
     ) -> impl Future<Output = Result<AppendInfo, AppendError>> + 'static {
-        let queued = self.shared.inner.borrow_mut().enqueue(batches, replayed);
+        let queued = self.shared.inner.borrow_mut().enqueue(batches, origin);
         if queued.is_ok() {
             self.shared.wake.notify_one();
         }

@@ -165,6 +165,8 @@ impl<S: Storage> Log<S> {
             super::producers::load(&storage, &dir, &names, &segments, end).await?;
         let first_base = segments.keys().next().copied().unwrap_or(0);
         let log_start = checkpoint.unwrap_or(first_base).max(first_base).min(end);
+        let (epochs, epochs_stale) =
+            super::epochs::load(&storage, &dir, &names, log_start, end).await?;
         let now_ms = storage.now_ms();
         let inner = Inner {
             storage: storage.clone(),
@@ -199,6 +201,11 @@ impl<S: Storage> Log<S> {
             journal_name: String::new(),
             journal_pending: VecDeque::new(),
             behind: Default::default(),
+            epochs,
+            // Entries past the recovered end are dropped on disk at the next write.
+            epochs_version: u64::from(epochs_stale),
+            epochs_persisted: 0,
+            leader_epoch: None,
         };
         let shared = Rc::new(Shared {
             inner: RefCell::new(inner),
@@ -206,6 +213,7 @@ impl<S: Storage> Log<S> {
             idle: Rc::new(Notify::new()),
             prepared: Notify::new(),
             behind_progress: Notify::new(),
+            epochs_lock: tokio::sync::Mutex::new(()),
         });
         storage.spawn(writer::run(Rc::downgrade(&shared), shared.wake.clone()));
         Ok(Log { shared })

@@ -3,8 +3,8 @@
 //! answers "where does your log of epoch E end?" and a follower finds where its log diverged
 //! from the leader's, so that truncation never depends on the high watermark.
 //!
-//! Pure data: the replica keeps it durable next to its log (see the partition's side in the
-//! engine); this module only states what it means.
+//! The [`crate::Log`] keeps one per partition, durable in `leader-epoch.checkpoint` (format
+//! in `engine/FORMAT.md`, codec here: [`encode`], [`decode`]).
 //!
 //! Invariants (asserted by [`EpochCache::from_entries`] and kept by every method): epochs
 //! strictly increase and start offsets never decrease along the entries.
@@ -159,6 +159,72 @@ impl EpochCache {
     }
 }
 
+/// Name of the epoch cache file in a partition's directory.
+pub const FILE: &str = "leader-epoch.checkpoint";
+const MAGIC: [u8; 4] = *b"TNLE";
+const VERSION: u16 = 1;
+const HEADER_BYTES: usize = 12;
+const ENTRY_BYTES: usize = 12;
+
+/// Encodes the cache: magic, version u16, reserved u16, entry count u32, the entries
+/// (epoch i32, start offset i64), CRC32C of everything before it; little-endian.
+pub fn encode(cache: &EpochCache) -> Vec<u8> {
+    let mut b = Vec::with_capacity(HEADER_BYTES + cache.entries.len() * ENTRY_BYTES + 4);
+    b.extend_from_slice(&MAGIC);
+    b.extend_from_slice(&VERSION.to_le_bytes());
+    b.extend_from_slice(&0u16.to_le_bytes());
+    b.extend_from_slice(&(cache.entries.len() as u32).to_le_bytes());
+    for e in &cache.entries {
+        b.extend_from_slice(&e.epoch.to_le_bytes());
+        b.extend_from_slice(&e.start_offset.to_le_bytes());
+    }
+    let crc = crc32c::crc32c(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
+    b
+}
+
+/// Why an epoch cache file is not readable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("not an epoch cache file (magic, version or length)")]
+    Format,
+    #[error("checksum mismatch")]
+    Checksum,
+    #[error(transparent)]
+    Entries(#[from] EpochError),
+}
+
+/// Decodes what [`encode`] wrote, checking the checksum and the cache's invariants.
+pub fn decode(b: &[u8]) -> Result<EpochCache, DecodeError> {
+    if b.len() < HEADER_BYTES + 4 || b[..4] != MAGIC {
+        return Err(DecodeError::Format);
+    }
+    let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    if u16::from_le_bytes([b[4], b[5]]) != VERSION {
+        return Err(DecodeError::Format);
+    }
+    let count = u32_at(8) as usize;
+    let body = HEADER_BYTES + count.saturating_mul(ENTRY_BYTES);
+    if b.len() != body + 4 {
+        return Err(DecodeError::Format);
+    }
+    if crc32c::crc32c(&b[..body]) != u32_at(body) {
+        return Err(DecodeError::Checksum);
+    }
+    let entries = b[HEADER_BYTES..body]
+        .chunks_exact(ENTRY_BYTES)
+        .map(|c| {
+            let mut o = [0u8; 8];
+            o.copy_from_slice(&c[4..12]);
+            EpochEntry {
+                epoch: i32::from_le_bytes([c[0], c[1], c[2], c[3]]),
+                start_offset: i64::from_le_bytes(o),
+            }
+        })
+        .collect();
+    Ok(EpochCache::from_entries(entries)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,5 +299,40 @@ mod tests {
         assert!(EpochCache::from_entries(vec![e(2, 5), e(3, 4)]).is_err());
         assert!(EpochCache::from_entries(vec![e(-2, 5)]).is_err());
         assert!(EpochCache::from_entries(vec![e(1, 5), e(3, 5)]).is_ok());
+    }
+
+    #[test]
+    fn the_file_round_trips_and_refuses_damage() {
+        let c = cache(&[(1, 0), (3, 10), (4, 25)]);
+        let b = encode(&c);
+        assert_eq!(decode(&b), Ok(c.clone()));
+        assert_eq!(
+            decode(&encode(&EpochCache::default())),
+            Ok(EpochCache::default())
+        );
+        for i in 0..b.len() {
+            let mut d = b.clone();
+            d[i] ^= 0x10;
+            assert!(decode(&d).is_err(), "a flipped byte {i} was read");
+        }
+        assert_eq!(decode(&b[..b.len() - 1]), Err(DecodeError::Format));
+        assert_eq!(decode(&[]), Err(DecodeError::Format));
+        // Entries that break the invariants are refused even with a good checksum.
+        let bad = EpochCache {
+            entries: vec![
+                EpochEntry {
+                    epoch: 3,
+                    start_offset: 0,
+                },
+                EpochEntry {
+                    epoch: 2,
+                    start_offset: 5,
+                },
+            ],
+        };
+        assert!(matches!(
+            decode(&encode(&bad)),
+            Err(DecodeError::Entries(_))
+        ));
     }
 }
