@@ -41,6 +41,11 @@ impl Cluster {
     /// Nodes 1..=voters are controller voters (and brokers); the next `brokers_only` nodes
     /// are brokers only (`process.roles = "broker"`).
     fn start(voters_n: i32, brokers_only: i32) -> Cluster {
+        Self::start_with(voters_n, brokers_only, "")
+    }
+
+    /// [`Cluster::start`] with `more` TOML lines in every node's configuration.
+    fn start_with(voters_n: i32, brokers_only: i32, more: &str) -> Cluster {
         let certs = tempfile::tempdir().unwrap();
         let ids: Vec<i32> = (1..=voters_n + brokers_only).collect();
         let dev = tern_replication::tls::dev_certificates(&ids).unwrap();
@@ -66,7 +71,7 @@ impl Cluster {
             let extra = format!(
                 "{role}node.id = {id}\ncluster.id = \"test-cluster\"\ncontroller.quorum.voters = \"{}\"\n\
                  broker.session.timeout.ms = 3000\nbroker.heartbeat.interval.ms = 500\n\
-                 quic.tls.cert = \"{}\"\nquic.tls.key = \"{}\"\nquic.tls.ca = \"{}\"\n",
+                 quic.tls.cert = \"{}\"\nquic.tls.key = \"{}\"\nquic.tls.ca = \"{}\"\n{more}",
                 voters.join(","),
                 certs.path().join(format!("node-{id}.crt")).display(),
                 certs.path().join(format!("node-{id}.key")).display(),
@@ -199,11 +204,24 @@ fn leaders(m: &MetadataResponse, topic: &str) -> Vec<i32> {
 }
 
 fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
+    create_replicated(bootstrap, name, partitions, 1, &[]);
+}
+
+fn create_replicated(
+    bootstrap: &str,
+    name: &str,
+    partitions: i32,
+    replicas: i32,
+    configs: &[(&str, &str)],
+) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
         .unwrap();
-    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replicas));
+    for (k, v) in configs {
+        topic = topic.set(k, v);
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -217,6 +235,12 @@ fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
 }
 
 fn produce(bootstrap: &str, topic: &str, partitions: i32, per_partition: usize) {
+    produce_range(bootstrap, topic, partitions, 0..per_partition);
+}
+
+/// Produces `{partition}-{i}` for every `i` of `range` to every partition, acks=all and
+/// idempotent, and waits until every record is acknowledged.
+fn produce_range(bootstrap: &str, topic: &str, partitions: i32, range: std::ops::Range<usize>) {
     let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("acks", "all")
@@ -225,7 +249,7 @@ fn produce(bootstrap: &str, topic: &str, partitions: i32, per_partition: usize) 
         .set("message.timeout.ms", "30000")
         .create()
         .unwrap();
-    for i in 0..per_partition {
+    for i in range {
         for part in 0..partitions {
             let value = format!("{part}-{i}");
             p.send(
@@ -474,4 +498,177 @@ fn group_round_trip(bootstrap: &str, topic: &str, expected: usize) {
         })
         .sum();
     assert_eq!(total, expected as i64, "{committed:?}");
+}
+
+fn isrs(m: &MetadataResponse, topic: &str) -> Vec<Vec<i32>> {
+    m.topics
+        .iter()
+        .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == topic))
+        .map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| p.isr_nodes.iter().map(|b| b.0).collect())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Guards replication end to end (RF 3, min ISR 2): every record acknowledged with acks=all
+/// survives the SIGKILL of its partition's leader, the new leader serves them all and takes
+/// new ones once the ISR has shrunk, and the old leader, restarted, catches up and rejoins
+/// the ISR.
+#[test]
+fn acknowledged_records_survive_the_loss_of_a_leader() {
+    let mut cluster = Cluster::start_with(3, 0, "replica.lag.time.max.ms = 2000\n");
+    let first = &cluster.nodes[&1];
+    wait_for("three live brokers and a controller", || {
+        let m = metadata(first, Some(&[]));
+        m.brokers.len() == 3 && controller(first) > 0
+    });
+    create_replicated(
+        &cluster.bootstrap(),
+        "replicated",
+        2,
+        3,
+        &[("min.insync.replicas", "2")],
+    );
+    wait_for("every partition with three in-sync replicas", || {
+        let m = metadata(&cluster.nodes[&1], Some(&["replicated"]));
+        let i = isrs(&m, "replicated");
+        i.len() == 2 && i.iter().all(|r| r.len() == 3)
+    });
+    produce_range(&cluster.bootstrap(), "replicated", 2, 0..100);
+    assert_eq!(
+        consume_all(&cluster.bootstrap(), "replicated", 2, 200).len(),
+        200
+    );
+
+    let m = metadata(&cluster.nodes[&1], Some(&["replicated"]));
+    let old = leaders(&m, "replicated")[0];
+    cluster.nodes.get_mut(&old).unwrap().kill9();
+    let live: Vec<i32> = cluster
+        .nodes
+        .keys()
+        .copied()
+        .filter(|id| *id != old)
+        .collect();
+    let bootstrap: String = live
+        .iter()
+        .map(|id| cluster.nodes[id].addr())
+        .collect::<Vec<_>>()
+        .join(",");
+    wait_for("a new leader for every partition", || {
+        let m = metadata(&cluster.nodes[&live[0]], Some(&["replicated"]));
+        leaders(&m, "replicated")
+            .iter()
+            .all(|l| *l > 0 && *l != old)
+    });
+    // Nothing acknowledged is lost, and the new leaders take more once the dead replica
+    // has left the ISR (2 in sync: min.insync.replicas is met).
+    assert_eq!(consume_all(&bootstrap, "replicated", 2, 200).len(), 200);
+    produce_range(&bootstrap, "replicated", 2, 100..150);
+    assert_eq!(consume_all(&bootstrap, "replicated", 2, 300).len(), 300);
+
+    cluster.nodes.get_mut(&old).unwrap().restart();
+    wait_for("the restarted replica back in every ISR", || {
+        let m = metadata(&cluster.nodes[&live[0]], Some(&["replicated"]));
+        let i = isrs(&m, "replicated");
+        i.len() == 2 && i.iter().all(|r| r.len() == 3)
+    });
+    assert_eq!(
+        consume_all(&cluster.bootstrap(), "replicated", 2, 300).len(),
+        300
+    );
+}
+
+/// One record to partition 0 with `acks` and no retries: the broker's answer.
+fn produce_once(
+    bootstrap: &str,
+    topic: &str,
+    acks: &str,
+) -> Result<(), rdkafka::error::KafkaError> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", acks)
+        .set("retries", "0")
+        .set("enable.idempotence", "false")
+        .set("message.timeout.ms", "20000")
+        .create()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    static SENT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let value = format!(
+        "0-once-{}",
+        SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    rt.block_on(
+        p.send(
+            FutureRecord::<(), str>::to(topic)
+                .partition(0)
+                .payload(&value),
+            Duration::from_secs(20),
+        ),
+    )
+    .map(|_| ())
+    .map_err(|(e, _)| e)
+}
+
+/// Guards min.insync.replicas: with 3 required and a follower down, acks=all is refused with
+/// NOT_ENOUGH_REPLICAS once the ISR has shrunk, while acks=1 is still taken; when the
+/// follower returns and catches up, acks=all works again.
+#[test]
+fn acks_all_needs_min_insync_replicas() {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    let mut cluster = Cluster::start_with(3, 0, "replica.lag.time.max.ms = 2000\n");
+    wait_for("three live brokers and a controller", || {
+        let m = metadata(&cluster.nodes[&1], Some(&[]));
+        m.brokers.len() == 3 && controller(&cluster.nodes[&1]) > 0
+    });
+    create_replicated(
+        &cluster.bootstrap(),
+        "strict",
+        1,
+        3,
+        &[("min.insync.replicas", "3")],
+    );
+    wait_for("three in-sync replicas", || {
+        let m = metadata(&cluster.nodes[&1], Some(&["strict"]));
+        isrs(&m, "strict").first().is_some_and(|r| r.len() == 3)
+    });
+    produce_once(&cluster.bootstrap(), "strict", "all").unwrap();
+
+    let m = metadata(&cluster.nodes[&1], Some(&["strict"]));
+    let leader = leaders(&m, "strict")[0];
+    let follower = *cluster.nodes.keys().find(|id| **id != leader).unwrap();
+    cluster.nodes.get_mut(&follower).unwrap().kill9();
+    let bootstrap = cluster.nodes[&leader].addr();
+    wait_for("the ISR without the dead follower", || {
+        let m = metadata(&cluster.nodes[&leader], Some(&["strict"]));
+        isrs(&m, "strict").first().is_some_and(|r| r.len() == 2)
+    });
+    // The leader applies the shrunk ISR a moment after the image has it: an append it took
+    // just before fails after the append; then acks=all is refused before any append.
+    wait_for("NOT_ENOUGH_REPLICAS", || {
+        match produce_once(&bootstrap, "strict", "all") {
+            Err(KafkaError::MessageProduction(RDKafkaErrorCode::NotEnoughReplicas)) => true,
+            Err(KafkaError::MessageProduction(RDKafkaErrorCode::NotEnoughReplicasAfterAppend)) => {
+                false
+            }
+            other => panic!("acks=all with the ISR below the minimum: {other:?}"),
+        }
+    });
+    produce_once(&bootstrap, "strict", "1").unwrap();
+
+    cluster.nodes.get_mut(&follower).unwrap().restart();
+    wait_for("the follower back in the ISR", || {
+        let m = metadata(&cluster.nodes[&leader], Some(&["strict"]));
+        isrs(&m, "strict").first().is_some_and(|r| r.len() == 3)
+    });
+    produce_once(&cluster.bootstrap(), "strict", "all").unwrap();
+    // The three acknowledged records (and any written before a refusal after the append).
+    assert!(consume_all(&cluster.bootstrap(), "strict", 1, 3).len() >= 3);
 }

@@ -136,6 +136,17 @@ pub fn sync_roles(shard: &Rc<ShardState>) {
     }
 }
 
+/// Gives partitions their roles as soon as the node publishes a new image (the shard tick
+/// catches anything missed).
+pub async fn follow_views(
+    shard: Rc<ShardState>,
+    mut views: tokio::sync::watch::Receiver<std::sync::Arc<tern_replication::node::NodeView>>,
+) {
+    while views.changed().await.is_ok() {
+        sync_roles(&shard);
+    }
+}
+
 /// Periodic duties of the partitions this shard leads: expired acks=all waits, ISR
 /// shrinks, AlterPartition requests (and their refusals).
 pub fn tick(shard: &Rc<ShardState>) {

@@ -421,6 +421,12 @@ async fn run_shard(cfg: ShardConfig) -> bool {
     }
     tokio_uring::spawn(state.clone().serve_queue(cfg.rx));
     let ticks = tokio_uring::spawn(state.clone().run_ticks());
+    if let Some(node) = &state.router.cluster {
+        tokio_uring::spawn(crate::replicate::follow_views(
+            state.clone(),
+            node.subscribe(),
+        ));
+    }
     if let Some(meta_rx) = cfg.meta_rx {
         tokio_uring::spawn(admin::run_writer(state.clone(), meta_rx));
         if let Some(node) = &state.router.cluster {
