@@ -579,6 +579,65 @@ fn acknowledged_records_survive_the_loss_of_a_leader() {
         consume_all(&cluster.bootstrap(), "replicated", 2, 300).len(),
         300
     );
+
+    // Committed offsets are replicated too: they survive the loss of their coordinator.
+    group_round_trip(&cluster.bootstrap(), "replicated", 300);
+    let coordinator = find_coordinator(&cluster.nodes[&1], "cluster-group");
+    assert!(coordinator > 0);
+    cluster.nodes.get_mut(&coordinator).unwrap().kill9();
+    let other = *cluster.nodes.keys().find(|id| **id != coordinator).unwrap();
+    wait_for("another coordinator", || {
+        let c = find_coordinator(&cluster.nodes[&other], "cluster-group");
+        c > 0 && c != coordinator
+    });
+    let bootstrap: String = cluster
+        .nodes
+        .iter()
+        .filter(|(id, _)| **id != coordinator)
+        .map(|(_, b)| b.addr())
+        .collect::<Vec<_>>()
+        .join(",");
+    assert_eq!(
+        committed_total(&bootstrap, "replicated", "cluster-group"),
+        300
+    );
+}
+
+/// The coordinator FindCoordinator names for `group`, as `b` answers (-1: none).
+fn find_coordinator(b: &Broker, group: &str) -> i32 {
+    use kafka_protocol::messages::{FindCoordinatorRequest, FindCoordinatorResponse};
+    let req = FindCoordinatorRequest::default()
+        .with_key(StrBytes::from_string(group.to_string()))
+        .with_key_type(0);
+    let mut body = round_trip(b, ApiKey::FindCoordinator, 3, &req);
+    let resp = FindCoordinatorResponse::decode(&mut body, 3).unwrap();
+    if resp.error_code != 0 {
+        return -1;
+    }
+    resp.node_id.0
+}
+
+/// The sum of `group`'s committed offsets on `topic`, as a new member of it reads them.
+fn committed_total(bootstrap: &str, topic: &str, group: &str) -> i64 {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..2 {
+        tpl.add_partition(topic, p);
+    }
+    let committed = c.committed_offsets(tpl, Duration::from_secs(30)).unwrap();
+    committed
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => o,
+            _ => 0,
+        })
+        .sum()
 }
 
 /// One record to partition 0 with `acks` and no retries: the broker's answer.

@@ -118,10 +118,21 @@ pub fn sync_roles(shard: &Rc<ShardState>) {
         let config = replica_config(shard, &tp.0);
         let ip = ip.clone();
         let me = shard.clone();
+        let before = r.seen.borrow().get(&tp).copied();
         tokio_uring::spawn(async move {
             match p.apply_image(local, &ip, config).await {
                 Ok(()) => {
                     me.replication.seen.borrow_mut().insert(tp.clone(), key);
+                    // A coordinator taking over a `__consumer_offsets` partition replays the
+                    // commits replicated to it while another broker coordinated (at start,
+                    // every local partition was loaded already).
+                    let took_over = before.is_some_and(|b| b.1 != local) && ip.leader == local;
+                    if tp.0 == crate::group::store::OFFSETS_TOPIC && took_over {
+                        if let Err(e) = me.load_offsets_partition(tp.1).await {
+                            tracing::warn!(partition = tp.1, error = %e,
+                                "loading the groups of a __consumer_offsets partition");
+                        }
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(topic = %tp.0, partition = tp.1, error = %e,
@@ -360,6 +371,19 @@ async fn apply_fetched(p: &Partition, data: &PartitionData) -> Result<(), String
         p.on_log_end();
     }
     p.set_follower_high_watermark(data.high_watermark);
+    apply_log_start(p, data.log_start).await
+}
+
+/// The leader's log starts later (retention, DeleteRecords, the offsets cleaner): so does
+/// the follower's, as far as it has records.
+async fn apply_log_start(p: &Partition, leader_log_start: i64) -> Result<(), String> {
+    let target = leader_log_start.min(p.log.readable_end().0);
+    if target > p.log.log_start_offset().0 {
+        p.log
+            .delete_records(Offset(target))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     Ok(())
 }
 

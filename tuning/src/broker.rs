@@ -59,6 +59,7 @@ pub const BROKER_KEYS: &[&str] = &[
     "min.insync.replicas",
     "replica.lag.time.max.ms",
     "offsets.topic.num.partitions",
+    "offsets.topic.replication.factor",
     "offsets.topic.segment.bytes",
     "offsets.retention.minutes",
     "offsets.retention.check.interval.ms",
@@ -207,6 +208,9 @@ impl Default for BrokerConfig {
 pub struct GroupSettings {
     /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets` when it is created.
     pub offsets_topic_partitions: i32,
+    /// `offsets.topic.replication.factor`: replicas of `__consumer_offsets` in a cluster (at
+    /// most the brokers alive when it is created; 1 on a single node).
+    pub offsets_topic_replication_factor: i16,
     /// `offsets.topic.segment.bytes`: segment size of `__consumer_offsets`.
     pub offsets_topic_segment_bytes: u32,
     /// `offsets.retention.minutes`, in ms: committed offsets of an empty group expire.
@@ -227,6 +231,7 @@ impl Default for GroupSettings {
     fn default() -> Self {
         GroupSettings {
             offsets_topic_partitions: 50,
+            offsets_topic_replication_factor: 3,
             offsets_topic_segment_bytes: 100 << 20,
             offsets_retention_ms: 7 * MS_PER_DAY,
             offsets_retention_check_interval_ms: 600_000,
@@ -507,6 +512,10 @@ impl BrokerConfig {
             (
                 "offsets.topic.num.partitions",
                 int(g.offsets_topic_partitions.into()),
+            ),
+            (
+                "offsets.topic.replication.factor",
+                int(g.offsets_topic_replication_factor.into()),
             ),
             (
                 "offsets.topic.segment.bytes",
@@ -893,6 +902,11 @@ impl Reader<'_> {
                 "offsets.topic.num.partitions",
                 Bounds::between(1, 10_000),
                 d.offsets_topic_partitions,
+            )?,
+            offsets_topic_replication_factor: self.int(
+                "offsets.topic.replication.factor",
+                Bounds::between(1, i16::MAX.into()),
+                d.offsets_topic_replication_factor,
             )?,
             offsets_topic_segment_bytes: self.int(
                 "offsets.topic.segment.bytes",

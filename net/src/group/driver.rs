@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use kafka_protocol::ResponseError;
 use tern_engine::Offset;
+use tern_replication::replica::AckError;
 use tern_tuning::GroupSettings;
 use tokio::sync::oneshot;
 
@@ -23,6 +24,7 @@ use super::coordinator::{
     JoinRequest, LeaveRequest, Reply, ReqId, SyncRequest, TopicPartition,
 };
 use super::store::{self, OffsetRecord, RawRecord, OFFSETS_TOPIC};
+use crate::error::PartitionError;
 use crate::shard::ShardState;
 
 /// Why the committed offsets could not be loaded from `__consumer_offsets` at start.
@@ -48,6 +50,8 @@ const CLEAN_RATIO: u64 = 4;
 const RECORDS_BATCH_BYTES_MAX: usize = 512 * 1024;
 /// Bytes read per step when replaying a partition.
 const LOAD_READ_BYTES: u32 = 1 << 20;
+/// How long an offset commit waits for its records to reach the ISR.
+const COMMIT_TIMEOUT_MS: u64 = 30_000;
 
 /// A group operation, run on the shard that owns the group.
 #[derive(Debug)]
@@ -244,7 +248,8 @@ impl ShardState {
     }
 
     /// Queues offset records on a local `__consumer_offsets` partition (synchronously) and
-    /// returns what completes when they are durable.
+    /// returns what completes when they are durable and, in a cluster, replicated to the
+    /// partition's ISR (acks=all: a commit survives the loss of the coordinator).
     fn write_offsets(
         &self,
         partition: i32,
@@ -256,7 +261,11 @@ impl ShardState {
             if n == 0 {
                 return None;
             }
-            Some(p.log.append(&batches_of(records, now_ms())))
+            let batches: Vec<bytes::Bytes> = batches_of(records, now_ms())
+                .into_iter()
+                .map(bytes::Bytes::from)
+                .collect();
+            Some(p.produce(&batches, -1, COMMIT_TIMEOUT_MS))
         });
         if pending.as_ref().is_some_and(Option::is_some) {
             self.groups.count_records(partition, n);
@@ -266,12 +275,16 @@ impl ShardState {
                 None => Err(ResponseError::NotCoordinator.code()),
                 Some(None) => Ok(Offset(-1)),
                 Some(Some(f)) => match f.await {
-                    Ok(info) => Ok(info.first_offset),
+                    Ok(a) => Ok(Offset(a.base_offset)),
                     Err(e) => {
                         tracing::warn!(error = %e, "writing to {OFFSETS_TOPIC}");
                         Err(match e {
-                            tern_engine::AppendError::BatchTooLarge { .. } => {
-                                ResponseError::InvalidCommitOffsetSize.code()
+                            PartitionError::Append(tern_engine::AppendError::BatchTooLarge {
+                                ..
+                            }) => ResponseError::InvalidCommitOffsetSize.code(),
+                            PartitionError::NotLeader => ResponseError::NotCoordinator.code(),
+                            PartitionError::Ack(AckError::Timeout) => {
+                                ResponseError::RequestTimedOut.code()
                             }
                             _ => ResponseError::CoordinatorNotAvailable.code(),
                         })
@@ -412,8 +425,24 @@ impl ShardState {
             return Ok(());
         };
         for partition in 0..count {
+            self.load_offsets_partition(partition).await?;
+        }
+        tracing::debug!(
+            shard = self.index,
+            groups = self.groups.group_count(),
+            "consumer groups loaded"
+        );
+        Ok(())
+    }
+
+    /// Replays one `__consumer_offsets` partition into the coordinator (at start, and when
+    /// this broker becomes its leader: the commits replicated here while another broker
+    /// coordinated its groups). Replaying a whole log is idempotent: its last record per
+    /// group and partition wins.
+    pub async fn load_offsets_partition(&self, partition: i32) -> Result<(), GroupLoadError> {
+        {
             let Some(p) = self.partition(&(OFFSETS_TOPIC.to_string(), partition)) else {
-                continue;
+                return Ok(());
             };
             let mut at = p.log.log_start_offset().0;
             let end = p.log.readable_end().0;
@@ -450,11 +479,6 @@ impl ShardState {
             }
             self.groups.count_records(partition, n);
         }
-        tracing::debug!(
-            shard = self.index,
-            groups = self.groups.group_count(),
-            "consumer groups loaded"
-        );
         Ok(())
     }
 

@@ -64,10 +64,27 @@ async fn offsets_topic(shard: &Rc<ShardState>) -> Result<i32, i16> {
         // Commits leave this log only by cleaning (store.rs), never by age.
         ("retention.ms".to_string(), "-1".to_string()),
     ]);
+    // In a cluster: replicated, on at most the brokers alive now (Kafka refuses instead).
+    let replication_factor = match &router.cluster {
+        Some(node) => {
+            let alive = node
+                .view()
+                .image
+                .brokers
+                .values()
+                .filter(|b| b.is_active())
+                .count();
+            settings
+                .offsets_topic_replication_factor
+                .min(i16::try_from(alive).unwrap_or(i16::MAX))
+                .max(1)
+        }
+        None => 1,
+    };
     let command = AdminCommand::Create {
         name: OFFSETS_TOPIC.to_string(),
         partitions: settings.offsets_topic_partitions,
-        replication_factor: -1,
+        replication_factor,
         configs,
     };
     let created = router.admin(command, false).await;
