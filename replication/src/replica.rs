@@ -651,6 +651,18 @@ mod tests {
         }
     }
 
+    /// Guards a takeover: a leader alone in its ISR commits its whole log at once (nobody
+    /// else holds the mark); with followers in the ISR it keeps the mark it knew.
+    #[test]
+    fn a_new_leader_alone_in_its_isr_commits_its_log() {
+        let alone = LeaderState::new(1, &partition(&[1]), 0, 30, 10, 0, config(1));
+        assert_eq!(alone.high_watermark(), 30);
+        let strict = LeaderState::new(1, &partition(&[1]), 0, 30, 10, 0, config(2));
+        assert_eq!(strict.high_watermark(), 10);
+        let shared = LeaderState::new(1, &partition(&[1, 2, 3]), 0, 30, 10, 0, config(2));
+        assert_eq!(shared.high_watermark(), 10);
+    }
+
     #[test]
     fn high_watermark_is_the_minimum_over_the_isr_and_acks_complete() {
         let c = cache(&[(4, 0)]);
