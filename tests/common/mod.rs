@@ -196,6 +196,21 @@ impl Broker {
         assert_eq!(rc, 0, "kill(SIGTERM) failed");
     }
 
+    /// SIGSTOP: the process stops running (a long GC pause, a hung host) but keeps its
+    /// sockets.
+    pub fn pause(&self) {
+        // SAFETY: kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(self.pid(), libc::SIGSTOP) };
+        assert_eq!(rc, 0, "kill(SIGSTOP) failed");
+    }
+
+    /// SIGCONT after [`Broker::pause`].
+    pub fn resume(&self) {
+        // SAFETY: kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(self.pid(), libc::SIGCONT) };
+        assert_eq!(rc, 0, "kill(SIGCONT) failed");
+    }
+
     /// Waits for the process to exit (after a signal) and returns its status.
     pub fn wait_exit(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("broker not running");
