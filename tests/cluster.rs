@@ -29,8 +29,14 @@ const DEADLINE: Duration = Duration::from_secs(60);
 /// A cluster of `n` nodes (ids 1..=n) with development certificates.
 struct Cluster {
     nodes: BTreeMap<i32, Broker>,
-    _certs: tempfile::TempDir,
+    /// Each node's CONTROLLER (QUIC) address.
+    controllers: BTreeMap<i32, String>,
+    certs: tempfile::TempDir,
 }
+
+/// A node id with a certificate from the cluster's CA that no node runs as (an impostor
+/// follower in bad-input tests).
+const OUTSIDER: i32 = 99;
 
 fn reserve_udp() -> String {
     let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -48,7 +54,9 @@ impl Cluster {
     fn start_with(voters_n: i32, brokers_only: i32, more: &str) -> Cluster {
         let certs = tempfile::tempdir().unwrap();
         let ids: Vec<i32> = (1..=voters_n + brokers_only).collect();
-        let dev = tern_replication::tls::dev_certificates(&ids).unwrap();
+        let mut cert_ids = ids.clone();
+        cert_ids.push(OUTSIDER);
+        let dev = tern_replication::tls::dev_certificates(&cert_ids).unwrap();
         std::fs::write(certs.path().join("ca.crt"), &dev.ca_cert_pem).unwrap();
         for (id, cert, key) in &dev.nodes {
             std::fs::write(certs.path().join(format!("node-{id}.crt")), cert).unwrap();
@@ -81,7 +89,8 @@ impl Cluster {
         }
         Cluster {
             nodes,
-            _certs: certs,
+            controllers,
+            certs,
         }
     }
 
@@ -852,5 +861,111 @@ fn acks_all_fails_without_a_quorum_and_loses_nothing() {
     assert!(
         (0..100).all(|i| seen.contains(&format!("0-{i}"))),
         "{seen:?}"
+    );
+}
+
+/// Guards the leader's side of a replica stream against bad input from a node with a valid
+/// certificate: a fetch by a node that is no replica, with a future leader epoch, with a
+/// negative offset, get their errors; a request naming another replica, a malformed body
+/// and a truncated frame close the stream; the broker goes on replicating.
+#[test]
+fn replica_streams_refuse_bad_input() {
+    use tern_replication::fetch::{FetchRefusal, FetchRequest, FetchResponse, PartitionFetch};
+    use tern_replication::transport::{Transport, TransportConfig};
+    let cluster = Cluster::start(3, 0);
+    wait_for("three live brokers and a controller", || {
+        let m = metadata(&cluster.nodes[&1], Some(&[]));
+        m.brokers.len() == 3 && controller(&cluster.nodes[&1]) > 0
+    });
+    create_replicated(&cluster.bootstrap(), "guarded", 1, 3, &[]);
+    let m = metadata(&cluster.nodes[&1], Some(&["guarded"]));
+    let leader = leaders(&m, "guarded")[0];
+    let epoch = m.topics[0].partitions[0].leader_epoch;
+    produce_range(&cluster.bootstrap(), "guarded", 1, 0..10);
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = cluster.certs.path();
+    let tls = tern_replication::tls::TlsMaterial::from_files(
+        &dir.join(format!("node-{OUTSIDER}.crt")),
+        &dir.join(format!("node-{OUTSIDER}.key")),
+        &dir.join("ca.crt"),
+    )
+    .unwrap();
+    let addr: std::net::SocketAddr = cluster.controllers[&leader].parse().unwrap();
+    let fetch = |replica_id: i32, current_leader_epoch: i32, fetch_offset: i64| FetchRequest {
+        replica_id,
+        broker_epoch: 1,
+        max_wait_ms: 0,
+        max_bytes: 1 << 20,
+        partitions: vec![PartitionFetch {
+            topic: "guarded".into(),
+            partition: 0,
+            current_leader_epoch,
+            fetch_offset,
+            last_fetched_epoch: -1,
+            max_bytes: 1 << 20,
+        }],
+    };
+    rt.block_on(async {
+        let config = TransportConfig::new(
+            OUTSIDER,
+            "test-cluster",
+            "127.0.0.1:0".parse().unwrap(),
+            BTreeMap::new(),
+        );
+        let (transport, _rx) = Transport::bind(config, &tls).unwrap();
+        let dialer = transport.replica_dialer();
+        let (_conn, mut send, mut recv) = dialer.open(leader, addr, 0).await.unwrap();
+        let mut ask = async |body: Bytes| -> Result<FetchResponse, String> {
+            send.write_all(&(body.len() as u32).to_be_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
+            send.write_all(&body).await.map_err(|e| e.to_string())?;
+            let mut len = [0u8; 4];
+            recv.read_exact(&mut len).await.map_err(|e| e.to_string())?;
+            let mut b = vec![0u8; u32::from_be_bytes(len) as usize];
+            recv.read_exact(&mut b).await.map_err(|e| e.to_string())?;
+            FetchResponse::decode(Bytes::from(b)).map_err(|e| e.to_string())
+        };
+        let refusal = |r: Result<FetchResponse, String>| r.unwrap().partitions[0].result;
+        assert_eq!(
+            refusal(ask(fetch(OUTSIDER, epoch, 0).encode()).await),
+            Err(FetchRefusal::NotReplica)
+        );
+        assert_eq!(
+            refusal(ask(fetch(OUTSIDER, epoch + 5, 0).encode()).await),
+            Err(FetchRefusal::UnknownLeaderEpoch)
+        );
+        assert_eq!(
+            refusal(ask(fetch(OUTSIDER, epoch - 1, 0).encode()).await),
+            Err(FetchRefusal::FencedLeaderEpoch)
+        );
+        assert_eq!(
+            refusal(ask(fetch(OUTSIDER, epoch, -7).encode()).await),
+            Err(FetchRefusal::NotReplica)
+        );
+        // Posing as replica 2 on a stream whose hello said 99: the stream is closed.
+        assert!(ask(fetch(2, epoch, 0).encode()).await.is_err());
+
+        // A malformed body, then a truncated frame, each on a stream of its own.
+        let (_c2, mut send2, mut recv2) = dialer.open(leader, addr, 0).await.unwrap();
+        send2.write_all(&5u32.to_be_bytes()).await.unwrap();
+        send2.write_all(b"\x01junk").await.unwrap();
+        let mut b = [0u8; 4];
+        assert!(recv2.read_exact(&mut b).await.is_err());
+        let (_c3, mut send3, mut recv3) = dialer.open(leader, addr, 0).await.unwrap();
+        send3.write_all(&1000u32.to_be_bytes()).await.unwrap();
+        send3.write_all(&[1, 2, 3]).await.unwrap();
+        let _ = send3.finish();
+        assert!(recv3.read_exact(&mut b).await.is_err());
+    });
+    // The leader is alive and still replicates: acks=all with every replica in sync.
+    produce_range(&cluster.bootstrap(), "guarded", 1, 10..20);
+    assert_eq!(
+        consume_all(&cluster.bootstrap(), "guarded", 1, 20).len(),
+        20
     );
 }
