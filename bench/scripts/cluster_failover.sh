@@ -49,10 +49,11 @@ for k in $(seq 1 "$KILLS"); do
   t1=$(now_ms)
   until status $other | grep -q "partitions without a leader: [1-9]"; do sleep 0.05; done
   t2=$(now_ms)
-  echo "kill $k: node $ctl; new controller $c after $((t1 - t0)) ms; its partitions leaderless after $((t2 - t0)) ms"
+  echo "kill $k: node $ctl; new controller $c after $((t1 - t0)) ms; its partitions leaderless after $((t2 - t0)) ms" | tee -a "$D/kills.txt"
+  # Restarted in this shell (not a pipeline's subshell), so the final kill reaches it.
   start $ctl
   until status $other | grep -q "brokers      3" && ! status $other | grep -q fenced && status $other | grep -q "without a leader: none"; do sleep 0.1; done
-done | tee "$D/kills.txt"
+done
 for id in 1 2 3; do kill -TERM "${PID[$id]}" 2>/dev/null; done; wait
 awk '{print $9}' "$D/kills.txt" | sort -n | awk '{a[NR]=$1} END {printf "controller failover over %d kills: median %d ms, max %d ms\n", NR, a[int((NR+1)/2)], a[NR]}'
 awk '{print $15}' "$D/kills.txt" | sort -n | awk '{a[NR]=$1} END {printf "dead broker partitions leaderless: median %d ms, max %d ms (session timeout '"$SESSION_MS"' ms)\n", a[int((NR+1)/2)], a[NR]}'
