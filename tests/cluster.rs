@@ -94,6 +94,39 @@ impl Cluster {
         }
     }
 
+    /// Waits until every node is a live broker and a controller leads.
+    fn wait_ready(&self) {
+        let first = &self.nodes[&1];
+        wait_for("every node live and a controller", || {
+            let m = metadata(first, Some(&[]));
+            m.brokers.len() == self.nodes.len() && controller(first) > 0
+        });
+    }
+
+    /// Whether node `at` shows every partition of `topic` with all nodes in sync.
+    fn isr_full(&self, at: i32, topic: &str) -> bool {
+        let m = metadata(&self.nodes[&at], Some(&[topic]));
+        let i = isrs(&m, topic);
+        !i.is_empty() && i.iter().all(|r| r.len() == self.nodes.len())
+    }
+
+    /// Three nodes (voters, `replica.lag.time.max.ms = 2000`) and a topic with a replica on
+    /// each and `min.insync.replicas = min_isr`, every replica in sync.
+    fn replicated(topic: &str, partitions: i32, min_isr: i32) -> Cluster {
+        let cluster = Cluster::start_with(3, 0, "replica.lag.time.max.ms = 2000\n");
+        cluster.wait_ready();
+        let min_isr = min_isr.to_string();
+        create_replicated(
+            &cluster.bootstrap(),
+            topic,
+            partitions,
+            3,
+            &[("min.insync.replicas", min_isr.as_str())],
+        );
+        wait_for("every replica in sync", || cluster.isr_full(1, topic));
+        cluster
+    }
+
     fn bootstrap(&self) -> String {
         self.nodes
             .values()
@@ -528,24 +561,7 @@ fn isrs(m: &MetadataResponse, topic: &str) -> Vec<Vec<i32>> {
 /// the ISR.
 #[test]
 fn acknowledged_records_survive_the_loss_of_a_leader() {
-    let mut cluster = Cluster::start_with(3, 0, "replica.lag.time.max.ms = 2000\n");
-    let first = &cluster.nodes[&1];
-    wait_for("three live brokers and a controller", || {
-        let m = metadata(first, Some(&[]));
-        m.brokers.len() == 3 && controller(first) > 0
-    });
-    create_replicated(
-        &cluster.bootstrap(),
-        "replicated",
-        2,
-        3,
-        &[("min.insync.replicas", "2")],
-    );
-    wait_for("every partition with three in-sync replicas", || {
-        let m = metadata(&cluster.nodes[&1], Some(&["replicated"]));
-        let i = isrs(&m, "replicated");
-        i.len() == 2 && i.iter().all(|r| r.len() == 3)
-    });
+    let mut cluster = Cluster::replicated("replicated", 2, 2);
     produce_range(&cluster.bootstrap(), "replicated", 2, 0..100);
     assert_eq!(
         consume_all(&cluster.bootstrap(), "replicated", 2, 200).len(),
@@ -580,9 +596,7 @@ fn acknowledged_records_survive_the_loss_of_a_leader() {
 
     cluster.nodes.get_mut(&old).unwrap().restart();
     wait_for("the restarted replica back in every ISR", || {
-        let m = metadata(&cluster.nodes[&live[0]], Some(&["replicated"]));
-        let i = isrs(&m, "replicated");
-        i.len() == 2 && i.iter().all(|r| r.len() == 3)
+        cluster.isr_full(live[0], "replicated")
     });
     assert_eq!(
         consume_all(&cluster.bootstrap(), "replicated", 2, 300).len(),
@@ -691,22 +705,7 @@ fn produce_once(
 #[test]
 fn acks_all_needs_min_insync_replicas() {
     use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-    let mut cluster = Cluster::start_with(3, 0, "replica.lag.time.max.ms = 2000\n");
-    wait_for("three live brokers and a controller", || {
-        let m = metadata(&cluster.nodes[&1], Some(&[]));
-        m.brokers.len() == 3 && controller(&cluster.nodes[&1]) > 0
-    });
-    create_replicated(
-        &cluster.bootstrap(),
-        "strict",
-        1,
-        3,
-        &[("min.insync.replicas", "3")],
-    );
-    wait_for("three in-sync replicas", || {
-        let m = metadata(&cluster.nodes[&1], Some(&["strict"]));
-        isrs(&m, "strict").first().is_some_and(|r| r.len() == 3)
-    });
+    let mut cluster = Cluster::replicated("strict", 1, 3);
     produce_once(&cluster.bootstrap(), "strict", "all").unwrap();
 
     let m = metadata(&cluster.nodes[&1], Some(&["strict"]));
@@ -733,8 +732,7 @@ fn acks_all_needs_min_insync_replicas() {
 
     cluster.nodes.get_mut(&follower).unwrap().restart();
     wait_for("the follower back in the ISR", || {
-        let m = metadata(&cluster.nodes[&leader], Some(&["strict"]));
-        isrs(&m, "strict").first().is_some_and(|r| r.len() == 3)
+        cluster.isr_full(leader, "strict")
     });
     produce_once(&cluster.bootstrap(), "strict", "all").unwrap();
     // The three acknowledged records (and any written before a refusal after the append).
@@ -746,23 +744,11 @@ fn acks_all_needs_min_insync_replicas() {
 /// catches up and rejoins.
 #[test]
 fn a_paused_follower_leaves_the_isr_and_rejoins() {
-    let cluster = Cluster::start_with(3, 0, "replica.lag.time.max.ms = 2000\n");
-    wait_for("three live brokers and a controller", || {
-        let m = metadata(&cluster.nodes[&1], Some(&[]));
-        m.brokers.len() == 3 && controller(&cluster.nodes[&1]) > 0
-    });
-    create_replicated(
-        &cluster.bootstrap(),
-        "paused",
-        1,
-        3,
-        &[("min.insync.replicas", "2")],
-    );
+    let cluster = Cluster::replicated("paused", 1, 2);
     let isr_len = |at: i32| {
         let m = metadata(&cluster.nodes[&at], Some(&["paused"]));
         isrs(&m, "paused").first().map_or(0, Vec::len)
     };
-    wait_for("three in-sync replicas", || isr_len(1) == 3);
     let m = metadata(&cluster.nodes[&1], Some(&["paused"]));
     let leader = leaders(&m, "paused")[0];
     // A follower that is not the controller leader, so the quorum keeps its leader.
@@ -795,22 +781,7 @@ fn a_paused_follower_leaves_the_isr_and_rejoins() {
 #[test]
 fn acks_all_fails_without_a_quorum_and_loses_nothing() {
     use rdkafka::producer::{FutureProducer, FutureRecord};
-    let mut cluster = Cluster::start_with(3, 0, "replica.lag.time.max.ms = 2000\n");
-    wait_for("three live brokers and a controller", || {
-        let m = metadata(&cluster.nodes[&1], Some(&[]));
-        m.brokers.len() == 3 && controller(&cluster.nodes[&1]) > 0
-    });
-    create_replicated(
-        &cluster.bootstrap(),
-        "quorum",
-        1,
-        3,
-        &[("min.insync.replicas", "2")],
-    );
-    wait_for("three in-sync replicas", || {
-        let m = metadata(&cluster.nodes[&1], Some(&["quorum"]));
-        isrs(&m, "quorum").first().is_some_and(|r| r.len() == 3)
-    });
+    let mut cluster = Cluster::replicated("quorum", 1, 2);
     produce_range(&cluster.bootstrap(), "quorum", 1, 0..100);
     let m = metadata(&cluster.nodes[&1], Some(&["quorum"]));
     let leader = leaders(&m, "quorum")[0];
@@ -852,8 +823,7 @@ fn acks_all_fails_without_a_quorum_and_loses_nothing() {
         cluster.nodes.get_mut(id).unwrap().restart();
     }
     wait_for("three in-sync replicas again", || {
-        let m = metadata(&cluster.nodes[&leader], Some(&["quorum"]));
-        isrs(&m, "quorum").first().is_some_and(|r| r.len() == 3)
+        cluster.isr_full(leader, "quorum")
     });
     // Every acknowledged record, and maybe the unacknowledged one (written, never committed
     // while alone; it may be committed once the others return).
@@ -873,10 +843,7 @@ fn replica_streams_refuse_bad_input() {
     use tern_replication::fetch::{FetchRefusal, FetchRequest, FetchResponse, PartitionFetch};
     use tern_replication::transport::{Transport, TransportConfig};
     let cluster = Cluster::start(3, 0);
-    wait_for("three live brokers and a controller", || {
-        let m = metadata(&cluster.nodes[&1], Some(&[]));
-        m.brokers.len() == 3 && controller(&cluster.nodes[&1]) > 0
-    });
+    cluster.wait_ready();
     create_replicated(&cluster.bootstrap(), "guarded", 1, 3, &[]);
     let m = metadata(&cluster.nodes[&1], Some(&["guarded"]));
     let leader = leaders(&m, "guarded")[0];
