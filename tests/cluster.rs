@@ -936,3 +936,101 @@ fn replica_streams_refuse_bad_input() {
         20
     );
 }
+
+const BENCH_RF3: &str = "
+name: cluster short fixed rate
+topics: 1
+partitionsPerTopic: 8
+messageSize: 512
+keyDistributor: NO_KEY
+subscriptionsPerTopic: 1
+producersPerTopic: 1
+consumerPerSubscription: 2
+producerRate: 2000
+warmupDurationMinutes: 0
+testDurationMinutes: 1
+driver:
+  acks: all
+  lingerMs: 1
+  batchSizeBytes: 16384
+  replicationFactor: 1
+  topicConfig:
+    min.insync.replicas: \"2\"
+";
+
+/// `tern bench run --rf 3` against three nodes: the topic's partitions are led by several
+/// nodes, each produced to and fetched from through its leader; every acknowledged record
+/// is consumed; each node's CPU is reported. Wrong inputs are refused with their reason.
+#[test]
+fn bench_runs_against_a_cluster() {
+    let cluster = Cluster::start(3, 0);
+    cluster.wait_ready();
+    let dir = tempfile::tempdir().unwrap();
+    let workload = dir.path().join("w.yaml");
+    std::fs::write(&workload, BENCH_RF3).unwrap();
+    let json = dir.path().join("r.json");
+    let pids = cluster
+        .nodes
+        .values()
+        .map(|b| b.pid().to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let bench = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+            .args(["bench", "run", "--workload"])
+            .arg(&workload)
+            .args(["--broker", &cluster.nodes[&1].addr(), "--duration-s", "3"])
+            .args(["--window-s", "1", "--keep-topics", "--json"])
+            .arg(&json)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = bench(&["--rf", "3", "--broker-pid", &pids]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "tern bench run failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let n = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("{k} missing in {r:#}"));
+    assert!(n("records_acked") > 0.0);
+    assert_eq!(n("records_acked"), n("records_created"));
+    assert_eq!(n("records_publish_errors"), 0.0);
+    assert_eq!(n("records_consumed"), n("records_consumed_expected"));
+    assert_eq!(n("records_consumed"), n("records_acked"));
+    assert_eq!(r["workload"]["driver"]["replicationFactor"].as_u64(), Some(3));
+    // The run's topic: three replicas each, leaders on more than one node.
+    let m = metadata(&cluster.nodes[&1], None);
+    let topic = m
+        .topics
+        .iter()
+        .filter_map(|t| t.name.as_ref().map(|n| n.as_str().to_owned()))
+        .find(|n| n.starts_with("tern-bench-"))
+        .expect("the run's topic was kept");
+    let leaders: BTreeSet<i32> = leaders(&m, &topic).into_iter().collect();
+    assert!(leaders.len() > 1, "leaders {leaders:?}");
+    assert!(isrs(&m, &topic).iter().all(|r| r.len() == 3), "{m:?}");
+    // Each node's CPU, and their sum.
+    let nodes = r["node_cpu"].as_array().expect("node_cpu");
+    assert_eq!(nodes.len(), 3, "{r:#}");
+    let sum: f64 = nodes.iter().map(|c| c["cores"].as_f64().unwrap()).sum();
+    let total = r["broker_cpu"]["cores"].as_f64().unwrap();
+    assert!(total > 0.0 && (total - sum).abs() < 1e-9, "{r:#}");
+    assert!(stdout.contains("node pid"), "{stdout}");
+
+    // Wrong inputs: more replicas than brokers, a replication factor of 0, a pid that is
+    // not there.
+    let out = bench(&["--rf", "4"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.to_lowercase().contains("replication"), "{err}");
+    let out = bench(&["--rf", "0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--rf"));
+    let out = bench(&["--broker-pid", &format!("{pids},999999999")]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--broker-pid 999999999"));
+}

@@ -112,7 +112,8 @@ pub struct Totals {
     pub measured: Interval,
     pub windows: Vec<Window>,
     pub backlog_drain_s: Option<f64>,
-    pub broker_cpu: Option<BrokerCpu>,
+    /// Each broker process's CPU over the test phase (one per node of a local cluster).
+    pub node_cpu: Vec<BrokerCpu>,
 }
 
 /// The broker process's CPU time over the test phase (`--broker-pid`).
@@ -128,6 +129,19 @@ pub struct BrokerCpu {
 }
 
 impl BrokerCpu {
+    /// The sum of several processes' CPU, under the first one's pid; `None` for none.
+    pub fn sum(all: &[BrokerCpu]) -> Option<BrokerCpu> {
+        let first = all.first()?;
+        let mut out = first.clone();
+        for c in &all[1..] {
+            out.user_s += c.user_s;
+            out.system_s += c.system_s;
+            out.cores += c.cores;
+            out.core_s_per_gb = out.core_s_per_gb.zip(c.core_s_per_gb).map(|(a, b)| a + b);
+        }
+        Some(out)
+    }
+
     /// From two samples of the process's (user, system) CPU time taken `test_s` apart,
     /// during which `bytes` were acknowledged.
     pub fn between(
@@ -255,8 +269,12 @@ pub struct BrokerReport {
     pub ratio_publish_p50_to_null_p50: Option<f64>,
     /// publish_latency_p99_ms / the null broker's publish p99.
     pub ratio_publish_p99_to_null_p99: Option<f64>,
-    /// The broker's CPU over the test phase, when its pid was given.
+    /// The broker's CPU over the test phase, when its pid was given (with several pids,
+    /// their sum under the first pid).
     pub broker_cpu: Option<BrokerCpu>,
+    /// With several pids (the nodes of a local cluster): each one's CPU.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub node_cpu: Vec<BrokerCpu>,
     pub windows: Vec<Window>,
 }
 
@@ -313,7 +331,8 @@ impl BrokerReport {
             null_baseline: None,
             ratio_publish_p50_to_null_p50: None,
             ratio_publish_p99_to_null_p99: None,
-            broker_cpu: t.broker_cpu,
+            broker_cpu: BrokerCpu::sum(&t.node_cpu),
+            node_cpu: if t.node_cpu.len() > 1 { t.node_cpu } else { Vec::new() },
             windows: t.windows,
             workload: t.workload,
         }
@@ -516,16 +535,30 @@ impl fmt::Display for BrokerReport {
             )?;
         }
         if let Some(c) = &self.broker_cpu {
+            let whose = if self.node_cpu.is_empty() {
+                format!("pid {}", c.pid)
+            } else {
+                format!("{} processes", self.node_cpu.len())
+            };
             writeln!(
                 out,
-                "broker CPU (pid {}, test phase): user {} s + system {} s = {} cores{}",
-                c.pid,
+                "broker CPU ({whose}, test phase): user {} s + system {} s = {} cores{}",
                 f(c.user_s),
                 f(c.system_s),
                 f(c.cores),
                 c.core_s_per_gb
                     .map(|g| format!(", {} core·s per GB acknowledged", f(g)))
                     .unwrap_or_default()
+            )?;
+        }
+        for c in &self.node_cpu {
+            writeln!(
+                out,
+                "  node pid {}: user {} s + system {} s = {} cores",
+                c.pid,
+                f(c.user_s),
+                f(c.system_s),
+                f(c.cores)
             )?;
         }
         if let Some(r) = self.ratio_publish_p99_to_fdatasync_p99 {

@@ -1176,7 +1176,7 @@ pub fn baseline(w: &Workload, opts: &RunOptions) -> anyhow::Result<NullBaseline>
             "tern {} null broker (in-process)",
             env!("CARGO_PKG_VERSION")
         )),
-        broker_pid: None,
+        broker_pids: Vec::new(),
         ..opts.clone()
     };
     let report = crate::run::run(w, &opts);

@@ -33,7 +33,7 @@ use crate::machine::MachineInfo;
 use crate::producer::{self, Clock, Partitioner, ProducerOutcome, ProducerPlan};
 use crate::spec::Workload;
 use crate::stats::{latency_histogram, record_ns, Interval, Recorder};
-use crate::wire::{self, FetchConn, ProduceConn, WireError};
+use crate::wire::{self, FetchConn, RoutedProducer, WireError};
 
 /// How often the collector wakes.
 const TICK_MS: u64 = 100;
@@ -51,11 +51,6 @@ pub enum RunError {
     Spec(#[from] crate::spec::SpecError),
     #[error(transparent)]
     Wire(#[from] WireError),
-    #[error(
-        "topic {topic:?}: partitions are led by several brokers ({leaders:?}); \
-         the harness supports one leader per topic for now"
-    )]
-    SeveralLeaders { topic: String, leaders: Vec<String> },
     #[error("starting a thread: {0}")]
     Thread(std::io::Error),
     #[error("a {0} thread panicked")]
@@ -117,9 +112,9 @@ pub struct RunOptions {
     pub progress: bool,
     /// What the broker is, when the caller knows (the suite started it).
     pub broker_software: Option<String>,
-    /// The broker's process id when it runs on this machine: its CPU time over the test
-    /// phase is reported.
-    pub broker_pid: Option<u32>,
+    /// The broker's process ids when it runs on this machine (one per node of a local
+    /// cluster): their CPU time over the test phase is reported, summed and per process.
+    pub broker_pids: Vec<u32>,
 }
 
 /// The phase of a run a window belongs to.
@@ -168,16 +163,6 @@ pub fn run(w: &Workload, opts: &RunOptions) -> Result<BrokerReport, RunError> {
         )?;
         topics.push(layout);
     }
-    for t in &topics {
-        let mut leaders = t.leaders.clone();
-        leaders.dedup();
-        if leaders.len() > 1 {
-            return Err(RunError::SeveralLeaders {
-                topic: t.name.clone(),
-                leaders,
-            });
-        }
-    }
     let result = Runner::new(w, opts, &topics, payload).and_then(Runner::run);
     if !opts.keep_topics {
         for t in &topics {
@@ -204,8 +189,8 @@ struct Runner<'a> {
     counts_consumers: Vec<Vec<Counts>>,
     producers: Vec<JoinHandle<Result<ProducerOutcome, WireError>>>,
     consumers: Vec<JoinHandle<Result<(), WireError>>>,
-    /// The broker's (user, system) CPU time as the test phase started and ended.
-    cpu_samples: (CpuSample, CpuSample),
+    /// Each broker process's (user, system) CPU time as the test phase started and ended.
+    cpu_samples: Vec<(CpuSample, CpuSample)>,
 }
 
 type CpuSample = Option<(Duration, Duration)>;
@@ -232,7 +217,7 @@ impl<'a> Runner<'a> {
             clock: RunClock::new(),
             end_ns: Arc::new(AtomicU64::new(u64::MAX)),
             stop_consumers: Arc::new(AtomicBool::new(false)),
-            cpu_samples: (None, None),
+            cpu_samples: vec![(None, None); opts.broker_pids.len()],
             recorders: Vec::new(),
             counts_producers: vec![Counts::default(); topics.len()],
             counts_consumers: vec![
@@ -278,12 +263,12 @@ impl<'a> Runner<'a> {
                 let rec = Arc::new(Recorder::default());
                 self.recorders
                     .push((Tag::Producer { topic: t }, Arc::clone(&rec)));
-                let conn = ProduceConn::connect(
-                    &topic.leaders[0],
+                let conn = RoutedProducer::connect(
+                    &topic.leaders,
                     &topic.name,
                     d.acks.0,
                     d.max_in_flight_requests,
-                    Arc::clone(&rec),
+                    &rec,
                     self.clock,
                 )?;
                 conns.push((conn, rec));
@@ -342,29 +327,36 @@ impl<'a> Runner<'a> {
         for (t, topic) in self.topics.iter().enumerate() {
             for s in 0..self.w.subscriptions_per_topic as usize {
                 for c in 0..per_sub {
-                    let parts: Vec<i32> = (0..self.w.partitions_per_topic)
+                    let parts: Vec<u32> = (0..self.w.partitions_per_topic)
                         .filter(|p| p % per_sub == c)
-                        .map(|p| p as i32)
                         .collect();
-                    if parts.is_empty() {
-                        continue;
+                    // One fetch connection per leader of this consumer's partitions.
+                    let mut by_leader: Vec<(&String, Vec<i32>)> = Vec::new();
+                    for p in parts {
+                        let leader = &topic.leaders[p as usize];
+                        match by_leader.iter_mut().find(|(l, _)| *l == leader) {
+                            Some((_, ps)) => ps.push(p as i32),
+                            None => by_leader.push((leader, vec![p as i32])),
+                        }
                     }
-                    let conn = FetchConn::connect(
-                        &topic.leaders[0],
-                        &topic.name,
-                        parts,
-                        self.w.driver.fetch_max_wait_ms,
-                        self.w.message_size,
-                    )?;
-                    let rec = Arc::new(Recorder::default());
-                    self.recorders.push((
-                        Tag::Consumer {
-                            topic: t,
-                            subscription: s,
-                        },
-                        Arc::clone(&rec),
-                    ));
-                    conns.push((conn, rec));
+                    for (leader, parts) in by_leader {
+                        let conn = FetchConn::connect(
+                            leader,
+                            &topic.name,
+                            parts,
+                            self.w.driver.fetch_max_wait_ms,
+                            self.w.message_size,
+                        )?;
+                        let rec = Arc::new(Recorder::default());
+                        self.recorders.push((
+                            Tag::Consumer {
+                                topic: t,
+                                subscription: s,
+                            },
+                            Arc::clone(&rec),
+                        ));
+                        conns.push((conn, rec));
+                    }
                 }
             }
         }
@@ -626,33 +618,36 @@ impl<'a> Runner<'a> {
         let _ = err.flush();
     }
 
-    /// Samples the broker's CPU time as the test phase starts and as it ends.
+    /// Samples the brokers' CPU time as the test phase starts and as it ends.
     fn sample_broker_cpu(&mut self, next: Phase) {
-        let Some(pid) = self.opts.broker_pid else {
-            return;
-        };
-        let sample = match crate::cpu::process_cpu_split(pid) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                eprintln!("broker CPU: cannot read pid {pid}: {e}");
-                None
+        for (k, &pid) in self.opts.broker_pids.iter().enumerate() {
+            let sample = match crate::cpu::process_cpu_split(pid) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    eprintln!("broker CPU: cannot read pid {pid}: {e}");
+                    None
+                }
+            };
+            match next {
+                Phase::Test => self.cpu_samples[k].0 = sample,
+                Phase::Drain => self.cpu_samples[k].1 = sample,
+                _ => {}
             }
-        };
-        match next {
-            Phase::Test => self.cpu_samples.0 = sample,
-            Phase::Drain => self.cpu_samples.1 = sample,
-            _ => {}
         }
     }
 
-    fn broker_cpu(&self, test_s: f64, bytes: u64) -> Option<crate::broker_report::BrokerCpu> {
-        let pid = self.opts.broker_pid?;
-        let (Some(start), Some(end)) = self.cpu_samples else {
-            return None;
-        };
-        Some(crate::broker_report::BrokerCpu::between(
-            pid, start, end, test_s, bytes,
-        ))
+    /// Each broker process's CPU over the test phase (all of them, or none).
+    fn broker_cpu(&self, test_s: f64, bytes: u64) -> Vec<crate::broker_report::BrokerCpu> {
+        let mut out = Vec::new();
+        for (&pid, samples) in self.opts.broker_pids.iter().zip(&self.cpu_samples) {
+            let (Some(start), Some(end)) = *samples else {
+                return Vec::new();
+            };
+            out.push(crate::broker_report::BrokerCpu::between(
+                pid, start, end, test_s, bytes,
+            ));
+        }
+        out
     }
 
     fn report(
@@ -706,7 +701,7 @@ impl<'a> Runner<'a> {
             measured,
             windows: out_windows,
             backlog_drain_s,
-            broker_cpu: self.broker_cpu(test_records.2, test_records.0 * w.message_size),
+            node_cpu: self.broker_cpu(test_records.2, test_records.0 * w.message_size),
         })
     }
 }

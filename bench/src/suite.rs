@@ -152,7 +152,7 @@ pub fn run(opts: &SuiteOptions) -> anyhow::Result<Vec<BrokerReport>> {
                 "tern {} (started by the suite)",
                 env!("CARGO_PKG_VERSION")
             )),
-            broker_pid: None,
+            broker_pids: Vec::new(),
         };
         let null = match crate::null_broker::baseline_refusal(w) {
             _ if !opts.null_baseline => None,
@@ -170,7 +170,7 @@ pub fn run(opts: &SuiteOptions) -> anyhow::Result<Vec<BrokerReport>> {
         let floor_before = measure_floor()?;
         let broker = LocalBroker::start(&opts.tern_exe, &opts.dir, &opts.broker_config)?;
         run_opts.broker = broker.addr.clone();
-        run_opts.broker_pid = Some(broker.pid());
+        run_opts.broker_pids = vec![broker.pid()];
         let result = crate::run::run(w, &run_opts);
         // The floor after the run, before the broker's data is deleted with it.
         let floor_after = measure_floor()?;

@@ -405,6 +405,83 @@ impl Sink for ProduceConn {
     }
 }
 
+/// Producing to a topic whose partitions have several leaders: one [`ProduceConn`] per
+/// leader, each batch sent to its partition's leader (a client's request per leader).
+#[derive(Debug)]
+pub struct RoutedProducer {
+    conns: Vec<ProduceConn>,
+    /// Index into `conns` of each partition's leader.
+    route: Vec<usize>,
+}
+
+impl RoutedProducer {
+    /// Connects to every distinct address of `leaders` (the leader of each partition, by
+    /// index) for producing to `topic`.
+    pub fn connect(
+        leaders: &[String],
+        topic: &str,
+        acks: i16,
+        max_in_flight: u32,
+        recorder: &std::sync::Arc<Recorder>,
+        clock: crate::run::RunClock,
+    ) -> Result<RoutedProducer, WireError> {
+        let mut addrs: Vec<&String> = Vec::new();
+        let mut route = Vec::with_capacity(leaders.len());
+        for l in leaders {
+            let k = match addrs.iter().position(|a| *a == l) {
+                Some(k) => k,
+                None => {
+                    addrs.push(l);
+                    addrs.len() - 1
+                }
+            };
+            route.push(k);
+        }
+        let conns = addrs
+            .into_iter()
+            .map(|a| {
+                let rec = std::sync::Arc::clone(recorder);
+                ProduceConn::connect(a, topic, acks, max_in_flight, rec, clock)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(RoutedProducer { conns, route })
+    }
+
+    /// Waits for every connection's outstanding acknowledgements; the first error wins.
+    pub fn finish(self) -> Result<(), WireError> {
+        let mut first = Ok(());
+        for c in self.conns {
+            let r = c.finish();
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    }
+}
+
+impl Sink for RoutedProducer {
+    type Error = WireError;
+
+    /// One Produce request per leader that has batches among `batches`.
+    fn send(&mut self, batches: Vec<SealedBatch>) -> Result<(), WireError> {
+        if self.conns.len() == 1 {
+            return self.conns[0].send(batches);
+        }
+        let mut per: Vec<Vec<SealedBatch>> = (0..self.conns.len()).map(|_| Vec::new()).collect();
+        for b in batches {
+            let k = self.route.get(b.partition as usize).copied().unwrap_or(0);
+            per[k].push(b);
+        }
+        for (conn, batches) in self.conns.iter_mut().zip(per) {
+            if !batches.is_empty() {
+                conn.send(batches)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 fn record_acked(i: &mut crate::stats::Interval, meta: &[(Vec<u64>, u64)], now_ns: u64) {
     for (times, bytes) in meta {
         for t in times {

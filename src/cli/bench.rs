@@ -49,8 +49,14 @@ pub struct RunArgs {
     vs: Option<String>,
     /// The process id of the broker under test, when it runs on this machine: its CPU
     /// time over the test phase is reported (cores, and core·s per GB acknowledged).
-    #[arg(long, value_name = "PID")]
-    broker_pid: Option<u32>,
+    /// Several (`--broker-pid 11,12,13`, e.g. the nodes of `tern cluster dev`): their sum
+    /// and each one's.
+    #[arg(long, value_name = "PID", value_delimiter = ',')]
+    broker_pid: Vec<u32>,
+    /// Create the workload's topics with this replication factor instead of the file's
+    /// `driver.replicationFactor` (e.g. `--rf 3` against `tern cluster dev --nodes 3`).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    rf: Option<u16>,
     /// The same for the --vs broker.
     #[arg(long, value_name = "PID", requires = "vs")]
     vs_broker_pid: Option<u32>,
@@ -262,15 +268,14 @@ pub fn check_output(flag: &str, path: Option<&Path>) -> anyhow::Result<()> {
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     check_output("--json", args.json.as_deref())?;
     check_output("--plot", args.plot.as_deref())?;
-    let w = Workload::from_file(&args.workload)?;
-    for (flag, pid) in [
-        ("--broker-pid", args.broker_pid),
-        ("--vs-broker-pid", args.vs_broker_pid),
-    ] {
-        if let Some(pid) = pid {
-            tern_bench::cpu::process_cpu_split(pid)
-                .with_context(|| format!("{flag} {pid}: no such process readable here"))?;
-        }
+    let mut w = Workload::from_file(&args.workload)?;
+    if let Some(rf) = args.rf {
+        w.driver.replication_factor = rf;
+    }
+    let pids = args.broker_pid.iter().map(|p| ("--broker-pid", *p));
+    for (flag, pid) in pids.chain(args.vs_broker_pid.map(|p| ("--vs-broker-pid", p))) {
+        tern_bench::cpu::process_cpu_split(pid)
+            .with_context(|| format!("{flag} {pid}: no such process readable here"))?;
     }
     if args.baseline.contains(&Baseline::Null) {
         if let Some(why) = tern_bench::null_broker::baseline_refusal(&w) {
@@ -286,7 +291,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         keep_topics: args.keep_topics,
         progress: true,
         broker_software: None,
-        broker_pid: args.broker_pid,
+        broker_pids: args.broker_pid.clone(),
     };
     let plan = DiskPlan::of(args.quick);
     let write_bytes = disk::write_bytes_for(w.message_size);
@@ -392,7 +397,7 @@ fn interleaved(
 ) -> anyhow::Result<(BrokerReport, BrokerReport, Vec<Round>)> {
     let vs_opts = RunOptions {
         broker: vs.to_string(),
-        broker_pid: vs_pid,
+        broker_pids: vs_pid.into_iter().collect(),
         ..opts.clone()
     };
     let (mut a_runs, mut b_runs, mut table) = (Vec::new(), Vec::new(), Vec::new());

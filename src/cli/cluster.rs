@@ -253,8 +253,9 @@ pub fn dev(args: DevArgs) -> anyhow::Result<()> {
             );
         }
         println!(
-            "node {id}: {} (log {})",
+            "node {id}: {} (pid {}, log {})",
             line.trim(),
+            child.id(),
             node_dir.join("serve.log").display()
         );
         children.push(child);
@@ -264,7 +265,15 @@ pub fn dev(args: DevArgs) -> anyhow::Result<()> {
         .map(|id| Ok(format!("127.0.0.1:{}", port(args.kafka_port, *id)?)))
         .collect::<anyhow::Result<Vec<_>>>()?
         .join(",");
-    println!("cluster {cluster_id}: bootstrap.servers = {bootstrap}; Ctrl-C stops it");
+    let pids = children
+        .iter()
+        .map(|c| c.id().to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    println!(
+        "cluster {cluster_id}: bootstrap.servers = {bootstrap}; node pids {pids} \
+         (for `tern bench run --broker-pid`); Ctrl-C stops it"
+    );
     let sig = crate::cli::serve::wait_for_signal(&signals);
     eprintln!("tern: signal {sig}: stopping the nodes");
     for c in &children {
