@@ -861,7 +861,21 @@ fn replica_streams_refuse_bad_input() {
         &dir.join("ca.crt"),
     )
     .unwrap();
-    let addr: std::net::SocketAddr = cluster.controllers[&leader].parse().unwrap();
+    // The leader's node endpoint, and its shard 0's own endpoint (from its log).
+    let node_addr: std::net::SocketAddr = cluster.controllers[&leader].parse().unwrap();
+    let log = cluster.nodes[&leader].log();
+    let shard_addr: std::net::SocketAddr = log
+        .lines()
+        .filter(|l| l.contains("replica endpoint bound") && l.contains("shard=0"))
+        .find_map(|l| {
+            l.split("addr=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no shard endpoint in the log:\n{log}"));
     let fetch = |replica_id: i32, current_leader_epoch: i32, fetch_offset: i64| FetchRequest {
         replica_id,
         broker_epoch: 1,
@@ -885,49 +899,51 @@ fn replica_streams_refuse_bad_input() {
         );
         let (transport, _rx) = Transport::bind(config, &tls).unwrap();
         let dialer = transport.replica_dialer();
-        let (_conn, mut send, mut recv) = dialer.open(leader, addr, 0).await.unwrap();
-        let mut ask = async |body: Bytes| -> Result<FetchResponse, String> {
-            send.write_all(&(body.len() as u32).to_be_bytes())
-                .await
-                .map_err(|e| e.to_string())?;
-            send.write_all(&body).await.map_err(|e| e.to_string())?;
-            let mut len = [0u8; 4];
-            recv.read_exact(&mut len).await.map_err(|e| e.to_string())?;
-            let mut b = vec![0u8; u32::from_be_bytes(len) as usize];
-            recv.read_exact(&mut b).await.map_err(|e| e.to_string())?;
-            FetchResponse::decode(Bytes::from(b)).map_err(|e| e.to_string())
-        };
-        let refusal = |r: Result<FetchResponse, String>| r.unwrap().partitions[0].result;
-        assert_eq!(
-            refusal(ask(fetch(OUTSIDER, epoch, 0).encode()).await),
-            Err(FetchRefusal::NotReplica)
-        );
-        assert_eq!(
-            refusal(ask(fetch(OUTSIDER, epoch + 5, 0).encode()).await),
-            Err(FetchRefusal::UnknownLeaderEpoch)
-        );
-        assert_eq!(
-            refusal(ask(fetch(OUTSIDER, epoch - 1, 0).encode()).await),
-            Err(FetchRefusal::FencedLeaderEpoch)
-        );
-        assert_eq!(
-            refusal(ask(fetch(OUTSIDER, epoch, -7).encode()).await),
-            Err(FetchRefusal::NotReplica)
-        );
-        // Posing as replica 2 on a stream whose hello said 99: the stream is closed.
-        assert!(ask(fetch(2, epoch, 0).encode()).await.is_err());
+        for addr in [node_addr, shard_addr] {
+            let (_conn, mut send, mut recv) = dialer.open(leader, addr, 0).await.unwrap();
+            let mut ask = async |body: Bytes| -> Result<FetchResponse, String> {
+                send.write_all(&(body.len() as u32).to_be_bytes())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                send.write_all(&body).await.map_err(|e| e.to_string())?;
+                let mut len = [0u8; 4];
+                recv.read_exact(&mut len).await.map_err(|e| e.to_string())?;
+                let mut b = vec![0u8; u32::from_be_bytes(len) as usize];
+                recv.read_exact(&mut b).await.map_err(|e| e.to_string())?;
+                FetchResponse::decode(Bytes::from(b)).map_err(|e| e.to_string())
+            };
+            let refusal = |r: Result<FetchResponse, String>| r.unwrap().partitions[0].result;
+            assert_eq!(
+                refusal(ask(fetch(OUTSIDER, epoch, 0).encode()).await),
+                Err(FetchRefusal::NotReplica)
+            );
+            assert_eq!(
+                refusal(ask(fetch(OUTSIDER, epoch + 5, 0).encode()).await),
+                Err(FetchRefusal::UnknownLeaderEpoch)
+            );
+            assert_eq!(
+                refusal(ask(fetch(OUTSIDER, epoch - 1, 0).encode()).await),
+                Err(FetchRefusal::FencedLeaderEpoch)
+            );
+            assert_eq!(
+                refusal(ask(fetch(OUTSIDER, epoch, -7).encode()).await),
+                Err(FetchRefusal::NotReplica)
+            );
+            // Posing as replica 2 on a stream whose hello said 99: the stream is closed.
+            assert!(ask(fetch(2, epoch, 0).encode()).await.is_err());
 
-        // A malformed body, then a truncated frame, each on a stream of its own.
-        let (_c2, mut send2, mut recv2) = dialer.open(leader, addr, 0).await.unwrap();
-        send2.write_all(&5u32.to_be_bytes()).await.unwrap();
-        send2.write_all(b"\x01junk").await.unwrap();
-        let mut b = [0u8; 4];
-        assert!(recv2.read_exact(&mut b).await.is_err());
-        let (_c3, mut send3, mut recv3) = dialer.open(leader, addr, 0).await.unwrap();
-        send3.write_all(&1000u32.to_be_bytes()).await.unwrap();
-        send3.write_all(&[1, 2, 3]).await.unwrap();
-        let _ = send3.finish();
-        assert!(recv3.read_exact(&mut b).await.is_err());
+            // A malformed body, then a truncated frame, each on a stream of its own.
+            let (_c2, mut send2, mut recv2) = dialer.open(leader, addr, 0).await.unwrap();
+            send2.write_all(&5u32.to_be_bytes()).await.unwrap();
+            send2.write_all(b"\x01junk").await.unwrap();
+            let mut b = [0u8; 4];
+            assert!(recv2.read_exact(&mut b).await.is_err());
+            let (_c3, mut send3, mut recv3) = dialer.open(leader, addr, 0).await.unwrap();
+            send3.write_all(&1000u32.to_be_bytes()).await.unwrap();
+            send3.write_all(&[1, 2, 3]).await.unwrap();
+            let _ = send3.finish();
+            assert!(recv3.read_exact(&mut b).await.is_err());
+        }
     });
     // The leader is alive and still replicates: acks=all with every replica in sync.
     produce_range(&cluster.bootstrap(), "guarded", 1, 10..20);
@@ -995,13 +1011,19 @@ fn bench_runs_against_a_cluster() {
     );
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    let n = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("{k} missing in {r:#}"));
+    let n = |k: &str| {
+        r[k].as_f64()
+            .unwrap_or_else(|| panic!("{k} missing in {r:#}"))
+    };
     assert!(n("records_acked") > 0.0);
     assert_eq!(n("records_acked"), n("records_created"));
     assert_eq!(n("records_publish_errors"), 0.0);
     assert_eq!(n("records_consumed"), n("records_consumed_expected"));
     assert_eq!(n("records_consumed"), n("records_acked"));
-    assert_eq!(r["workload"]["driver"]["replicationFactor"].as_u64(), Some(3));
+    assert_eq!(
+        r["workload"]["driver"]["replicationFactor"].as_u64(),
+        Some(3)
+    );
     // The run's topic: three replicas each, leaders on more than one node.
     let m = metadata(&cluster.nodes[&1], None);
     let topic = m

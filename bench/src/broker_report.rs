@@ -332,7 +332,11 @@ impl BrokerReport {
             ratio_publish_p50_to_null_p50: None,
             ratio_publish_p99_to_null_p99: None,
             broker_cpu: BrokerCpu::sum(&t.node_cpu),
-            node_cpu: if t.node_cpu.len() > 1 { t.node_cpu } else { Vec::new() },
+            node_cpu: if t.node_cpu.len() > 1 {
+                t.node_cpu
+            } else {
+                Vec::new()
+            },
             windows: t.windows,
             workload: t.workload,
         }

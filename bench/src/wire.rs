@@ -571,7 +571,14 @@ pub struct FetchConn {
     max_wait_ms: i32,
     partition_bytes_max: i32,
     version: i16,
+    /// Until the first answer without errors: a new topic's leader may not serve it yet
+    /// (it is still taking the leadership), and such errors are waited out until then.
+    settling_until: Option<Instant>,
 }
+
+/// Kafka errors a new topic's partitions answer for a short while (UNKNOWN_TOPIC_OR_PARTITION,
+/// LEADER_NOT_AVAILABLE, NOT_LEADER_OR_FOLLOWER).
+const SETTLING_ERRORS: [i16; 3] = [3, 5, 6];
 
 /// What one Fetch brought.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -603,6 +610,7 @@ impl FetchConn {
                 .max(4 * (message_bytes + 128))
                 .min(i32::MAX as u64) as i32,
             version,
+            settling_until: Some(Instant::now() + Duration::from_millis(TOPIC_READY_MS_MAX)),
         })
     }
 
@@ -637,6 +645,18 @@ impl FetchConn {
             });
         }
         let mut got = Fetched::default();
+        if let Some(until) = self.settling_until {
+            let settling = resp
+                .responses
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .any(|p| SETTLING_ERRORS.contains(&p.error_code));
+            if settling && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(50));
+                return Ok(got);
+            }
+            self.settling_until = None;
+        }
         for t in &resp.responses {
             for p in &t.partitions {
                 if p.error_code != 0 {

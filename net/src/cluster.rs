@@ -35,7 +35,9 @@ use kafka_protocol::ResponseError;
 use tern_replication::controller::{BrokerRequest, BrokerResponse, ControllerConfig};
 use tern_replication::decide::{CreatePartitionsRequest, CreateTopicRequest};
 use tern_replication::image::{Endpoint, MetadataImage};
-use tern_replication::node::{ClusterNode, NodeSettings, NodeView, RequestError};
+use tern_replication::node::{
+    ClusterNode, NodeSettings, NodeView, RequestError, REPLICA_LISTENER_PREFIX,
+};
 use tern_tuning::BrokerConfig;
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -63,16 +65,25 @@ pub enum ClusterStartError {
          answer this broker"
     )]
     ControllerAddress(SocketAddr),
+    #[error("replica endpoint: cannot bind a UDP socket on {addr}: {cause}")]
+    ReplicaSocket {
+        addr: SocketAddr,
+        cause: std::io::Error,
+    },
     #[error(transparent)]
     Node(#[from] tern_replication::node::NodeError),
 }
 
 /// Starts this node's controller and broker session. `kafka` is the bound client address.
+/// Also binds one UDP socket per shard (on the CONTROLLER listener's address, a port of
+/// the system's choice), registered as the `REPLICA-<shard>` endpoints: each shard makes
+/// its socket its own QUIC endpoint for replica streams.
 pub fn start(
     config: &BrokerConfig,
     cluster_id: &str,
     kafka: SocketAddr,
-) -> Result<ClusterNode, ClusterStartError> {
+    shards: usize,
+) -> Result<(ClusterNode, Vec<std::net::UdpSocket>), ClusterStartError> {
     let c = &config.cluster;
     let Some(tls) = &c.tls else {
         // The configuration check requires the files in a cluster.
@@ -123,6 +134,20 @@ pub fn start(
         controller
     });
     let advertised = config.advertised(kafka);
+    let mut sockets = Vec::with_capacity(shards);
+    let mut replica_endpoints = Vec::with_capacity(shards);
+    for k in 0..shards {
+        let bind = SocketAddr::new(listen.ip(), 0);
+        let socket = std::net::UdpSocket::bind(bind)
+            .and_then(|s| Ok((s.local_addr()?.port(), s)))
+            .map_err(|cause| ClusterStartError::ReplicaSocket { addr: bind, cause })?;
+        replica_endpoints.push(Endpoint {
+            listener: format!("{REPLICA_LISTENER_PREFIX}{k}"),
+            host: controller_endpoint.0.clone(),
+            port: socket.0,
+        });
+        sockets.push(socket.1);
+    }
     let settings = NodeSettings {
         node_id: config.node_id,
         cluster_id: cluster_id.to_owned(),
@@ -140,14 +165,17 @@ pub fn start(
                 host: controller_endpoint.0,
                 port: controller_endpoint.1,
             },
-        ],
+        ]
+        .into_iter()
+        .chain(replica_endpoints)
+        .collect(),
         rack: c.rack.clone(),
         heartbeat_interval_ms: c.broker_heartbeat_interval_ms as u64,
         request_timeout_ms: ADMIN_TIMEOUT_MS,
     };
     let dir = config.log_dir.join(RAFT_DIR);
     let open_log = voter.then_some(move || open_raft_log(dir));
-    Ok(ClusterNode::start(settings, tls, open_log)?)
+    Ok((ClusterNode::start(settings, tls, open_log)?, sockets))
 }
 
 /// The controller's Raft log directory inside `log.dirs`.

@@ -4,13 +4,15 @@
 //! * **Roles.** [`sync_roles`] (on every shard tick and image change) gives each partition
 //!   the shard owns its role from the committed image ([`Partition::apply_image`]).
 //! * **Followers pull.** For each leader node it follows partitions from, a shard runs one
-//!   [`fetcher`] with one replica stream (a QUIC connection of its own to the leader's
-//!   node, opened with the shard's index): one fetch for all those partitions at a time,
-//!   each from the follower's *durable* log end, which is its acknowledgement. Records are
-//!   appended with [`tern_engine::Log::append_replicated`] (offsets and epochs kept); a
-//!   diverging answer truncates the log where the epochs say (never to a high watermark).
-//! * **Leaders answer.** A replica stream is served by the leader's shard of the same index
-//!   ([`serve_stream`]): partitions it owns are answered in place (zero copy from memory
+//!   [`fetcher`] with one replica stream (a QUIC connection of its own, from the shard's
+//!   own endpoint to the leader's shard endpoint of the same index): one fetch for all
+//!   those partitions at a time, each from the follower's *durable* log end, which is its
+//!   acknowledgement. The answer's partitions are appended together (one journal write)
+//!   with [`tern_engine::Log::append_replicated`] (offsets and epochs kept); a diverging
+//!   answer truncates the log where the epochs say (never to a high watermark).
+//! * **Leaders answer.** A replica stream is served by the shard whose endpoint it reached
+//!   ([`serve_streams`], [`serve_stream`]; streams that came through the node's endpoint go
+//!   to the shard of the same index): partitions it owns are answered in place (from memory
 //!   when the batches are hot), others through their owner's queue. With no new records
 //!   the fetch is held (long poll) until a partition's log grows or `max_wait_ms` passes.
 //! * **ISR changes** the leader state decides go to the controller as AlterPartition; a
@@ -34,10 +36,11 @@ use tern_replication::fetch::{
 };
 use tern_replication::image::{BrokerId, MetadataImage};
 use tern_replication::node::RequestError;
+use tern_replication::node::REPLICA_LISTENER_PREFIX;
 use tern_replication::replica::{
     truncation_on_diverging, FetchError, FetchOutcome, FollowerFetch, IsrChange, ReplicaConfig,
 };
-use tern_replication::transport::{quinn, ReplicaStream};
+use tern_replication::transport::{quinn, ReplicaStream, ShardEndpoint};
 
 use crate::partition::{FollowerFetchError, Partition};
 use crate::shard::{ShardMsg, ShardState, Tp};
@@ -74,6 +77,9 @@ pub struct Replication {
     applying: std::cell::RefCell<std::collections::HashSet<Tp>>,
     /// Leader nodes a fetcher runs for.
     fetchers: std::cell::RefCell<std::collections::HashSet<BrokerId>>,
+    /// This shard's own QUIC endpoint: its fetchers dial from it, followers' streams to it
+    /// are served here.
+    pub(crate) endpoint: std::cell::RefCell<Option<ShardEndpoint>>,
 }
 
 /// The replica protocol's settings for a partition of `topic`.
@@ -226,13 +232,23 @@ fn ensure_fetcher(shard: &Rc<ShardState>, leader: BrokerId) {
     });
 }
 
-/// The replication endpoint of `broker` from the image.
-fn replication_addr(image: &MetadataImage, broker: BrokerId) -> Option<SocketAddr> {
+/// Where this shard fetches from `broker`: the broker's shard endpoint of the same index
+/// (modulo its shard count), or its node endpoint when it registered none.
+fn replication_addr(image: &MetadataImage, broker: BrokerId, shard: usize) -> Option<SocketAddr> {
     let b = image.broker(broker)?;
-    let e = b
+    let shards: Vec<_> = b
         .endpoints
         .iter()
-        .find(|e| e.listener == CONTROLLER_LISTENER)?;
+        .filter(|e| e.listener.starts_with(REPLICA_LISTENER_PREFIX))
+        .collect();
+    let e = if shards.is_empty() {
+        b.endpoints
+            .iter()
+            .find(|e| e.listener == CONTROLLER_LISTENER)?
+    } else {
+        let name = format!("{REPLICA_LISTENER_PREFIX}{}", shard % shards.len());
+        shards.into_iter().find(|e| e.listener == name)?
+    };
     (e.host.as_str(), e.port).to_socket_addrs().ok()?.next()
 }
 
@@ -244,7 +260,10 @@ async fn fetcher(shard: &Rc<ShardState>, leader: BrokerId) {
     let Some(node) = shard.router.cluster.as_ref() else {
         return;
     };
-    let dialer = node.replica_dialer();
+    let dialer = match &*shard.replication.endpoint.borrow() {
+        Some(e) => e.dialer(),
+        None => node.replica_dialer(),
+    };
     let local = shard.router.config.node_id;
     let mut stream: Option<Stream> = None;
     let mut backoff_ms = BACKOFF_MIN_MS;
@@ -265,7 +284,7 @@ async fn fetcher(shard: &Rc<ShardState>, leader: BrokerId) {
         }
         let view = node.view();
         if stream.is_none() {
-            let Some(addr) = replication_addr(&view.image, leader) else {
+            let Some(addr) = replication_addr(&view.image, leader, shard.index) else {
                 tokio::time::sleep(Duration::from_millis(BACKOFF_MAX_MS)).await;
                 continue;
             };
@@ -330,21 +349,53 @@ async fn fetcher(shard: &Rc<ShardState>, leader: BrokerId) {
             stream = None;
             continue;
         }
-        let mut refused = 0;
-        for ((tp, p, f), data) in followed.iter().zip(response.partitions) {
-            if p.following() != Some(*f) || data.topic != tp.0 || data.partition != tp.1 {
-                continue; // the role changed meanwhile, or a confused answer: fetch again
-            }
-            if let Err(e) = apply_fetched(p, &data).await {
-                tracing::debug!(topic = %tp.0, partition = tp.1, error = %e, "replica fetch");
-                refused += 1;
-            }
-        }
+        // Every partition's answer at once: their appends share the shard journal's next
+        // durable write instead of waiting for one another's.
+        let applying: Vec<_> = followed
+            .iter()
+            .zip(response.partitions)
+            .filter(|((tp, p, f), data)| {
+                // The role changed meanwhile, or a confused answer: fetch again.
+                p.following() == Some(*f) && data.topic == tp.0 && data.partition == tp.1
+            })
+            .map(|((tp, p, _), data)| async move {
+                let r = apply_fetched(p, &data).await;
+                if let Err(e) = &r {
+                    tracing::debug!(topic = %tp.0, partition = tp.1, error = %e, "replica fetch");
+                }
+                r.is_err()
+            })
+            .collect();
+        let refused = join_all(applying).await.into_iter().filter(|r| *r).count();
         if refused == followed.len() {
             // Nothing to do until the image moves on: do not spin.
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// Runs `futures` concurrently on this task; their outputs in order.
+async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, o) in futures.iter_mut().zip(out.iter_mut()) {
+            if o.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *o = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
 }
 
 /// Applies one partition's answer on the follower.
@@ -610,6 +661,16 @@ async fn read_records(p: &Partition, from: i64, max_bytes: u32) -> Result<Bytes,
 /// The answer for a partition that is not open here.
 pub(crate) fn not_here(f: &PartitionFetch) -> PartitionData {
     refusal(f, FetchRefusal::NotLeader)
+}
+
+/// Serves the replica streams that followers open to this shard's own endpoint.
+pub async fn serve_streams(
+    shard: Rc<ShardState>,
+    mut streams: tokio::sync::mpsc::Receiver<ReplicaStream>,
+) {
+    while let Some(s) = streams.recv().await {
+        tokio_uring::spawn(serve_stream(shard.clone(), s));
+    }
 }
 
 /// Hands each replica stream a follower opens to this node to the shard of the same index

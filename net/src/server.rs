@@ -64,6 +64,8 @@ pub enum ShardStartError {
     Open(Box<crate::error::OpenError>),
     #[error(transparent)]
     Groups(#[from] crate::group::driver::GroupLoadError),
+    #[error("replica endpoint: {0}")]
+    ReplicaEndpoint(io::Error),
     #[error("exited during startup")]
     Exited,
 }
@@ -114,10 +116,12 @@ impl Broker {
         }
         let (meta_tx, meta_rx) = mpsc::channel::<MetaMsg>(META_QUEUE_MAX);
         let producer_ids = ProducerIds::open(&config.log_dir.join(crate::meta::META_DIR))?;
-        let cluster = if config.cluster.is_cluster() {
-            Some(crate::cluster::start(&config, &node.cluster_id, addr)?)
+        let (cluster, mut replica_sockets) = if config.cluster.is_cluster() {
+            let (node, sockets) =
+                crate::cluster::start(&config, &node.cluster_id, addr, config.cores.len())?;
+            (Some(node), sockets.into_iter().map(Some).collect())
         } else {
-            None
+            (None, Vec::new())
         };
         let router = Arc::new(Router::new(
             config.clone(),
@@ -150,6 +154,7 @@ impl Broker {
                 ready: ready_tx.clone(),
                 direct: direct_io(&config),
                 recovery,
+                replica_socket: replica_sockets.get_mut(i).and_then(Option::take),
             };
             let t = std::thread::Builder::new()
                 .name(format!("tern-shard-{i}"))
@@ -368,6 +373,8 @@ struct ShardConfig {
     direct: DirectIo,
     /// What the shard's logs may assume at open about how the broker last stopped.
     recovery: Recovery,
+    /// In a cluster: the UDP socket of this shard's replica endpoint.
+    replica_socket: Option<std::net::UdpSocket>,
 }
 
 /// Sets the calling thread's niceness (`shard.nice`); 0 leaves it as inherited.
@@ -421,6 +428,21 @@ async fn run_shard(cfg: ShardConfig) -> bool {
     }
     tokio_uring::spawn(state.clone().serve_queue(cfg.rx));
     let ticks = tokio_uring::spawn(state.clone().run_ticks());
+    if let (Some(node), Some(socket)) = (&state.router.cluster, cfg.replica_socket) {
+        match node.shard_endpoints().bind(socket) {
+            Ok((endpoint, streams)) => {
+                if let Ok(addr) = endpoint.local_addr() {
+                    tracing::info!(shard = cfg.index, %addr, "replica endpoint bound");
+                }
+                tokio_uring::spawn(crate::replicate::serve_streams(state.clone(), streams));
+                *state.replication.endpoint.borrow_mut() = Some(endpoint);
+            }
+            Err(e) => {
+                let _ = cfg.ready.send(Err(ShardStartError::ReplicaEndpoint(e)));
+                return false;
+            }
+        }
+    }
     if let Some(node) = &state.router.cluster {
         tokio_uring::spawn(crate::replicate::follow_views(
             state.clone(),

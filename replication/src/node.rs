@@ -37,6 +37,9 @@ use crate::transport::{Received, Transport, TransportConfig};
 pub const CHANNEL_RAFT: u8 = 0;
 /// The listener name of a node's QUIC endpoint in its broker registration.
 pub const CONTROLLER_LISTENER: &str = "CONTROLLER";
+/// The listener names of a node's shard endpoints in its broker registration: shard `k`
+/// serves replica streams at `REPLICA-k` (see `replication/PROTOCOL.md`).
+pub const REPLICA_LISTENER_PREFIX: &str = "REPLICA-";
 /// Broker requests to the controller leader, and its replies.
 pub const CHANNEL_CONTROL: u8 = 1;
 
@@ -126,6 +129,7 @@ pub struct ClusterNode {
     thread: Option<std::thread::JoinHandle<()>>,
     dialer: crate::transport::ReplicaDialer,
     replica_streams: std::sync::Mutex<Option<mpsc::Receiver<crate::transport::ReplicaStream>>>,
+    shard_endpoints: crate::transport::ShardEndpoints,
 }
 
 impl ClusterNode {
@@ -186,7 +190,12 @@ impl ClusterNode {
                         .local_addr()
                         .map(|addr| {
                             let t = &driver.transport;
-                            (addr, t.replica_dialer(), t.replica_streams())
+                            (
+                                addr,
+                                t.replica_dialer(),
+                                t.replica_streams(),
+                                t.shard_endpoints(),
+                            )
                         })
                         .map_err(|e| NodeError::Thread(e.to_string()));
                     let _ = ready_tx.send(ready);
@@ -194,7 +203,7 @@ impl ClusterNode {
                 });
             })
             .map_err(|e| NodeError::Thread(e.to_string()))?;
-        let (local_addr, dialer, streams) = ready_rx
+        let (local_addr, dialer, streams, shard_endpoints) = ready_rx
             .recv()
             .map_err(|_| NodeError::Thread("the node thread ended at start".into()))??;
         Ok(ClusterNode {
@@ -205,12 +214,18 @@ impl ClusterNode {
             thread: Some(thread),
             dialer,
             replica_streams: std::sync::Mutex::new(Some(streams)),
+            shard_endpoints,
         })
     }
 
     /// Opens replica streams to other nodes (from any thread).
     pub fn replica_dialer(&self) -> crate::transport::ReplicaDialer {
         self.dialer.clone()
+    }
+
+    /// What a shard binds its own replica endpoint with.
+    pub fn shard_endpoints(&self) -> crate::transport::ShardEndpoints {
+        self.shard_endpoints.clone()
     }
 
     /// The replica streams followers open to this node; the first call takes them.

@@ -206,6 +206,8 @@ pub struct Transport {
     endpoint: quinn::Endpoint,
     queues: std::sync::Mutex<BTreeMap<i32, mpsc::Sender<(u8, Bytes)>>>,
     shared: Arc<Shared>,
+    /// What shard endpoints are made of (see [`ShardEndpoints`]).
+    shard_endpoints: ShardEndpoints,
 }
 
 impl Transport {
@@ -221,14 +223,15 @@ impl Transport {
         if config.cluster_id.len() > CLUSTER_ID_BYTES_MAX {
             return Err(TransportError::ClusterId(config.cluster_id.len()));
         }
+        let (server, client) = (tls.server_config()?, tls.client_config()?);
         let mut endpoint =
-            quinn::Endpoint::server(tls.server_config()?, config.listen).map_err(|cause| {
+            quinn::Endpoint::server(server.clone(), config.listen).map_err(|cause| {
                 TransportError::Bind {
                     addr: config.listen,
                     cause,
                 }
             })?;
-        endpoint.set_default_client_config(tls.client_config()?);
+        endpoint.set_default_client_config(client.clone());
         let shared = Arc::new(Shared {
             node_id: config.node_id,
             cluster_id: config.cluster_id.clone(),
@@ -260,6 +263,11 @@ impl Transport {
             Transport {
                 endpoint,
                 queues: std::sync::Mutex::new(queues),
+                shard_endpoints: ShardEndpoints {
+                    shared: shared.clone(),
+                    server,
+                    client,
+                },
                 shared,
             },
             rx,
@@ -310,6 +318,11 @@ impl Transport {
         };
         *slot = Some(tx);
         rx
+    }
+
+    /// What each shard binds its own replica endpoint with (usable from any thread).
+    pub fn shard_endpoints(&self) -> ShardEndpoints {
+        self.shard_endpoints.clone()
     }
 
     /// A dialer of replica streams from this node.
@@ -542,16 +555,11 @@ async fn accept_replica_stream(
     conn: quinn::Connection,
     from: SocketAddr,
     send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
+    recv: quinn::RecvStream,
 ) {
-    let peer = match read_hello(shared, &conn, &mut recv, true).await {
-        Ok(p) => p,
-        Err(why) => return refuse(shared, Some(&conn), from, &why),
+    let Some(stream) = check_replica_stream(shared, conn, from, send, recv).await else {
+        return;
     };
-    let mut shard = [0u8; 2];
-    if recv.read_exact(&mut shard).await.is_err() {
-        return refuse(shared, Some(&conn), from, "replica stream without a shard");
-    }
     let owner = match shared.replica_streams.lock() {
         Ok(s) => s.clone(),
         Err(poisoned) => poisoned.into_inner().clone(),
@@ -559,17 +567,10 @@ async fn accept_replica_stream(
     let Some(owner) = owner else {
         return refuse(
             shared,
-            Some(&conn),
+            Some(&stream.connection),
             from,
             "this node serves no replica streams",
         );
-    };
-    let stream = ReplicaStream {
-        peer,
-        shard: u16::from_be_bytes(shard),
-        send,
-        recv,
-        connection: conn,
     };
     if let Err(mpsc::error::SendError(s)) = owner.send(stream).await {
         refuse(
@@ -578,6 +579,128 @@ async fn accept_replica_stream(
             from,
             "the replica stream owner is gone",
         );
+    }
+}
+
+/// Reads a replica stream's hello and shard index; `None` once it was refused.
+async fn check_replica_stream(
+    shared: &Arc<Shared>,
+    conn: quinn::Connection,
+    from: SocketAddr,
+    send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) -> Option<ReplicaStream> {
+    let peer = match read_hello(shared, &conn, &mut recv, true).await {
+        Ok(p) => p,
+        Err(why) => {
+            refuse(shared, Some(&conn), from, &why);
+            return None;
+        }
+    };
+    let mut shard = [0u8; 2];
+    if recv.read_exact(&mut shard).await.is_err() {
+        refuse(shared, Some(&conn), from, "replica stream without a shard");
+        return None;
+    }
+    Some(ReplicaStream {
+        peer,
+        shard: u16::from_be_bytes(shard),
+        send,
+        recv,
+        connection: conn,
+    })
+}
+
+/// What a shard's own QUIC endpoint is made of: the node's TLS configurations and
+/// identity. Cheap to clone, usable from any thread.
+#[derive(Debug, Clone)]
+pub struct ShardEndpoints {
+    shared: Arc<Shared>,
+    server: quinn::ServerConfig,
+    client: quinn::ClientConfig,
+}
+
+impl ShardEndpoints {
+    /// Makes `socket` a QUIC endpoint that serves replica streams and dials them, driven
+    /// on the current thread's tokio runtime: a shard calls it on its own thread, so the
+    /// endpoint's UDP socket, its connections and the streams they carry are all handled
+    /// there, with no other thread in the way. Replica streams that followers open to it
+    /// arrive on the returned receiver, checked as the node's endpoint checks them.
+    pub fn bind(
+        &self,
+        socket: std::net::UdpSocket,
+    ) -> std::io::Result<(ShardEndpoint, mpsc::Receiver<ReplicaStream>)> {
+        let mut endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(self.server.clone()),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )?;
+        endpoint.set_default_client_config(self.client.clone());
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(accept_shard_streams(
+            endpoint.clone(),
+            self.shared.clone(),
+            tx,
+        ));
+        let dialer = ReplicaDialer {
+            endpoint: endpoint.clone(),
+            hello: encode_hello(self.shared.node_id, &self.shared.cluster_id),
+        };
+        Ok((ShardEndpoint { endpoint, dialer }, rx))
+    }
+}
+
+/// A shard's own QUIC endpoint (see [`ShardEndpoints::bind`]); closed when dropped.
+#[derive(Debug)]
+pub struct ShardEndpoint {
+    endpoint: quinn::Endpoint,
+    dialer: ReplicaDialer,
+}
+
+impl ShardEndpoint {
+    /// Dials replica streams from this endpoint (their connections run on its thread).
+    pub fn dialer(&self) -> ReplicaDialer {
+        self.dialer.clone()
+    }
+
+    /// The bound UDP address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+}
+
+impl Drop for ShardEndpoint {
+    fn drop(&mut self) {
+        self.endpoint
+            .close(quinn::VarInt::from_u32(CLOSE_SHUTDOWN), b"shard stopped");
+    }
+}
+
+/// A shard endpoint's accept loop: every connection must open one replica stream.
+async fn accept_shard_streams(
+    endpoint: quinn::Endpoint,
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<ReplicaStream>,
+) {
+    while let Some(incoming) = endpoint.accept().await {
+        let (shared, tx) = (shared.clone(), tx.clone());
+        tokio::spawn(async move {
+            let from = incoming.remote_address();
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => return refuse(&shared, None, from, &format!("handshake failed: {e}")),
+            };
+            let Ok((send, recv)) = conn.accept_bi().await else {
+                return; // closed before it opened its stream
+            };
+            let Some(stream) = check_replica_stream(&shared, conn, from, send, recv).await else {
+                return;
+            };
+            if let Err(mpsc::error::SendError(s)) = tx.send(stream).await {
+                refuse(&shared, Some(&s.connection), from, "the shard is stopping");
+            }
+        });
     }
 }
 
