@@ -488,3 +488,79 @@ fn corrupt_indexes_are_rebuilt() {
         }
     });
 }
+
+/// Guards tail reads (a leader sending followers what is not yet durable): nothing while
+/// they are off; whole batches from a batch start while they are on, as stored (offsets
+/// assigned), at least one and then up to the byte budget; nothing from below the readable
+/// end, from inside a batch or past the end; the copies go once the batches are readable.
+#[test]
+fn tail_reads_serve_what_is_not_yet_durable() {
+    run(async {
+        let storage = MemStorage::new(0);
+        let log = Log::open(storage.clone(), dir(), small_config())
+            .await
+            .unwrap();
+        log.append(&[make_batch(0, 2, 50, 0)]).await.unwrap();
+        let off = log.append(&[make_batch(0, 3, 50, 1)]);
+        assert!(log.read_tail(Offset(2), 1 << 20).is_none(), "tail reads are off");
+        off.await.unwrap();
+        log.set_tail_reads(true);
+        let (b1, b2) = (make_batch(0, 3, 50, 2), make_batch(0, 4, 50, 3));
+        let a1 = log.append(std::slice::from_ref(&b1));
+        let a2 = log.append(std::slice::from_ref(&b2));
+        assert_eq!(log.readable_end().0, 5, "nothing written yet");
+        let (both, next) = log.read_tail(Offset(5), 1 << 20).unwrap();
+        assert_eq!(next.0, 12);
+        assert_eq!(both.len(), b1.len() + b2.len());
+        let (one, next) = log.read_tail(Offset(5), 1).unwrap();
+        assert_eq!((one.len(), next.0), (b1.len(), 8), "at least one batch");
+        assert_eq!(i64::from_be_bytes(one[..8].try_into().unwrap()), 5);
+        assert_eq!(one[8..], b1[8..], "as stored, with its offset");
+        let (second, next) = log.read_tail(Offset(8), 1 << 20).unwrap();
+        assert_eq!((second.len(), next.0), (b2.len(), 12));
+        // Wrong offsets: durable already, inside a batch, past the end.
+        for bad in [0, 3, 6, 12, 13, -1] {
+            assert!(log.read_tail(Offset(bad), 1 << 20).is_none(), "offset {bad}");
+        }
+        a1.await.unwrap();
+        a2.await.unwrap();
+        assert_eq!(log.readable_end().0, 12);
+        assert!(log.read_tail(Offset(8), 1 << 20).is_none(), "readable now");
+        let got = read_all(&log, 5).await;
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].1[..], both[8..b1.len()]);
+        log.set_tail_reads(false);
+        let a3 = log.append(&[make_batch(0, 1, 50, 4)]);
+        assert!(log.read_tail(Offset(12), 1 << 20).is_none(), "off again");
+        a3.await.unwrap();
+    });
+}
+
+/// Guards the rule that makes tail reads safe: offsets handed out before they were durable
+/// are never given to other batches. A full disk after a tail read poisons the log (the
+/// followers may hold those offsets) instead of refusing and rewinding; without a tail read
+/// it refuses and rewinds as always.
+#[test]
+fn a_write_failure_after_a_tail_read_poisons() {
+    run(async {
+        let storage = MemStorage::new(0);
+        let log = Log::open(storage.clone(), dir(), small_config())
+            .await
+            .unwrap();
+        log.set_tail_reads(true);
+        log.append(&[make_batch(0, 2, 50, 0)]).await.unwrap();
+        storage.set_disk_full(true);
+        let a = log.append(&[make_batch(0, 2, 50, 1)]);
+        assert!(matches!(a.await, Err(AppendError::DiskFull { .. })));
+        assert_eq!(log.next_offset().0, 2, "rewound: nothing was handed out");
+        let b = log.append(&[make_batch(0, 2, 50, 2)]);
+        assert!(log.read_tail(Offset(2), 1 << 20).is_some());
+        assert!(matches!(b.await, Err(AppendError::Poisoned { .. })));
+        storage.set_disk_full(false);
+        assert!(matches!(
+            log.append(&[make_batch(0, 1, 50, 3)]).await,
+            Err(AppendError::Poisoned { .. })
+        ));
+        assert_eq!(read_all(&log, 0).await.len(), 1, "the durable batch is still there");
+    });
+}

@@ -126,7 +126,13 @@ impl Partition {
                 Role::Leader(_) => {}
                 Role::Idle | Role::Follower(_) => return Err(PartitionError::NotLeader),
             }
-            Ok(self.log.append(batches))
+            let appended = self.log.append(batches);
+            if let Role::Leader(l) = &mut *self.role.borrow_mut() {
+                // Followers' long polls may take these records now (tail reads).
+                l.state.on_log_appended(self.log.next_offset().0);
+                self.appended.notify_waiters();
+            }
+            Ok(appended)
         })();
         let me = self.clone();
         async move {
@@ -247,6 +253,9 @@ impl Partition {
                 acks: HashMap::new(),
                 next_ack: 0,
             })));
+            // Followers are sent what is appended before it is durable here, so that their
+            // durable writes overlap the leader's (the high watermark still waits for both).
+            self.log.set_tail_reads(p.replicas.len() > 1);
             self.signal.notify_waiters();
             return Ok(());
         }
@@ -273,6 +282,7 @@ impl Partition {
         let old = std::mem::replace(&mut *self.role.borrow_mut(), role);
         if let Role::Leader(l) = old {
             self.log.stop_leading();
+            self.log.set_tail_reads(false);
             let Leading {
                 state, mut acks, ..
             } = *l;

@@ -638,8 +638,16 @@ pub(crate) async fn fetch_one(
     }
 }
 
-/// Whole batches from `from`, at most about `max_bytes` (at least one batch).
+/// Whole batches from `from`, at most about `max_bytes` (at least one batch); past the
+/// leader's durable end, what it has appended and not yet made durable (tail reads).
 async fn read_records(p: &Partition, from: i64, max_bytes: u32) -> Result<Bytes, String> {
+    if from >= p.log.readable_end().0 {
+        return Ok(p
+            .log
+            .read_tail(Offset(from), max_bytes)
+            .map(|(b, _)| b)
+            .unwrap_or_default());
+    }
     let r = p
         .log
         .read(Offset(from), max_bytes, Offset(i64::MAX))

@@ -161,6 +161,9 @@ pub struct LeaderState {
     partition: Partition,
     /// The leader's own durable log end.
     log_end: Offset,
+    /// The end of what the leader has appended, durable or not (≥ `log_end`): followers may
+    /// have been sent records up to here before they were durable on the leader.
+    appended_end: Offset,
     log_start: Offset,
     /// The leader's log end when this leadership began (ISR expansion needs it reached).
     epoch_start_offset: Offset,
@@ -204,6 +207,7 @@ impl LeaderState {
             config,
             partition: partition.clone(),
             log_end,
+            appended_end: log_end,
             log_start,
             epoch_start_offset: log_end,
             high_watermark: high_watermark.clamp(log_start, log_end),
@@ -300,9 +304,17 @@ impl LeaderState {
     pub fn on_log_end(&mut self, log_end: Offset) -> Vec<AckResult> {
         debug_assert!(log_end >= self.log_end, "the leader's log end went back");
         self.log_end = self.log_end.max(log_end);
+        self.appended_end = self.appended_end.max(self.log_end);
         let mut out = Vec::new();
         self.advance(&mut out);
         out
+    }
+
+    /// The local log has records appended up to `end`, not yet durable: a follower may be
+    /// sent them and fetch from past the durable end. The high watermark still waits for
+    /// the leader's own durable end ([`LeaderState::on_log_end`]).
+    pub fn on_log_appended(&mut self, end: Offset) {
+        self.appended_end = self.appended_end.max(end);
     }
 
     /// The local log now starts at `log_start` (retention, DeleteRecords).
@@ -352,7 +364,7 @@ impl LeaderState {
             return (Err(FetchError::NotReplica(fetch.replica)), out);
         }
         if let Some(last) = fetch.last_fetched_epoch {
-            if let Some((epoch, end)) = cache.end_offset_for(last, self.log_end) {
+            if let Some((epoch, end)) = cache.end_offset_for(last, self.appended_end) {
                 if epoch < last || end < fetch.fetch_offset {
                     let d = FetchOutcome::Diverging {
                         epoch,
@@ -363,11 +375,11 @@ impl LeaderState {
                 }
             }
         }
-        if fetch.fetch_offset < self.log_start || fetch.fetch_offset > self.log_end {
+        if fetch.fetch_offset < self.log_start || fetch.fetch_offset > self.appended_end {
             let e = FetchError::OffsetOutOfRange {
                 offset: fetch.fetch_offset,
                 log_start: self.log_start,
-                log_end: self.log_end,
+                log_end: self.appended_end,
             };
             return (Err(e), out);
         }
@@ -531,6 +543,10 @@ impl LeaderState {
                 self.high_watermark = hw;
             }
         }
+        debug_assert!(
+            self.high_watermark <= self.log_end,
+            "the high watermark passed the leader's durable end"
+        );
         let hw = self.high_watermark;
         self.waiters.retain(|w| {
             if w.end_offset <= hw {
@@ -661,6 +677,32 @@ mod tests {
         assert_eq!(strict.high_watermark(), 10);
         let shared = LeaderState::new(1, &partition(&[1, 2, 3]), 0, 30, 10, 0, config(2));
         assert_eq!(shared.high_watermark(), 10);
+    }
+
+    /// Guards tail reads: followers sent records the leader has appended but not yet made
+    /// durable fetch from past its durable end; that is no error and no divergence, but
+    /// the high watermark waits for the leader's own durable end. Past the appended end a
+    /// fetch is still out of range (or diverging, with its epoch).
+    #[test]
+    fn followers_ahead_of_the_leaders_durable_end_wait_for_it() {
+        let c = cache(&[(4, 0)]);
+        let mut l = LeaderState::new(1, &partition(&[1, 2, 3]), 0, 0, 0, 0, config(2));
+        l.on_log_end(10);
+        assert_eq!(l.await_ack(1, 20, 1_000), None);
+        l.on_log_appended(20);
+        let (r, _) = l.on_follower_fetch(&fetch(2, 21, None), &c, 1);
+        assert!(matches!(r, Err(FetchError::OffsetOutOfRange { .. })), "{r:?}");
+        // Past the appended end in the leader's epoch: diverging at the appended end.
+        let (r, _) = l.on_follower_fetch(&fetch(2, 21, Some(4)), &c, 1);
+        assert!(
+            matches!(r, Ok(FetchOutcome::Diverging { end_offset: 20, .. })),
+            "{r:?}"
+        );
+        assert!(read(&mut l, fetch(2, 20, Some(4)), &c, 1).is_empty());
+        assert!(read(&mut l, fetch(3, 20, Some(4)), &c, 2).is_empty());
+        assert_eq!(l.high_watermark(), 10, "bounded by the leader's durable end");
+        assert_eq!(l.on_log_end(20), vec![AckResult { id: 1, result: Ok(()) }]);
+        assert_eq!(l.high_watermark(), 20);
     }
 
     #[test]

@@ -194,6 +194,8 @@ impl<S: Storage> Log<S> {
             let mut i = self.shared.inner.borrow_mut();
             let end = i.next_offset;
             i.journal_pending.retain(|(e, _)| *e <= end);
+            // Offsets handed out past the cut were settled by the epochs that cut them.
+            i.tail_served_end = i.tail_served_end.min(end);
             i.truncating = false;
         }
         r

@@ -223,6 +223,13 @@ struct Inner<S: Storage> {
     epochs_persisted: u64,
     /// The epoch client appends are stamped with while this replica leads.
     leader_epoch: Option<crate::epoch::Epoch>,
+    /// While set ([`Log::set_tail_reads`]): a copy of each batch queued and not yet
+    /// readable, `(base offset, next offset, bytes as stored)`, oldest first, so that a
+    /// leader can send its followers what is not yet durable here (see [`Log::read_tail`]).
+    tail_copies: Option<VecDeque<(i64, i64, bytes::Bytes)>>,
+    /// The end of what [`Log::read_tail`] handed out: those offsets may be on other
+    /// replicas, so they must never be given to other batches (a refused write poisons).
+    tail_served_end: i64,
 }
 
 /// Where appended batches come from.
@@ -556,6 +563,9 @@ impl<S: Storage> Inner<S> {
         } else {
             h.max_timestamp
         };
+        if let Some(copies) = &mut self.tail_copies {
+            copies.push_back((base, base + count, bytes::Bytes::copy_from_slice(stored)));
+        }
         unit.batches.push(BatchMeta {
             base,
             last: base + count - 1,
@@ -667,6 +677,59 @@ impl<S: Storage> Log<S> {
                 Err(_) => Err(AppendError::Closed),
             }
         }
+    }
+
+    /// Keeps (`true`) or stops keeping a copy of every batch appended from now on until it
+    /// is readable, for [`Log::read_tail`] (a leader with followers).
+    pub fn set_tail_reads(&self, on: bool) {
+        let mut i = self.shared.inner.borrow_mut();
+        match (on, i.tail_copies.is_some()) {
+            (true, false) => i.tail_copies = Some(VecDeque::new()),
+            (false, true) => i.tail_copies = None,
+            _ => {}
+        }
+    }
+
+    /// Whole batches from `offset` (at least one, then up to `max_bytes`) that are
+    /// appended but not yet readable (not yet durable under `flush = always`); `None` when
+    /// `offset` is not the start of such a batch (below the readable end, past the
+    /// appended end, or tail reads are off). Returns the bytes and the next offset. A leader
+    /// sends these to its followers so that their durable writes overlap its own; the
+    /// offsets handed out are never reused: a write failure after this poisons the log
+    /// instead of refusing and rewinding.
+    pub fn read_tail(&self, offset: Offset, max_bytes: u32) -> Option<(bytes::Bytes, Offset)> {
+        let mut i = self.shared.inner.borrow_mut();
+        if offset.0 < i.readable_end {
+            return None;
+        }
+        let copies = i.tail_copies.as_ref()?;
+        let first = copies.partition_point(|(base, _, _)| *base < offset.0);
+        let (base, _, _) = copies.get(first)?;
+        if *base != offset.0 {
+            return None;
+        }
+        let mut parts: Vec<bytes::Bytes> = Vec::new();
+        let (mut bytes, mut next) = (0usize, offset.0);
+        for (_, end, b) in copies.range(first..) {
+            if !parts.is_empty() && bytes + b.len() > max_bytes as usize {
+                break;
+            }
+            bytes += b.len();
+            next = *end;
+            parts.push(b.clone());
+        }
+        i.tail_served_end = i.tail_served_end.max(next);
+        let out = match parts.as_slice() {
+            [one] => one.clone(),
+            _ => {
+                let mut all = bytes::BytesMut::with_capacity(bytes);
+                for p in &parts {
+                    all.extend_from_slice(p);
+                }
+                all.freeze()
+            }
+        };
+        Some((out, Offset(next)))
     }
 
     /// The first offset still in the log.

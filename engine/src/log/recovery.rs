@@ -206,6 +206,8 @@ impl<S: Storage> Log<S> {
             epochs_version: u64::from(epochs_stale),
             epochs_persisted: 0,
             leader_epoch: None,
+            tail_copies: None,
+            tail_served_end: -1,
         };
         let shared = Rc::new(Shared {
             inner: RefCell::new(inner),

@@ -102,6 +102,11 @@ impl<S: Storage> Inner<S> {
         self.written_partial.clear();
         self.written_partial.extend_from_slice(partial);
         self.readable_end = end_offset;
+        if let Some(copies) = &mut self.tail_copies {
+            while copies.front().is_some_and(|(_, end, _)| *end <= end_offset) {
+                copies.pop_front();
+            }
+        }
         let unit_end = file_pos + data.len() as u64;
         if self
             .in_flight
@@ -145,6 +150,12 @@ impl<S: Storage> Inner<S> {
 
     /// A write failed: ENOSPC refuses everything not yet written; anything else poisons.
     pub(super) fn on_write_error(&mut self, err: io::Error, path: &std::path::Path) {
+        // Offsets past the readable end already sent to followers (tail reads) must not go
+        // to other batches: nothing is refused and rewound then, the log is poisoned.
+        let served = self.tail_served_end > self.readable_end;
+        if let Some(copies) = &mut self.tail_copies {
+            copies.clear();
+        }
         self.queue.clear();
         self.in_flight = None;
         self.next_offset = self.readable_end;
@@ -153,7 +164,7 @@ impl<S: Storage> Inner<S> {
             self.journal_pending.pop_back();
         }
         self.producers.truncate_from(end);
-        let refusal = if err.raw_os_error() == Some(libc::ENOSPC) {
+        let refusal = if err.raw_os_error() == Some(libc::ENOSPC) && !served {
             tracing::warn!(path = %path.display(), "disk full: appends refused until space returns");
             AppendError::DiskFull {
                 path: path.to_path_buf(),
