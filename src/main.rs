@@ -119,7 +119,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         config: None,
         print_config: false,
     };
-    match cli.command.unwrap_or(Command::Serve(serve_defaults)) {
+    let command = cli.command.unwrap_or(Command::Serve(serve_defaults));
+    if matches!(
+        command,
+        Command::Topic(_)
+            | Command::Consume(_)
+            | Command::Group(_)
+            | Command::Cluster(ClusterCommand::Status(_))
+            | Command::Bench(BenchCommand::Compare(_))
+    ) {
+        // Tools whose output goes to a pipe (`tern consume … | head`) end quietly when the
+        // reader goes, as Unix tools do, instead of failing on the write.
+        // SAFETY: resets one signal's disposition before any thread is started.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
+    match command {
         Command::Serve(args) => cli::serve::run(&args),
         Command::Topic(args) => cli::topic::run(args),
         Command::Produce(args) => cli::produce::run(args),

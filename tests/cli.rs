@@ -530,6 +530,7 @@ fn cluster_dev_starts_a_local_cluster() {
         .arg(dir.path())
         .args(["--kafka-port", &kafka_port.to_string()])
         .args(["--controller-port", &quic_port.to_string()])
+        .args(["--shards-per-node", "1"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -547,6 +548,15 @@ fn cluster_dev_starts_a_local_cluster() {
         ready.contains(&format!("127.0.0.1:{kafka_port}")),
         "{ready}"
     );
+    assert!(ready.contains("node pids "), "{ready}");
+    // One shard, on the first CPU this process may use.
+    let config = std::fs::read_to_string(dir.path().join("node-1/tern.toml")).unwrap();
+    let cores: Vec<&str> = config
+        .lines()
+        .filter(|l| l.starts_with("cores = ["))
+        .collect();
+    assert_eq!(cores.len(), 1, "{config}");
+    assert!(!cores[0].contains(','), "{config}");
     let bootstrap = format!("127.0.0.1:{kafka_port}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let status = loop {
@@ -574,4 +584,50 @@ fn cluster_dev_starts_a_local_cluster() {
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
+    for bad in ["0", "x", "99999"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_tern"))
+            .args(["cluster", "dev", "--dir"])
+            .arg(dir.path())
+            .args(["--shards-per-node", bad])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--shards-per-node"), "{err}");
+    }
+}
+
+/// Guards tools writing into a pipe that closes early (`tern consume … | head -1`): the
+/// tool ends quietly on SIGPIPE, as Unix tools do, not with a panic message.
+#[test]
+fn consume_into_a_closed_pipe_ends_quietly() {
+    use std::io::BufRead;
+    use std::os::unix::process::ExitStatusExt;
+    let b = start();
+    tern(&b, &["topic", "create", "wide", "--partitions", "1"], "").ok();
+    // About 400 KiB of output: more than a pipe holds.
+    let input: String = (0..4000).map(|i| format!("{i:0>100}\n")).collect();
+    tern(&b, &["produce", "wide"], &input).ok();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["consume", "wide", "--from", "beginning", "--count", "4000"])
+        .args(["-b", &b.addr()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert_eq!(first.trim_end().len(), 100, "{first}");
+    // The reader is gone: the next writes fail.
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?} {err}",
+        out.status
+    );
 }

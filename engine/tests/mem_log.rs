@@ -502,7 +502,10 @@ fn tail_reads_serve_what_is_not_yet_durable() {
             .unwrap();
         log.append(&[make_batch(0, 2, 50, 0)]).await.unwrap();
         let off = log.append(&[make_batch(0, 3, 50, 1)]);
-        assert!(log.read_tail(Offset(2), 1 << 20).is_none(), "tail reads are off");
+        assert!(
+            log.read_tail(Offset(2), 1 << 20).is_none(),
+            "tail reads are off"
+        );
         off.await.unwrap();
         log.set_tail_reads(true);
         let (b1, b2) = (make_batch(0, 3, 50, 2), make_batch(0, 4, 50, 3));
@@ -520,7 +523,10 @@ fn tail_reads_serve_what_is_not_yet_durable() {
         assert_eq!((second.len(), next.0), (b2.len(), 12));
         // Wrong offsets: durable already, inside a batch, past the end.
         for bad in [0, 3, 6, 12, 13, -1] {
-            assert!(log.read_tail(Offset(bad), 1 << 20).is_none(), "offset {bad}");
+            assert!(
+                log.read_tail(Offset(bad), 1 << 20).is_none(),
+                "offset {bad}"
+            );
         }
         a1.await.unwrap();
         a2.await.unwrap();
@@ -561,6 +567,10 @@ fn a_write_failure_after_a_tail_read_poisons() {
             log.append(&[make_batch(0, 1, 50, 3)]).await,
             Err(AppendError::Poisoned { .. })
         ));
-        assert_eq!(read_all(&log, 0).await.len(), 1, "the durable batch is still there");
+        assert_eq!(
+            read_all(&log, 0).await.len(),
+            1,
+            "the durable batch is still there"
+        );
     });
 }

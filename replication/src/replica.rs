@@ -691,7 +691,10 @@ mod tests {
         assert_eq!(l.await_ack(1, 20, 1_000), None);
         l.on_log_appended(20);
         let (r, _) = l.on_follower_fetch(&fetch(2, 21, None), &c, 1);
-        assert!(matches!(r, Err(FetchError::OffsetOutOfRange { .. })), "{r:?}");
+        assert!(
+            matches!(r, Err(FetchError::OffsetOutOfRange { .. })),
+            "{r:?}"
+        );
         // Past the appended end in the leader's epoch: diverging at the appended end.
         let (r, _) = l.on_follower_fetch(&fetch(2, 21, Some(4)), &c, 1);
         assert!(
@@ -700,8 +703,18 @@ mod tests {
         );
         assert!(read(&mut l, fetch(2, 20, Some(4)), &c, 1).is_empty());
         assert!(read(&mut l, fetch(3, 20, Some(4)), &c, 2).is_empty());
-        assert_eq!(l.high_watermark(), 10, "bounded by the leader's durable end");
-        assert_eq!(l.on_log_end(20), vec![AckResult { id: 1, result: Ok(()) }]);
+        assert_eq!(
+            l.high_watermark(),
+            10,
+            "bounded by the leader's durable end"
+        );
+        assert_eq!(
+            l.on_log_end(20),
+            vec![AckResult {
+                id: 1,
+                result: Ok(())
+            }]
+        );
         assert_eq!(l.high_watermark(), 20);
     }
 
