@@ -1056,3 +1056,88 @@ fn bench_runs_against_a_cluster() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--broker-pid 999999999"));
 }
+
+/// Guards a follower whose log ends below its leader's log start (records were deleted on
+/// the leader while it was down): it starts its log again at the leader's start (at the
+/// base of the leader's batch holding it), catches up and rejoins the ISR; the records from
+/// the start on are served after the leader's loss.
+#[test]
+fn a_follower_behind_the_leaders_log_start_starts_again_there() {
+    use rdkafka::admin::AdminOptions;
+    let mut cluster = Cluster::replicated("behind", 1, 1);
+    let m = metadata(&cluster.nodes[&1], Some(&["behind"]));
+    let leader = leaders(&m, "behind")[0];
+    let follower = *cluster.nodes.keys().find(|id| **id != leader).unwrap();
+    produce_range(&cluster.bootstrap(), "behind", 1, 0..10);
+    wait_for("every replica in sync", || {
+        cluster.isr_full(leader, "behind")
+    });
+    cluster.nodes.get_mut(&follower).unwrap().kill9();
+    let others: String = cluster
+        .nodes
+        .iter()
+        .filter(|(id, _)| **id != follower)
+        .map(|(_, b)| b.addr())
+        .collect::<Vec<_>>()
+        .join(",");
+    // acks=all is answered once the dead follower has left the ISR (min ISR 1).
+    produce_range(&others, "behind", 1, 10..100);
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &others)
+        .create()
+        .unwrap();
+    let mut upto = TopicPartitionList::new();
+    upto.add_partition_offset("behind", 0, Offset::Offset(80))
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let deleted = rt.block_on(admin.delete_records(&upto, &opts)).unwrap();
+    assert!(
+        deleted.elements().iter().all(|e| e.error().is_ok()),
+        "{deleted:?}"
+    );
+
+    cluster.nodes.get_mut(&follower).unwrap().restart();
+    let deadline = Instant::now() + DEADLINE;
+    while !cluster.isr_full(leader, "behind") {
+        assert!(
+            Instant::now() < deadline,
+            "the follower is not back in the ISR; its log:\n{}",
+            cluster.nodes[&follower].log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let dir = cluster.nodes[&follower].data_dir().join("behind-0");
+    // Its old log (from offset 0) is gone: it starts at the leader's batch holding 80.
+    let first_base: i64 = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|n| n.strip_suffix(".log")?.parse().ok())
+        .min()
+        .unwrap();
+    assert!(
+        (10..=80).contains(&first_base),
+        "first segment {first_base} in {}",
+        dir.display()
+    );
+
+    // The leader goes; whoever leads next serves offsets 80..100.
+    cluster.nodes.get_mut(&leader).unwrap().kill9();
+    let live: String = cluster
+        .nodes
+        .iter()
+        .filter(|(id, _)| **id != leader)
+        .map(|(_, b)| b.addr())
+        .collect::<Vec<_>>()
+        .join(",");
+    wait_for("a new leader", || {
+        let m = metadata(&cluster.nodes[&follower], Some(&["behind"]));
+        leaders(&m, "behind").iter().all(|l| *l > 0 && *l != leader)
+    });
+    let got = consume_all(&live, "behind", 1, 20);
+    let want: BTreeSet<String> = (80..100).map(|i| format!("0-{i}")).collect();
+    assert_eq!(got, want);
+}

@@ -594,3 +594,38 @@ fn checkpoints_snapshot_producer_state() {
         }
     });
 }
+
+/// Guards a reset under the journal: a follower truncated its log (a truncation record),
+/// was reset to start at its leader's log start, and appended again; a crash before any
+/// checkpoint replays to exactly the reset log with its new batches: the truncation record
+/// (below the new start) cuts nothing that came after it, the old batches do not return.
+#[test]
+fn a_reset_log_replays_to_its_new_start() {
+    run(async {
+        let storage = MemStorage::new(0);
+        let config = small_config();
+        let journal = Journal::open(storage.clone(), JOURNAL_DIR, tiny_journal(4, 0))
+            .await
+            .unwrap();
+        let a = open_attached(&storage, &journal, "t-0", &config).await;
+        fill(&a, 10, 1).await;
+        a.truncate(Offset(6)).await.unwrap();
+        a.reset_to(Offset(500)).await.unwrap();
+        let mut after = Vec::new();
+        for k in 0..5u8 {
+            let b = build::filled(0, 2, 40, 100 + k);
+            let info = a.append(std::slice::from_ref(&b)).await.unwrap();
+            after.push((info.first_offset.0, b[8..].to_vec()));
+        }
+        let image = storage.crash_image(11);
+        drop((a, journal));
+        replay(&image, &config).await.unwrap();
+        let log = Log::open(image.clone(), part_dir("t-0"), config.clone())
+            .await
+            .unwrap();
+        assert_eq!((log.log_start_offset().0, log.readable_end().0), (500, 510));
+        let got = read_all(&log, 500).await;
+        let got: Vec<(i64, Vec<u8>)> = got;
+        assert_eq!(got, after);
+    });
+}

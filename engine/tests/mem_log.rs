@@ -574,3 +574,124 @@ fn a_write_failure_after_a_tail_read_poisons() {
         );
     });
 }
+
+/// A log of `batches` batches of 3 records (offsets 0..3 × batches) spanning several
+/// segments, led in epoch 2; the batches as read back.
+async fn log_with_segments(
+    storage: &MemStorage,
+    batches: u8,
+) -> (Log<MemStorage>, Vec<(i64, Vec<u8>)>) {
+    let log = Log::open(storage.clone(), dir(), small_config())
+        .await
+        .unwrap();
+    log.become_leader(2).await.unwrap();
+    for k in 0..batches {
+        log.append(&[make_batch(0, 3, 600, k)]).await.unwrap();
+    }
+    let all = read_all(&log, 0).await;
+    (log, all)
+}
+
+/// Guards `reset_to` (a follower below its leader's log start): every batch goes, the log
+/// starts empty at the offset with no epochs or producers, appends continue there, and a
+/// reopen (clean or after a crash) finds the same; a negative offset is refused and
+/// changes nothing.
+#[test]
+fn reset_to_starts_the_log_empty_at_an_offset() {
+    run(async {
+        let storage = MemStorage::new(0);
+        let (log, all) = log_with_segments(&storage, 20).await;
+        assert!(log.segment_bases().len() > 2, "{:?}", log.segment_bases());
+        assert!(matches!(
+            log.reset_to(Offset(-1)).await,
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+        assert_eq!(
+            read_all(&log, 0).await,
+            all,
+            "a refused reset changes nothing"
+        );
+        log.reset_to(Offset(1000)).await.unwrap();
+        assert_eq!(
+            (
+                log.log_start_offset().0,
+                log.next_offset().0,
+                log.readable_end().0
+            ),
+            (1000, 1000, 1000)
+        );
+        assert_eq!(log.segment_bases(), vec![Offset(1000)]);
+        assert_eq!(log.latest_epoch(), None);
+        assert!(matches!(
+            log.read(Offset(5), 1 << 20, Offset(i64::MAX)).await,
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+        assert!(log
+            .read(Offset(1000), 1 << 20, Offset(i64::MAX))
+            .await
+            .unwrap()
+            .slices
+            .is_empty());
+        let info = log.append(&[make_batch(0, 2, 50, 99)]).await.unwrap();
+        assert_eq!(info.first_offset.0, 1000);
+        log.close().await.unwrap();
+        drop(log);
+        for image in [storage.clone(), storage.crash_image(7)] {
+            let log = Log::open(image, dir(), small_config()).await.unwrap();
+            assert_eq!(
+                (log.log_start_offset().0, log.readable_end().0),
+                (1000, 1002)
+            );
+            assert_eq!(read_all(&log, 1000).await.len(), 1);
+        }
+    });
+}
+
+/// Guards `reset_to` under a crash at every sync point it passes: the reopened log is the
+/// old one (or a prefix of it, every record as it was) or the new empty one at the offset,
+/// never records below the offset next to a start at it.
+#[test]
+fn reset_to_survives_a_crash_at_every_sync() {
+    run(async {
+        let mut points = 0;
+        for n in 0.. {
+            let storage = MemStorage::new(0);
+            let (log, all) = log_with_segments(&storage, 20).await;
+            let before = storage.sync_count();
+            storage.set_faults(Faults {
+                freeze_after_syncs: Some(before + n),
+                ..Faults::default()
+            });
+            log.reset_to(Offset(1000)).await.unwrap();
+            let syncs = storage.sync_count() - before;
+            drop(log);
+            for seed in 0..4 {
+                let image = storage.crash_image(seed);
+                let log = match Log::open(image.clone(), dir(), small_config()).await {
+                    Ok(l) => l,
+                    Err(e) => panic!(
+                        "sync {n} of {syncs}, seed {seed}: {e}; epochs file {:?}",
+                        image.read_file(&dir().join("leader-epoch.checkpoint"))
+                    ),
+                };
+                let (start, end) = (log.log_start_offset().0, log.readable_end().0);
+                if start >= 1000 {
+                    assert_eq!((start, end), (1000, 1000), "sync {n}, seed {seed}");
+                } else {
+                    let got = read_all(&log, start).await;
+                    let want: Vec<_> = all
+                        .iter()
+                        .filter(|(b, _)| *b >= start && *b < end)
+                        .cloned()
+                        .collect();
+                    assert_eq!(got, want, "sync {n}, seed {seed}: the old log, or a prefix");
+                }
+            }
+            points += 1;
+            if n > syncs {
+                break;
+            }
+        }
+        assert!(points > 3, "{points}");
+    });
+}

@@ -401,6 +401,19 @@ async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
 /// Applies one partition's answer on the follower.
 async fn apply_fetched(p: &Partition, data: &PartitionData) -> Result<(), String> {
     if let Err(refusal) = data.result {
+        let end = p.log.next_offset().0;
+        if refusal == FetchRefusal::OffsetOutOfRange && data.log_start > end {
+            // The leader's log starts past this one's end (retention ran there while this
+            // replica was away): nothing here can be continued; start again from there.
+            tracing::info!(dir = %p.log.dir().display(), end, leader_log_start = data.log_start,
+                "follower log ends below the leader's log start: reset to start there");
+            p.log
+                .reset_to(Offset(data.log_start))
+                .await
+                .map_err(|e| e.to_string())?;
+            p.set_follower_high_watermark(data.log_start);
+            return Ok(());
+        }
         return Err(refusal.to_string());
     }
     if let Some((epoch, end)) = data.diverging {
@@ -415,6 +428,19 @@ async fn apply_fetched(p: &Partition, data: &PartitionData) -> Result<(), String
     } else if !data.records.is_empty() {
         let batches = crate::api::split_batches(data.records.clone())
             .ok_or_else(|| "the leader sent damaged batches".to_owned())?;
+        let first_base = batches
+            .first()
+            .and_then(|b| Some(i64::from_be_bytes(b.get(..8)?.try_into().ok()?)));
+        let (start, end) = (p.log.log_start_offset().0, p.log.next_offset().0);
+        if let Some(base) = first_base.filter(|b| start == end && *b < end) {
+            // An empty log that starts inside the leader's first batch (a reset to the
+            // leader's log start): it starts at that batch instead, and the log start moves
+            // up again below.
+            p.log
+                .reset_to(Offset(base))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         p.log
             .append_replicated(&batches)
             .await

@@ -418,7 +418,9 @@ async fn apply<S: Storage>(
             }
             if at < floor {
                 // The segment still holds what was cut (the truncation had not reached it):
-                // cut it now; every earlier record's batches are gone with it.
+                // cut it now; every earlier record's batches are gone with it. A cut below
+                // the log's start (the log was reset to start later since) cuts all of it.
+                let at = at.max(log.log_start_offset().0);
                 log.truncate(crate::Offset(at))
                     .await
                     .map_err(|e| format!("truncation at LSN {} to offset {at}: {e}", r.lsn))?;

@@ -1,4 +1,4 @@
-//! Flush, close, truncate, delete-records and retention.
+//! Flush, close, truncate, reset, delete-records and retention.
 
 use std::path::PathBuf;
 
@@ -330,18 +330,122 @@ impl<S: Storage> Log<S> {
         Ok(())
     }
 
+    /// Removes every batch and starts the log empty at `offset` (Kafka's
+    /// truncateFullyAndStartAt): a follower whose log ends below its leader's log start
+    /// (retention ran there while it was away) continues from the leader's start. Producer
+    /// state and the epoch cache go with the batches. Appends are refused while it runs.
+    ///
+    /// Crash-safe in this order: the log start checkpoint names `offset` (durably) before
+    /// any segment goes, newest segments go first, then the new empty segment is made: an
+    /// open after a crash finds the old log (or a prefix of it, its start clamped to its
+    /// end) or the new one, never a mix that serves records below `offset`. Records of
+    /// this log still in the shard journal lie below `offset` and are skipped by a replay.
+    pub async fn reset_to(&self, offset: Offset) -> Result<(), LogError> {
+        self.shared.poisoned()?;
+        if offset.0 < 0 {
+            let i = self.shared.inner.borrow();
+            return Err(LogError::OffsetOutOfRange {
+                offset: offset.0,
+                log_start: i.log_start,
+                log_end: i.next_offset,
+            });
+        }
+        {
+            let mut i = self.shared.inner.borrow_mut();
+            if i.closing {
+                return Err(LogError::Closed);
+            }
+            i.truncating = true;
+        }
+        self.shared.writer_idle().await;
+        self.shared.drain_behind().await;
+        self.shared.wait_for_preparation(0, u64::MAX).await;
+        let r = self.reset_idle(offset.0).await;
+        self.shared.inner.borrow_mut().truncating = false;
+        if let Err(e) = &r {
+            // Half done: nothing more may be appended to what is left (an open finds a
+            // consistent log again).
+            let source = std::sync::Arc::new(std::io::Error::other(e.to_string()));
+            self.shared.inner.borrow_mut().poisoned = Some(source);
+        }
+        r
+    }
+
+    async fn reset_idle(&self, offset: i64) -> Result<(), LogError> {
+        let (storage, dir) = {
+            let i = self.shared.inner.borrow();
+            (i.storage.clone(), i.dir.clone())
+        };
+        self.write_log_start(offset).await?;
+        let doomed: Vec<i64> = {
+            let mut i = self.shared.inner.borrow_mut();
+            let bases: Vec<i64> = i.segments.keys().rev().copied().collect();
+            i.segments.clear();
+            i.hot.clear();
+            bases
+        };
+        for base in &doomed {
+            remove_segment_files(&storage, &dir, *base)
+                .await
+                .map_err(|(p, e)| LogError::io(p, e))?;
+        }
+        self.remove_producer_snapshots(|_| true).await?;
+        let seg = super::writer::create_segment(&storage, &dir, offset)
+            .await
+            .map_err(|e| LogError::io(segment_path(&dir, offset, "log"), e))?;
+        storage
+            .sync_dir(&dir)
+            .await
+            .map_err(|e| LogError::io(&dir, e))?;
+        {
+            let mut i = self.shared.inner.borrow_mut();
+            i.segments.insert(offset, seg);
+            i.log_start = offset;
+            i.next_offset = offset;
+            i.readable_end = offset;
+            i.producers = Default::default();
+            i.producer_snapshot = offset;
+            i.stale_snapshots.clear();
+            i.synced_size = 0;
+            i.prepared_end = 0;
+            i.allocated_end = 0;
+            i.written_partial.clear();
+            // Nothing of the old log needs the journal any more (a replay skips it).
+            i.journal_pending.clear();
+            i.tail_served_end = i.tail_served_end.min(offset);
+            i.leader_epoch = None;
+            i.epochs = crate::epoch::EpochCache::default();
+            i.epochs_version += 1;
+        }
+        self.shared.persist_epochs().await
+    }
+
+    /// Writes the log start checkpoint durably (a new file renamed over the old one).
+    async fn write_log_start(&self, offset: i64) -> Result<(), LogError> {
+        let (storage, dir) = {
+            let i = self.shared.inner.borrow();
+            (i.storage.clone(), i.dir.clone())
+        };
+        let tmp = dir.join(format!("{LOG_START_FILE}.tmp"));
+        let dst = dir.join(LOG_START_FILE);
+        let io = |e| LogError::io(&dst, e);
+        let f = storage.open(&tmp, FileMode::Buffered).await.map_err(io)?;
+        f.set_len(0).await.map_err(io)?;
+        f.write_bytes_at(encode_log_start(offset), 0)
+            .await
+            .map_err(io)?;
+        f.sync_data().await.map_err(io)?;
+        storage.rename(&tmp, &dst).await.map_err(io)?;
+        storage.sync_dir(&dir).await.map_err(io)
+    }
+
     /// Kafka DeleteRecords: moves the log start offset up to `offset` (at most the readable
     /// end) and deletes the segments wholly below it. Returns the new log start offset.
     pub async fn delete_records(&self, offset: Offset) -> Result<Offset, LogError> {
         self.shared.poisoned()?;
-        let (storage, dir, log_start, end) = {
+        let (log_start, end) = {
             let i = self.shared.inner.borrow();
-            (
-                i.storage.clone(),
-                i.dir.clone(),
-                i.log_start,
-                i.readable_end,
-            )
+            (i.log_start, i.readable_end)
         };
         if offset.0 > end || offset.0 < 0 {
             return Err(LogError::OffsetOutOfRange {
@@ -353,17 +457,7 @@ impl<S: Storage> Log<S> {
         if offset.0 <= log_start {
             return Ok(Offset(log_start));
         }
-        let tmp = dir.join(format!("{LOG_START_FILE}.tmp"));
-        let dst = dir.join(LOG_START_FILE);
-        let io = |e| LogError::io(&dst, e);
-        let f = storage.open(&tmp, FileMode::Buffered).await.map_err(io)?;
-        f.set_len(0).await.map_err(io)?;
-        f.write_bytes_at(encode_log_start(offset.0), 0)
-            .await
-            .map_err(io)?;
-        f.sync_data().await.map_err(io)?;
-        storage.rename(&tmp, &dst).await.map_err(io)?;
-        storage.sync_dir(&dir).await.map_err(io)?;
+        self.write_log_start(offset.0).await?;
         self.shared.inner.borrow_mut().set_log_start(offset.0);
         self.delete_segments_below(offset.0).await?;
         Ok(Offset(self.shared.inner.borrow().log_start))

@@ -150,9 +150,18 @@ impl MemStorage {
         s
     }
 
-    /// Replaces the fault plan.
+    /// Replaces the fault plan. A freeze at or below the syncs already made durable takes
+    /// effect now (the crash point is this instant).
     pub fn set_faults(&self, faults: Faults) {
-        self.state.borrow_mut().faults = faults;
+        let mut s = self.state.borrow_mut();
+        if faults
+            .freeze_after_syncs
+            .is_some_and(|n| s.durable_syncs >= n && s.freeze_seq.is_none())
+        {
+            s.freeze_seq = Some(s.op_seq + 1);
+            s.entries_at_freeze = Some(s.entries.clone());
+        }
+        s.faults = faults;
     }
 
     /// Turns the "disk full" condition on or off.
