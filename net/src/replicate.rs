@@ -98,6 +98,17 @@ fn replica_config(shard: &ShardState, topic: &str) -> ReplicaConfig {
     }
 }
 
+/// Whether `view`'s image holds this process's own registration (the broker epoch it was
+/// registered with). Only such an image is acted on: a restarted voter first rebuilds an
+/// image from its own Raft log, which may name it leader of a partition in an epoch long
+/// over, and taking that role would stamp an old epoch into its log and epoch cache at the
+/// wrong offset (found by the leader-kill test: the replica then refused its leader's
+/// batches for good).
+fn holds_own_registration(view: &tern_replication::node::NodeView, local: BrokerId) -> bool {
+    view.broker_epoch
+        .is_some_and(|e| view.image.broker(local).is_some_and(|b| b.epoch == e))
+}
+
 /// Gives every partition this shard owns its role from the image; starts the fetchers the
 /// followed partitions need.
 pub fn sync_roles(shard: &Rc<ShardState>) {
@@ -106,6 +117,9 @@ pub fn sync_roles(shard: &Rc<ShardState>) {
     };
     let view = node.view();
     let local = shard.router.config.node_id;
+    if !holds_own_registration(&view, local) {
+        return;
+    }
     for (tp, p) in shard.partitions_snapshot() {
         let Some((id, ip)) = view.image.topics.get(&tp.0).and_then(|t| {
             usize::try_from(tp.1)
@@ -725,5 +739,59 @@ pub async fn route_streams(
         {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use tern_replication::image::MetadataRecord;
+    use tern_replication::node::NodeView;
+
+    fn registered(image: &mut MetadataImage, index: u64, broker: BrokerId) {
+        let r = MetadataRecord::RegisterBroker {
+            broker_id: broker,
+            incarnation_id: [index as u8; 16],
+            endpoints: Vec::new(),
+            rack: None,
+        };
+        image.apply(index, &r).unwrap();
+    }
+
+    /// Guards the rule that a restarted node acts only on an image holding its own
+    /// registration: not before it registered, not on an image that holds its previous
+    /// process's registration, and only for its own id.
+    #[test]
+    fn only_an_image_with_this_process_registration_is_acted_on() {
+        let mut image = MetadataImage::default();
+        registered(&mut image, 5, 1);
+        let view = |image: &MetadataImage, epoch: Option<i64>| NodeView {
+            image: Arc::new(image.clone()),
+            controller_leader: Some(1),
+            broker_epoch: epoch,
+        };
+        let old = image.broker(1).unwrap().epoch;
+        assert!(holds_own_registration(&view(&image, Some(old)), 1));
+        assert!(
+            !holds_own_registration(&view(&image, None), 1),
+            "not registered yet"
+        );
+        assert!(
+            !holds_own_registration(&view(&image, Some(old + 9)), 1),
+            "a stale image"
+        );
+        assert!(
+            !holds_own_registration(&view(&image, Some(old)), 2),
+            "another broker's"
+        );
+        registered(&mut image, 14, 1);
+        let new = image.broker(1).unwrap().epoch;
+        assert_ne!(new, old);
+        assert!(holds_own_registration(&view(&image, Some(new)), 1));
+        assert!(
+            !holds_own_registration(&view(&image, Some(old)), 1),
+            "the previous process's"
+        );
     }
 }

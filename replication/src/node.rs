@@ -40,6 +40,9 @@ pub const CONTROLLER_LISTENER: &str = "CONTROLLER";
 /// The listener names of a node's shard endpoints in its broker registration: shard `k`
 /// serves replica streams at `REPLICA-k` (see `replication/PROTOCOL.md`).
 pub const REPLICA_LISTENER_PREFIX: &str = "REPLICA-";
+/// The shortest wait for the answer to this broker's own registration or heartbeat before
+/// it is sent again (at least the heartbeat interval).
+const OWN_REQUEST_TIMEOUT_MS_MIN: u64 = 1000;
 /// Broker requests to the controller leader, and its replies.
 pub const CHANNEL_CONTROL: u8 = 1;
 
@@ -909,7 +912,16 @@ impl<L: QuorumLog> Driver<L> {
             _ => OwnRequest::Heartbeat,
         };
         let (tx, rx) = oneshot::channel();
-        let deadline = now + Duration::from_millis(self.settings.request_timeout_ms);
+        // Its own requests are sent again soon rather than waited for long: a frame lost
+        // while the connection to the controller is being made again (this node or the
+        // controller restarted) would otherwise keep it unregistered for the whole
+        // request timeout.
+        let timeout_ms = self.settings.request_timeout_ms.min(
+            self.settings
+                .heartbeat_interval_ms
+                .max(OWN_REQUEST_TIMEOUT_MS_MIN),
+        );
+        let deadline = now + Duration::from_millis(timeout_ms);
         self.route(Pending {
             request,
             reply: tx,

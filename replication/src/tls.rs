@@ -66,6 +66,38 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 impl TlsMaterial {
     /// Reads the PEM files named by `quic.tls.cert`, `quic.tls.key` and `quic.tls.ca`.
+    /// The QUIC endpoint settings that outlive a process: a stateless-reset key and a
+    /// connection-id key derived from this node's private key, so they are the same in
+    /// every process of the node. After a restart the new process recognises the
+    /// connection ids the old one issued and resets, with the first packet a peer sends
+    /// it, the connections the peer still holds to the old process (their reset tokens
+    /// were made with the same key); the peer reconnects at once instead of after its
+    /// idle timeout.
+    pub fn endpoint_config(&self) -> quinn::EndpointConfig {
+        let (reset, cid_key) = self.endpoint_keys();
+        let reset = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &reset);
+        let mut config = quinn::EndpointConfig::new(Arc::new(reset));
+        config.cid_generator(move || {
+            Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+        });
+        config
+    }
+
+    /// The stateless-reset key and the connection-id key of [`TlsMaterial::endpoint_config`]:
+    /// a hash of the node's private key (never the key itself).
+    fn endpoint_keys(&self) -> ([u8; 16], u64) {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(b"tern QUIC endpoint keys v1");
+        ctx.update(self.key.secret_der());
+        let digest = ctx.finish();
+        let bytes = digest.as_ref();
+        let mut reset = [0u8; 16];
+        reset.copy_from_slice(&bytes[..16]);
+        let mut cid = [0u8; 8];
+        cid.copy_from_slice(&bytes[16..24]);
+        (reset, u64::from_le_bytes(cid))
+    }
+
     pub fn from_files(cert: &Path, key: &Path, ca: &Path) -> Result<TlsMaterial, TlsError> {
         let read = |p: &Path| {
             std::fs::read(p).map_err(|cause| TlsError::Read {
@@ -240,6 +272,25 @@ pub fn dev_certificates(node_ids: &[i32]) -> Result<DevCertificates, TlsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Guards the keys that let a restarted node reset its peers' stale connections: the
+    /// same in every process of a node (loaded again from the same files), different for
+    /// another node, and not the private key's bytes.
+    #[test]
+    fn endpoint_keys_are_the_nodes_own_and_stable() {
+        let dev = dev_certificates(&[1, 2]).unwrap();
+        let (_, cert, key) = &dev.nodes[0];
+        let ca = dev.ca_cert_pem.as_bytes();
+        let a = TlsMaterial::from_pem(cert.as_bytes(), key.as_bytes(), ca).unwrap();
+        let again = TlsMaterial::from_pem(cert.as_bytes(), key.as_bytes(), ca).unwrap();
+        let other = dev.material(2).unwrap().unwrap();
+        assert_eq!(a.endpoint_keys(), again.endpoint_keys());
+        assert_ne!(a.endpoint_keys().0, other.endpoint_keys().0);
+        assert_ne!(a.endpoint_keys().1, other.endpoint_keys().1);
+        let secret = a.key.secret_der();
+        assert!(!secret.windows(16).any(|w| w == a.endpoint_keys().0));
+        let _ = a.endpoint_config();
+    }
 
     /// Guards the development certificates: each names its node and only its node, and
     /// loads as TLS material; wrong PEM is refused with a reason.

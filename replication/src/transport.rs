@@ -224,13 +224,19 @@ impl Transport {
             return Err(TransportError::ClusterId(config.cluster_id.len()));
         }
         let (server, client) = (tls.server_config()?, tls.client_config()?);
-        let mut endpoint =
-            quinn::Endpoint::server(server.clone(), config.listen).map_err(|cause| {
-                TransportError::Bind {
-                    addr: config.listen,
-                    cause,
-                }
-            })?;
+        let endpoint_config = tls.endpoint_config();
+        let bind = |cause| TransportError::Bind {
+            addr: config.listen,
+            cause,
+        };
+        let socket = std::net::UdpSocket::bind(config.listen).map_err(bind)?;
+        let mut endpoint = quinn::Endpoint::new(
+            endpoint_config.clone(),
+            Some(server.clone()),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(bind)?;
         endpoint.set_default_client_config(client.clone());
         let shared = Arc::new(Shared {
             node_id: config.node_id,
@@ -265,6 +271,7 @@ impl Transport {
                 queues: std::sync::Mutex::new(queues),
                 shard_endpoints: ShardEndpoints {
                     shared: shared.clone(),
+                    endpoint_config,
                     server,
                     client,
                 },
@@ -616,6 +623,7 @@ async fn check_replica_stream(
 #[derive(Debug, Clone)]
 pub struct ShardEndpoints {
     shared: Arc<Shared>,
+    endpoint_config: quinn::EndpointConfig,
     server: quinn::ServerConfig,
     client: quinn::ClientConfig,
 }
@@ -631,7 +639,7 @@ impl ShardEndpoints {
         socket: std::net::UdpSocket,
     ) -> std::io::Result<(ShardEndpoint, mpsc::Receiver<ReplicaStream>)> {
         let mut endpoint = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
+            self.endpoint_config.clone(),
             Some(self.server.clone()),
             socket,
             Arc::new(quinn::TokioRuntime),

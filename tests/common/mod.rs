@@ -128,7 +128,7 @@ impl Broker {
             .arg(&config)
             // Refused frames are logged at debug level: tests check that real clients
             // never trigger one.
-            .env("TERN_LOG", "info,tern_net=debug")
+            .env("TERN_LOG", "info,tern_net=debug,tern_replication=debug")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
