@@ -1016,8 +1016,8 @@ fn bench_runs_against_a_cluster() {
             .unwrap_or_else(|| panic!("{k} missing in {r:#}"))
     };
     assert!(n("records_acked") > 0.0);
-    assert_eq!(n("records_acked"), n("records_created"));
-    assert_eq!(n("records_publish_errors"), 0.0);
+    assert_eq!(n("records_publish_errors"), 0.0, "{stdout}");
+    assert_eq!(n("records_acked"), n("records_created"), "{stdout}");
     assert_eq!(n("records_consumed"), n("records_consumed_expected"));
     assert_eq!(n("records_consumed"), n("records_acked"));
     assert_eq!(

@@ -134,7 +134,44 @@ pub fn create_topic(
             });
         }
     }
-    wait_for_leaders(c, name, partitions)
+    let layout = wait_for_leaders(c, name, partitions)?;
+    wait_until_served(&layout)?;
+    Ok(layout)
+}
+
+/// Waits until every partition's leader serves it: a new topic's leader may still be
+/// taking the leadership (NOT_LEADER_OR_FOLLOWER for a moment in a cluster), and the run
+/// must not count that as its errors. Bounded like the wait for leaders.
+pub fn wait_until_served(layout: &TopicLayout) -> Result<(), WireError> {
+    let deadline = Instant::now() + Duration::from_millis(TOPIC_READY_MS_MAX);
+    let mut by_leader: Vec<(&String, Vec<i32>)> = Vec::new();
+    for (p, leader) in layout.leaders.iter().enumerate() {
+        match by_leader.iter_mut().find(|(l, _)| *l == leader) {
+            Some((_, ps)) => ps.push(p as i32),
+            None => by_leader.push((leader, vec![p as i32])),
+        }
+    }
+    for (leader, partitions) in by_leader {
+        let mut conn = FetchConn::connect(leader, &layout.name, partitions, 0, 0)?;
+        loop {
+            match conn.probe()? {
+                None => break,
+                Some(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Some(code) => {
+                    return Err(WireError::Topic {
+                        topic: layout.name.clone(),
+                        reason: format!(
+                            "{leader} does not serve it after {TOPIC_READY_MS_MAX} ms: {}",
+                            error_text(code, None)
+                        ),
+                    })
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Polls Metadata until every partition of `name` has a leader (bounded).
@@ -571,9 +608,6 @@ pub struct FetchConn {
     max_wait_ms: i32,
     partition_bytes_max: i32,
     version: i16,
-    /// Until the first answer without errors: a new topic's leader may not serve it yet
-    /// (it is still taking the leadership), and such errors are waited out until then.
-    settling_until: Option<Instant>,
 }
 
 /// Kafka errors a new topic's partitions answer for a short while (UNKNOWN_TOPIC_OR_PARTITION,
@@ -610,8 +644,39 @@ impl FetchConn {
                 .max(4 * (message_bytes + 128))
                 .min(i32::MAX as u64) as i32,
             version,
-            settling_until: Some(Instant::now() + Duration::from_millis(TOPIC_READY_MS_MAX)),
         })
+    }
+
+    /// One Fetch without waiting: the first error a new topic answers for a while
+    /// ([`SETTLING_ERRORS`]), or `None` when every partition is served.
+    fn probe(&mut self) -> Result<Option<i16>, WireError> {
+        let partitions = self
+            .positions
+            .iter()
+            .map(|(p, _)| {
+                FetchPartition::default()
+                    .with_partition(*p)
+                    .with_fetch_offset(0)
+                    .with_partition_max_bytes(1)
+            })
+            .collect();
+        let req = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(0)
+            .with_min_bytes(1)
+            .with_max_bytes(1)
+            .with_session_id(0)
+            .with_session_epoch(-1)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(self.topic.clone())
+                .with_partitions(partitions)]);
+        let resp: FetchResponse = self.client.request(ApiKey::Fetch, self.version, &req)?;
+        Ok(resp
+            .responses
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .map(|p| p.error_code)
+            .find(|c| SETTLING_ERRORS.contains(c)))
     }
 
     /// One Fetch from every partition's position; `on_record(send_time_ns)` for each record
@@ -645,18 +710,6 @@ impl FetchConn {
             });
         }
         let mut got = Fetched::default();
-        if let Some(until) = self.settling_until {
-            let settling = resp
-                .responses
-                .iter()
-                .flat_map(|t| &t.partitions)
-                .any(|p| SETTLING_ERRORS.contains(&p.error_code));
-            if settling && Instant::now() < until {
-                std::thread::sleep(Duration::from_millis(50));
-                return Ok(got);
-            }
-            self.settling_until = None;
-        }
         for t in &resp.responses {
             for p in &t.partitions {
                 if p.error_code != 0 {

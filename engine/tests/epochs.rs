@@ -476,3 +476,55 @@ fn a_replay_honours_truncation_records() {
         }
     });
 }
+
+/// Guards a follower's append of one answer whose batches span a leader change (the last
+/// batches of an older epoch, then the first of a newer one): taken whole, the epochs as
+/// the leader has them. Found by the leader-kill process test: the newer epoch was noted
+/// before the append, and the older batch then looked like going back; the partition's
+/// follower refused its leader's batches for good.
+#[test]
+fn a_follower_takes_batches_that_span_epochs_in_one_append() {
+    run(async {
+        let storage = MemStorage::new(0);
+        let config = small_config();
+        let leader = open(&storage, "leader-0", &config).await;
+        leader.become_leader(6).await.unwrap();
+        leader
+            .append(&[build::filled(1_000, 2, 20, 1)])
+            .await
+            .unwrap();
+        leader
+            .append(&[build::filled(1_000, 2, 20, 2)])
+            .await
+            .unwrap();
+        leader.become_leader(7).await.unwrap();
+        leader
+            .append(&[build::filled(1_000, 3, 20, 3)])
+            .await
+            .unwrap();
+        let from_leader = stored_batches(&leader).await;
+        assert_eq!(from_leader.len(), 3);
+
+        let follower = open(&storage, "follower-0", &config).await;
+        follower
+            .append_replicated(&[&from_leader[0]])
+            .await
+            .unwrap();
+        let rest: Vec<&Vec<u8>> = from_leader[1..].iter().collect();
+        follower.append_replicated(&rest).await.unwrap();
+        assert_eq!(stored_batches(&follower).await, from_leader);
+        assert_eq!(follower.epochs(), cache(&[(6, 0), (7, 4)]));
+        assert_eq!(follower.latest_epoch(), Some(7));
+        // Still refused: a batch of an older epoch after the newer one.
+        let back = leader_batch(follower.next_offset().0, 6, 1, 9);
+        assert!(matches!(
+            follower.append_replicated(&[&back]).await,
+            Err(AppendError::Epoch { .. })
+        ));
+        // And across a restart.
+        follower.close().await.unwrap();
+        drop(follower);
+        let again = open(&storage, "follower-0", &config).await;
+        assert_eq!(again.epochs(), cache(&[(6, 0), (7, 4)]));
+    });
+}

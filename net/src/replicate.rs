@@ -2,7 +2,9 @@
 //! replica stream server, ISR changes sent to the controller.
 //!
 //! * **Roles.** [`sync_roles`] (on every shard tick and image change) gives each partition
-//!   the shard owns its role from the committed image ([`Partition::apply_image`]).
+//!   the shard owns its role from the committed image ([`Partition::apply_image`]), once
+//!   the image holds this process's own registration (never from the stale image a
+//!   restarted voter rebuilds from its Raft log).
 //! * **Followers pull.** For each leader node it follows partitions from, a shard runs one
 //!   [`fetcher`] with one replica stream (a QUIC connection of its own, from the shard's
 //!   own endpoint to the leader's shard endpoint of the same index): one fetch for all

@@ -408,11 +408,20 @@ impl<S: Storage> Inner<S> {
     }
 
     /// Checks batches from the leader: they continue the log at its end, contiguous, with
-    /// leader epochs that never go back (a batch without an epoch is refused).
+    /// leader epochs that never go back (a batch without an epoch is refused). Each batch
+    /// is checked against the epoch that covers its offset in the cache, not the latest
+    /// one: [`Log::append_replicated`] records the epochs of the batches it is given
+    /// before it appends them, so a later batch's newer epoch is already there.
     fn check_replicated(&self, headers: &[BatchHeader]) -> Result<(), AppendError> {
         let mut expected = self.next_offset;
-        let mut latest = self.epochs.latest_epoch().unwrap_or(0);
+        let covering = |offset: i64| {
+            let entries = self.epochs.entries();
+            let k = entries.partition_point(|e| e.start_offset <= offset);
+            k.checked_sub(1).map_or(0, |k| entries[k].epoch)
+        };
+        let mut latest = covering(expected);
         for h in headers {
+            latest = latest.max(covering(h.base_offset));
             if h.base_offset != expected {
                 return Err(AppendError::NotContiguous {
                     expected,
@@ -649,7 +658,28 @@ impl<S: Storage> Log<S> {
                 _ => AppendError::Closed,
             })?;
         }
-        self.append_inner(batches, Origin::Replicated).await
+        let queued = {
+            let mut i = self.shared.inner.borrow_mut();
+            let queued = i.enqueue(batches, Origin::Replicated);
+            if queued.is_err() {
+                // Refused (a truncation began, the log closed, the batches no longer follow
+                // its end): the epochs noted for them cover nothing, and would make the
+                // next batches of an older epoch look like going back.
+                let end = i.next_offset;
+                let before = i.epochs.clone();
+                i.epochs.truncate_from_end(end);
+                if i.epochs != before {
+                    i.epochs_version += 1;
+                }
+            }
+            queued
+        };
+        let (info, rx) = queued?;
+        self.shared.wake.notify_one();
+        match rx.await {
+            Ok(r) => r.map(|()| info),
+            Err(_) => Err(AppendError::Closed),
+        }
     }
 
     /// Appends batches read back from the shard journal: like [`Log::append`], but a
