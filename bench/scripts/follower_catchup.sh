@@ -41,8 +41,7 @@ kill -9 "$FPID"
 sleep 1
 
 RECORDS=$(( MIB * 1024 ))
-head -c 1023 /dev/zero | tr '\0' 'x' > "$DIR/line"
-yes "$(cat "$DIR/line")" | head -n "$RECORDS" > "$DIR/payload"
+awk -v n="$RECORDS" 'BEGIN { l = sprintf("%1023s", ""); gsub(/ /, "x", l); for (i = 0; i < n; i++) print l }' > "$DIR/payload"
 kcat -P -b 127.0.0.1:$(( 19091 + LEADER )) -t catchup -p 0 -X acks=1 -X linger.ms=5 \
     -X batch.size=1000000 -X message.max.bytes=2000000 -l "$DIR/payload"
 rm -f "$DIR/payload"
