@@ -1043,6 +1043,48 @@ fn bench_runs_against_a_cluster() {
     assert!(total > 0.0 && (total - sum).abs() < 1e-9, "{r:#}");
     assert!(stdout.contains("node pid"), "{stdout}");
 
+    // The suite against the same cluster: one standard workload, RF 3, each node's CPU.
+    let out_dir = dir.path().join("suite");
+    // The disk baseline writes with O_DIRECT: on the real disk, under target/.
+    let disk = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let data_dir = disk.path().join("suite-data");
+    let suite = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+            .args(["bench", "suite", "--quick", "--duration-s", "2"])
+            .args(["--only", "latency-20mb-1kb-8p"])
+            .arg("--out")
+            .arg(&out_dir)
+            .arg("--dir")
+            .arg(&data_dir)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let broker = cluster.nodes[&1].addr();
+    let out = suite(&["--broker", &broker, "--broker-pid", &pids, "--rf", "3"]);
+    assert!(
+        out.status.success(),
+        "tern bench suite failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out_dir.join("summary.md").exists());
+    let r: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out_dir.join("latency-20mb-1kb-8p.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(r["records_publish_errors"].as_f64(), Some(0.0), "{r:#}");
+    assert_eq!(r["records_acked"], r["records_created"], "{r:#}");
+    assert_eq!(r["records_consumed"], r["records_acked"], "{r:#}");
+    assert_eq!(
+        r["workload"]["driver"]["replicationFactor"].as_u64(),
+        Some(3)
+    );
+    assert_eq!(r["node_cpu"].as_array().map(Vec::len), Some(3), "{r:#}");
+    let err = suite(&["--broker-pid", &pids]);
+    assert!(!err.status.success());
+    assert!(String::from_utf8_lossy(&err.stderr).contains("--broker"));
+
     // Wrong inputs: more replicas than brokers, a replication factor of 0, a pid that is
     // not there.
     let out = bench(&["--rf", "4"]);

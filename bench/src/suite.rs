@@ -6,6 +6,9 @@
 //! in-process null broker ([`crate::null_broker`]), the client + harness floor of its
 //! publish latency.
 //!
+//! With [`SuiteOptions::broker`] every workload runs against that broker instead (a
+//! cluster from `tern cluster dev`, with `replication_factor` and each node's pid).
+//!
 //! Each workload gets a fresh broker on a fresh data directory, so one workload's segments
 //! (and their deletion) do not weigh on the next. The broker is this same executable
 //! (`tern serve`), on 127.0.0.1 with a port it picks itself: the harness reads the port
@@ -97,6 +100,13 @@ pub struct SuiteOptions {
     pub broker_config: String,
     /// Run each workload against an in-process null broker first ([`crate::null_broker`]).
     pub null_baseline: bool,
+    /// A running broker (or cluster) to run every workload against instead of starting a
+    /// `tern serve` per workload, e.g. one node of `tern cluster dev`.
+    pub broker: Option<String>,
+    /// Its process ids (each node's, for a local cluster): their CPU is reported.
+    pub broker_pids: Vec<u32>,
+    /// Replaces every workload's replication factor.
+    pub replication_factor: Option<u16>,
 }
 
 /// Quick runs: this long each, unless `duration_s` says otherwise.
@@ -116,7 +126,13 @@ pub fn run(opts: &SuiteOptions) -> anyhow::Result<Vec<BrokerReport>> {
         .filter(|(name, _)| {
             opts.only.is_empty() || opts.only.iter().any(|o| name.contains(o.as_str()))
         })
-        .map(|(name, text)| Ok((*name, Workload::parse(text, name)?)))
+        .map(|(name, text)| {
+            let mut w = Workload::parse(text, name)?;
+            if let Some(rf) = opts.replication_factor {
+                w.driver.replication_factor = rf;
+            }
+            Ok((*name, w))
+        })
         .collect::<Result<_, crate::spec::SpecError>>()?;
     if chosen.is_empty() {
         bail!("no standard workload matches {:?}", opts.only);
@@ -148,10 +164,10 @@ pub fn run(opts: &SuiteOptions) -> anyhow::Result<Vec<BrokerReport>> {
             window_s: if opts.quick { QUICK_WINDOW_S } else { 10.0 },
             keep_topics: false,
             progress: true,
-            broker_software: Some(format!(
-                "tern {} (started by the suite)",
-                env!("CARGO_PKG_VERSION")
-            )),
+            broker_software: Some(match &opts.broker {
+                None => format!("tern {} (started by the suite)", env!("CARGO_PKG_VERSION")),
+                Some(addr) => format!("the broker at {addr} (given to the suite)"),
+            }),
             broker_pids: Vec::new(),
         };
         let null = match crate::null_broker::baseline_refusal(w) {
@@ -168,17 +184,30 @@ pub fn run(opts: &SuiteOptions) -> anyhow::Result<Vec<BrokerReport>> {
             }
         };
         let floor_before = measure_floor()?;
-        let broker = LocalBroker::start(&opts.tern_exe, &opts.dir, &opts.broker_config)?;
-        run_opts.broker = broker.addr.clone();
-        run_opts.broker_pids = vec![broker.pid()];
-        let result = crate::run::run(w, &run_opts);
-        // The floor after the run, before the broker's data is deleted with it.
-        let floor_after = measure_floor()?;
-        let data_dir = broker.data_dir.clone();
-        broker.stop()?;
+        let (result, floor_after, data_dir) = match &opts.broker {
+            Some(addr) => {
+                run_opts.broker = addr.clone();
+                run_opts.broker_pids = opts.broker_pids.clone();
+                let result = crate::run::run(w, &run_opts);
+                (result, measure_floor()?, None)
+            }
+            None => {
+                let broker = LocalBroker::start(&opts.tern_exe, &opts.dir, &opts.broker_config)?;
+                run_opts.broker = broker.addr.clone();
+                run_opts.broker_pids = vec![broker.pid()];
+                let result = crate::run::run(w, &run_opts);
+                // The floor after the run, before the broker's data is deleted with it.
+                let floor_after = measure_floor()?;
+                let data_dir = broker.data_dir.clone();
+                broker.stop()?;
+                (result, floor_after, Some(data_dir))
+            }
+        };
         let mut report = result.with_context(|| format!("workload {file}"))?;
         report.machine = crate::machine::MachineInfo::probe(&opts.dir);
-        report.machine.dir = data_dir.display().to_string();
+        if let Some(d) = data_dir {
+            report.machine.dir = d.display().to_string();
+        }
         if let Some(n) = null {
             report.set_null_baseline(n);
         }

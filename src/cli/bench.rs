@@ -122,6 +122,16 @@ pub struct SuiteArgs {
     /// too).
     #[arg(long, value_enum, value_delimiter = ',', value_name = "BASELINE")]
     baseline: Vec<Baseline>,
+    /// Run every workload against this running broker (e.g. a node of `tern cluster dev`)
+    /// instead of a `tern serve` the suite starts per workload.
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "broker_config")]
+    broker: Option<String>,
+    /// With --broker: its process ids (each node's), whose CPU is reported.
+    #[arg(long, value_name = "PID", value_delimiter = ',', requires = "broker")]
+    broker_pid: Vec<u32>,
+    /// Create every workload's topics with this replication factor (e.g. 3 on a cluster).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    rf: Option<u16>,
 }
 
 /// Options of `tern bench null-broker`.
@@ -516,7 +526,14 @@ pub fn suite(args: SuiteArgs) -> anyhow::Result<()> {
         only: args.only,
         broker_config,
         null_baseline: args.baseline.contains(&Baseline::Null),
+        broker: args.broker,
+        broker_pids: args.broker_pid,
+        replication_factor: args.rf,
     };
+    for pid in &opts.broker_pids {
+        tern_bench::cpu::process_cpu_split(*pid)
+            .with_context(|| format!("--broker-pid {pid}: no such process readable here"))?;
+    }
     tern_bench::suite::run(&opts)?;
     Ok(())
 }
