@@ -82,6 +82,9 @@ pub struct Replication {
     /// This shard's own QUIC endpoint: its fetchers dial from it, followers' streams to it
     /// are served here.
     pub(crate) endpoint: std::cell::RefCell<Option<ShardEndpoint>>,
+    /// `__consumer_offsets` partitions this broker is taking over: group requests for
+    /// them are answered COORDINATOR_LOAD_IN_PROGRESS until their commits are loaded.
+    pub(crate) offsets_loading: std::cell::RefCell<std::collections::HashSet<i32>>,
 }
 
 /// The replica protocol's settings for a partition of `topic`.
@@ -141,15 +144,20 @@ pub fn sync_roles(shard: &Rc<ShardState>) {
         let ip = ip.clone();
         let me = shard.clone();
         let before = r.seen.borrow().get(&tp).copied();
+        // A coordinator taking over a `__consumer_offsets` partition replays the commits
+        // replicated to it while another broker coordinated (at start, every local
+        // partition was loaded already); its groups wait for that.
+        let took_over = tp.0 == crate::group::store::OFFSETS_TOPIC
+            && ip.leader == local
+            && before.is_some_and(|b| b.1 != local);
+        if took_over {
+            r.offsets_loading.borrow_mut().insert(tp.1);
+        }
         tokio_uring::spawn(async move {
             match p.apply_image(local, &ip, config).await {
                 Ok(()) => {
                     me.replication.seen.borrow_mut().insert(tp.clone(), key);
-                    // A coordinator taking over a `__consumer_offsets` partition replays the
-                    // commits replicated to it while another broker coordinated (at start,
-                    // every local partition was loaded already).
-                    let took_over = before.is_some_and(|b| b.1 != local) && ip.leader == local;
-                    if tp.0 == crate::group::store::OFFSETS_TOPIC && took_over {
+                    if took_over {
                         if let Err(e) = me.load_offsets_partition(tp.1).await {
                             tracing::warn!(partition = tp.1, error = %e,
                                 "loading the groups of a __consumer_offsets partition");
@@ -162,6 +170,9 @@ pub fn sync_roles(shard: &Rc<ShardState>) {
                 }
             }
             me.replication.applying.borrow_mut().remove(&tp);
+            if took_over {
+                me.replication.offsets_loading.borrow_mut().remove(&tp.1);
+            }
             if let Some(f) = p.following() {
                 ensure_fetcher(&me, f.leader);
             }

@@ -19,6 +19,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config_map::{journal_config, journal_root, log_config};
 use crate::error::{OpenError, PartitionError};
+
+/// Kafka's COORDINATOR_LOAD_IN_PROGRESS.
+const COORDINATOR_LOAD_IN_PROGRESS: i16 =
+    kafka_protocol::ResponseError::CoordinatorLoadInProgress.code();
 use crate::group::driver::{GroupAnswer, GroupOp, Groups};
 use crate::meta::TopicMeta;
 use crate::partition::Partition;
@@ -78,9 +82,11 @@ pub enum ShardMsg {
     },
     /// The partitions this shard owns (for the placement view).
     Owned { reply: oneshot::Sender<Vec<Tp>> },
-    /// A consumer group operation for a group this shard coordinates.
+    /// A consumer group operation for a group this shard coordinates: the group's
+    /// `__consumer_offsets` partition, when the operation is about one group.
     Group {
         op: GroupOp,
+        partition: Option<i32>,
         reply: oneshot::Sender<GroupAnswer>,
     },
     /// One partition of a follower's fetch that another shard's replica stream received.
@@ -350,7 +356,23 @@ impl ShardState {
                     let _ = reply.send(());
                 });
             }
-            ShardMsg::Group { op, reply } => {
+            ShardMsg::Group {
+                op,
+                partition,
+                reply,
+            } => {
+                if let Some(p) = partition {
+                    // Kafka's COORDINATOR_LOAD_IN_PROGRESS while this broker takes over the
+                    // group's partition (its role, then its commits): answering from a
+                    // state without them would hand a consumer no committed offset.
+                    let tp = (crate::group::store::OFFSETS_TOPIC.to_string(), p);
+                    let ready = self.partition(&tp).is_some_and(|x| x.serves_clients())
+                        && !self.replication.offsets_loading.borrow().contains(&p);
+                    if !ready {
+                        let _ = reply.send(GroupAnswer::Unavailable(COORDINATOR_LOAD_IN_PROGRESS));
+                        return;
+                    }
+                }
                 let me = self.clone();
                 tokio_uring::spawn(async move {
                     let _ = reply.send(me.group_op(op).await);

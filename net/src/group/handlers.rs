@@ -116,6 +116,7 @@ async fn ask(shard: &Rc<ShardState>, group_id: &str, op: GroupOp) -> GroupAnswer
         .router
         .ask(shard, OFFSETS_TOPIC, p, |reply| ShardMsg::Group {
             op,
+            partition: Some(p),
             reply,
         })
         .await
@@ -594,7 +595,15 @@ pub async fn list_groups(
         };
         let sent = shard
             .router
-            .dispatch(shard, index, ShardMsg::Group { op, reply: tx })
+            .dispatch(
+                shard,
+                index,
+                ShardMsg::Group {
+                    op,
+                    partition: None,
+                    reply: tx,
+                },
+            )
             .await;
         let answer = match sent {
             Ok(()) => rx.await.ok(),
