@@ -45,6 +45,11 @@ enum Command {
     /// The cluster: brokers, controller, partitions without a leader.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// A local cluster under injected faults (kills, pauses, network partitions, bandwidth
+    /// limits, a full disk) with recording clients and a checker: exit 0 when nothing
+    /// acknowledged was lost, duplicated or reordered, 1 when something was, 2 when the run
+    /// cannot be made here.
+    Chaos(cli::chaos::ChaosArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -109,7 +114,11 @@ fn main() -> ExitCode {
         Err(e) => {
             // `{:#}` prints the context chain on one line: "a: b: c".
             eprintln!("tern: error: {e:#}");
-            ExitCode::from(1)
+            // A tool with statuses of its own (`tern chaos`) says which one.
+            match e.downcast_ref::<cli::chaos::Status>() {
+                Some(s) => ExitCode::from(s.code),
+                None => ExitCode::from(1),
+            }
         }
     }
 }
@@ -149,6 +158,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cert(CertCommand::Dev(args)) => cli::cert::dev(args),
         Command::Cluster(ClusterCommand::Status(args)) => cli::cluster::status(args),
         Command::Cluster(ClusterCommand::Dev(args)) => cli::cluster::dev(args),
+        Command::Chaos(args) => cli::chaos::run(args),
     }
 }
 

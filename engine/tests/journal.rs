@@ -365,6 +365,63 @@ fn a_full_disk_refuses_appends_without_harm() {
     });
 }
 
+/// Guards a full disk under tail reads (a leader whose followers were sent what it had not
+/// yet written): nothing handed out is refused or poisons the log; it is held until space
+/// returns and then written at its offsets, appends meanwhile being refused with DiskFull;
+/// after a crash every acknowledged batch is there.
+#[test]
+fn a_full_disk_after_tail_reads_holds_and_resumes() {
+    run(async {
+        let storage = MemStorage::new(0);
+        let config = small_config();
+        let journal = Journal::open(storage.clone(), JOURNAL_DIR, tiny_journal(2, 0))
+            .await
+            .unwrap();
+        let a = open_attached(&storage, &journal, "t-0", &config).await;
+        a.set_tail_reads(true);
+        storage.set_faults(Faults {
+            disk_full_growing: true,
+            ..Faults::default()
+        });
+        let mut handed_out = Vec::new();
+        let mut refused = 0;
+        for k in 0..200u32 {
+            let b = build::filled(1000, 1, 900, k as u8);
+            let at = a.next_offset();
+            let appended = a.append(std::slice::from_ref(&b));
+            if a.next_offset() > at {
+                assert!(a.read_tail(at, 1 << 20).is_some(), "queued at {at:?}");
+                handed_out.push((b, tokio::task::spawn_local(appended)));
+            } else {
+                assert!(matches!(appended.await, Err(AppendError::DiskFull { .. })));
+                refused += 1;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(refused > 0, "the disk never filled up");
+        storage.set_faults(Faults::default());
+        let mut sent = Sent::new();
+        for (b, h) in handed_out {
+            let info = h
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("handed out, then {e}"));
+            sent.insert(info.first_offset.0, (b[8..].to_vec(), true));
+        }
+        let b = build::filled(1000, 1, 900, 255);
+        let info = a.append(std::slice::from_ref(&b)).await.unwrap();
+        sent.insert(info.first_offset.0, (b[8..].to_vec(), true));
+        let image = storage.crash_image(5);
+        drop((a, journal));
+        replay(&image, &config).await.unwrap();
+        let log = Log::open(image, part_dir("t-0"), config.clone())
+            .await
+            .unwrap();
+        check_partition(0, &log, &sent).await;
+        assert_eq!(log.readable_end().0, sent.len() as i64);
+    });
+}
+
 /// Writes a journal with some records for two partitions and leaves it unreplayed.
 async fn unreplayed_journal(storage: &MemStorage, config: &LogConfig) -> Sent {
     let journal = Journal::open(storage.clone(), JOURNAL_DIR, tiny_journal(2, 0))

@@ -543,11 +543,12 @@ fn tail_reads_serve_what_is_not_yet_durable() {
 }
 
 /// Guards the rule that makes tail reads safe: offsets handed out before they were durable
-/// are never given to other batches. A full disk after a tail read poisons the log (the
-/// followers may hold those offsets) instead of refusing and rewinding; without a tail read
-/// it refuses and rewinds as always.
+/// are never given to other batches. Without a tail read, a full disk refuses and rewinds as
+/// always. After one, the writer holds the unit (the followers may hold those offsets):
+/// new appends are refused with DiskFull meanwhile, and once space returns the held unit is
+/// written at the offsets handed out and the log takes appends again, unpoisoned.
 #[test]
-fn a_write_failure_after_a_tail_read_poisons() {
+fn a_full_disk_after_a_tail_read_holds_the_write_until_space_returns() {
     run(async {
         let storage = MemStorage::new(0);
         let log = Log::open(storage.clone(), dir(), small_config())
@@ -560,9 +561,55 @@ fn a_write_failure_after_a_tail_read_poisons() {
         assert!(matches!(a.await, Err(AppendError::DiskFull { .. })));
         assert_eq!(log.next_offset().0, 2, "rewound: nothing was handed out");
         let b = log.append(&[make_batch(0, 2, 50, 2)]);
+        let (sent, next) = log.read_tail(Offset(2), 1 << 20).unwrap();
+        assert_eq!(next, Offset(4));
+        let b = tokio::task::spawn_local(b);
+        // Let the writer meet the full disk and hold the unit.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!b.is_finished(), "held, neither written nor refused");
+        assert!(matches!(
+            log.append(&[make_batch(0, 1, 50, 3)]).await,
+            Err(AppendError::DiskFull { .. })
+        ));
+        assert_eq!(log.next_offset().0, 4, "a refused append takes no offset");
+        storage.set_disk_full(false);
+        b.await.unwrap().unwrap();
+        log.append(&[make_batch(0, 1, 50, 4)]).await.unwrap();
+        let all = read_all(&log, 0).await;
+        assert_eq!(
+            all.iter().map(|(o, _)| *o).collect::<Vec<_>>(),
+            vec![0, 2, 4],
+            "the held batch at the offsets handed out, then the next"
+        );
+        // read_all keeps a batch without its base offset (the first 8 bytes).
+        assert_eq!(
+            all[1].1,
+            sent[8..].to_vec(),
+            "the bytes the followers were sent"
+        );
+    });
+}
+
+/// A write failure other than a full disk after a tail read poisons the log: the offsets
+/// handed out can be neither written nor given to other batches.
+#[test]
+fn an_io_error_after_a_tail_read_poisons() {
+    run(async {
+        let storage = MemStorage::new(0);
+        let log = Log::open(storage.clone(), dir(), small_config())
+            .await
+            .unwrap();
+        log.set_tail_reads(true);
+        log.append(&[make_batch(0, 2, 50, 0)]).await.unwrap();
+        storage.set_faults(Faults {
+            fail_write_nth: Some(storage.write_count() + 1),
+            ..Faults::default()
+        });
+        let b = log.append(&[make_batch(0, 2, 50, 2)]);
         assert!(log.read_tail(Offset(2), 1 << 20).is_some());
         assert!(matches!(b.await, Err(AppendError::Poisoned { .. })));
-        storage.set_disk_full(false);
         assert!(matches!(
             log.append(&[make_batch(0, 1, 50, 3)]).await,
             Err(AppendError::Poisoned { .. })

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod cert;
+pub mod chaos;
 pub mod cluster;
 pub mod consume;
 pub mod group;

@@ -230,6 +230,12 @@ struct Inner<S: Storage> {
     /// The end of what [`Log::read_tail`] handed out: those offsets may be on other
     /// replicas, so they must never be given to other batches (a refused write poisons).
     tail_served_end: i64,
+    /// Set while the writer holds a unit whose offsets were handed out (tail reads) on a
+    /// full disk, retrying until space returns: new appends are refused with
+    /// [`AppendError::DiskFull`] meanwhile.
+    held_full: Option<PathBuf>,
+    /// A full disk was logged and no write has succeeded since (one warning per episode).
+    full_warned: bool,
 }
 
 /// Where appended batches come from.
@@ -285,6 +291,9 @@ impl<S: Storage> Inner<S> {
         }
         if self.truncating {
             return Err(AppendError::Truncating);
+        }
+        if let Some(path) = &self.held_full {
+            return Err(AppendError::DiskFull { path: path.clone() });
         }
         Ok(())
     }

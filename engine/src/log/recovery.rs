@@ -208,6 +208,8 @@ impl<S: Storage> Log<S> {
             leader_epoch: None,
             tail_copies: None,
             tail_served_end: -1,
+            held_full: None,
+            full_warned: false,
         };
         let shared = Rc::new(Shared {
             inner: RefCell::new(inner),

@@ -23,6 +23,9 @@ const INDEX_PERSIST_ENTRIES: usize = 1024;
 /// the scan after a crash.
 const INDEX_PERSIST_BYTES: u64 = 16 << 20;
 
+/// How often a unit held on a full disk is tried again.
+const HOLD_RETRY_MS: u64 = 100;
+
 /// Runs until the log closes or every handle to it is gone.
 pub(super) async fn run<S: Storage>(weak: Weak<Shared<S>>, wake: Rc<Notify>) {
     loop {
@@ -102,6 +105,10 @@ impl<S: Storage> Inner<S> {
         self.written_partial.clear();
         self.written_partial.extend_from_slice(partial);
         self.readable_end = end_offset;
+        if self.full_warned {
+            self.full_warned = false;
+            tracing::info!(dir = %self.dir.display(), "disk space back: appends taken again");
+        }
         if let Some(copies) = &mut self.tail_copies {
             while copies.front().is_some_and(|(_, end, _)| *end <= end_offset) {
                 copies.pop_front();
@@ -152,7 +159,10 @@ impl<S: Storage> Inner<S> {
     pub(super) fn on_write_error(&mut self, err: io::Error, path: &std::path::Path) {
         // Offsets past the readable end already sent to followers (tail reads) must not go
         // to other batches: nothing is refused and rewound then, the log is poisoned.
-        let served = self.tail_served_end > self.readable_end;
+        // A log being truncated is no longer a leader: its followers fetch again what they
+        // lack from the new one, so the offsets may go to other batches.
+        let served = self.tail_served_end > self.readable_end && !self.truncating;
+        self.held_full = None;
         if let Some(copies) = &mut self.tail_copies {
             copies.clear();
         }
@@ -165,7 +175,10 @@ impl<S: Storage> Inner<S> {
         }
         self.producers.truncate_from(end);
         let refusal = if err.raw_os_error() == Some(libc::ENOSPC) && !served {
-            tracing::warn!(path = %path.display(), "disk full: appends refused until space returns");
+            if !self.full_warned {
+                tracing::warn!(path = %path.display(), "disk full: appends refused until space returns");
+                self.full_warned = true;
+            }
             AppendError::DiskFull {
                 path: path.to_path_buf(),
             }
@@ -186,9 +199,15 @@ impl<S: Storage> Shared<S> {
     async fn write_unit(self: &Rc<Self>, u: Unit) {
         if u.new_segment {
             let path = segment_path(&self.inner.borrow().dir, u.segment_base, "log");
-            if let Err(e) = self.roll(u.segment_base, u.roll_base_ms).await {
-                self.inner.borrow_mut().on_write_error(e, &path);
-                return;
+            loop {
+                match self.roll(u.segment_base, u.roll_base_ms).await {
+                    Ok(()) => break,
+                    Err(e) if self.hold_on_full(&e, &path).await => continue,
+                    Err(e) => {
+                        self.inner.borrow_mut().on_write_error(e, &path);
+                        return;
+                    }
+                }
             }
         }
         let (file, dsync, path, journal) = {
@@ -213,7 +232,16 @@ impl<S: Storage> Shared<S> {
         self.wait_for_preparation(file_pos, align_up(unit_end))
             .await;
         self.maybe_prepare(unit_end);
-        let reserved = self.allocate_ahead(&file, file_pos, unit_end).await;
+        let mut reserved = self.allocate_ahead(&file, file_pos, unit_end).await;
+        if journal.is_some() {
+            while let Err(e) = &reserved {
+                if !self.hold_on_full(e, &path).await {
+                    break;
+                }
+                reserved = self.allocate_ahead(&file, file_pos, unit_end).await;
+            }
+        }
+        self.end_hold();
         if let Some(journal) = journal {
             match reserved {
                 // Written behind its acknowledgement, a unit must have its blocks first: a
@@ -232,7 +260,15 @@ impl<S: Storage> Shared<S> {
             };
             return self.write_journaled(&journal, &file, w, &path).await;
         }
-        let (res, buf) = file.write_at(buf, file_pos, dsync).await;
+        let (mut res, mut buf) = file.write_at(buf, file_pos, dsync).await;
+        // Written again whole at the same place: a retry after a full disk is idempotent.
+        while let Err(e) = &res {
+            if !self.hold_on_full(e, &path).await {
+                break;
+            }
+            (res, buf) = file.write_at(buf, file_pos, dsync).await;
+        }
+        self.end_hold();
         self.finish_write(res, file_pos, buf, batches, end_offset, dsync, &path)
             .await;
     }
@@ -272,7 +308,16 @@ impl<S: Storage> Shared<S> {
                 .await;
             return;
         }
-        let submitted = journal.submit(RecordKind::Batches, &name, first, &buf.as_slice()[from..]);
+        let mut submitted =
+            journal.submit(RecordKind::Batches, &name, first, &buf.as_slice()[from..]);
+        while matches!(submitted, Err(SubmitError::DiskFull)) {
+            let full = io::Error::from_raw_os_error(libc::ENOSPC);
+            if !self.hold_on_full(&full, &journal.dir()).await {
+                break;
+            }
+            submitted = journal.submit(RecordKind::Batches, &name, first, &buf.as_slice()[from..]);
+        }
+        self.end_hold();
         let ticket = match submitted {
             Ok(t) => t,
             Err(e) => {
@@ -435,6 +480,40 @@ impl<S: Storage> Shared<S> {
                 return;
             }
             done.await;
+        }
+    }
+
+    /// A unit met a full disk before any of it was written. If its offsets were handed out
+    /// (tail reads), it cannot be refused and rewound, so the writer holds it: new appends
+    /// are refused with `DiskFull` meanwhile, and after a pause the caller tries again
+    /// (true). Otherwise — another error, nothing handed out, the log closing or
+    /// truncating — the caller fails the unit (false).
+    async fn hold_on_full(&self, e: &io::Error, path: &std::path::Path) -> bool {
+        let storage = {
+            let mut i = self.inner.borrow_mut();
+            let served = i.tail_served_end > i.readable_end;
+            if e.raw_os_error() != Some(libc::ENOSPC) || !served || i.closing || i.truncating {
+                return false;
+            }
+            if i.held_full.is_none() {
+                tracing::warn!(
+                    path = %path.display(),
+                    "disk full: holding writes already sent to followers until space returns; \
+                     new appends are refused"
+                );
+                i.held_full = Some(path.to_path_buf());
+            }
+            i.storage.clone()
+        };
+        storage.sleep_ms(HOLD_RETRY_MS).await;
+        true
+    }
+
+    /// A held unit went through: appends are taken again.
+    fn end_hold(&self) {
+        let mut i = self.inner.borrow_mut();
+        if let Some(path) = i.held_full.take() {
+            tracing::info!(path = %path.display(), "disk space back: writes resumed");
         }
     }
 

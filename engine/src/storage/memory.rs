@@ -392,6 +392,10 @@ impl Storage for MemStorage {
         drop(tokio::task::spawn_local(fut));
     }
 
+    async fn sleep_ms(&self, _ms: u64) {
+        tokio::task::yield_now().await;
+    }
+
     async fn open(&self, path: &Path, mode: FileMode) -> io::Result<MemFile> {
         let mut s = self.state.borrow_mut();
         let parent = path.parent().unwrap_or(Path::new("")).to_path_buf();

@@ -50,6 +50,10 @@ pub trait Storage: Clone + 'static {
     /// Runs `fut` on the current thread's runtime (the log's writer task).
     fn spawn<F: std::future::Future<Output = ()> + 'static>(&self, fut: F);
 
+    /// Waits about `ms` milliseconds (a retry's pause; the in-memory storage only yields,
+    /// its time being the test's to move).
+    async fn sleep_ms(&self, ms: u64);
+
     /// Opens `path`, creating it (empty) if missing. The directory entry of a new file is
     /// durable only after [`Storage::sync_dir`] on its parent.
     async fn open(&self, path: &Path, mode: FileMode) -> io::Result<Self::File>;

@@ -217,6 +217,11 @@ impl Storage for UringStorage {
         drop(tokio_uring::spawn(fut));
     }
 
+    async fn sleep_ms(&self, ms: u64) {
+        // tokio-uring's runtime is a tokio runtime with its timer enabled.
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+
     fn now_ms(&self) -> i64 {
         match SystemTime::now().duration_since(UNIX_EPOCH) {
             Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
