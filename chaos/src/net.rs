@@ -8,7 +8,9 @@
 //! fault is healed by deleting what it added, and [`Net::teardown`] (also run before setup,
 //! for the leftovers of a run that was killed) removes namespaces, links and rules.
 //!
-//! **Loopback** (no root): node `i` on `127.0.0.<i>`; network faults are not available.
+//! **Loopback** (no root): node `i` on `127.<a>.<b>.<i>`, with `a.b` drawn from the process
+//! id so that concurrent runs (and brokers on `127.0.0.1`) never share an address; network
+//! faults are not available.
 
 use std::net::Ipv4Addr;
 use std::process::Command;
@@ -44,6 +46,8 @@ pub enum NetFault {
 pub struct Net {
     mode: NetMode,
     nodes: Vec<u32>,
+    /// The second and third bytes of the loopback addresses.
+    loopback: [u8; 2],
 }
 
 fn run(program: &str, args: &[&str]) -> Result<String, ChaosError> {
@@ -90,9 +94,11 @@ impl Net {
     /// Builds the network for nodes `nodes` (ids from 1, at most 250).
     pub fn setup(mode: NetMode, nodes: &[u32]) -> Result<Net, ChaosError> {
         assert!(nodes.iter().all(|id| (1..=250).contains(id)));
+        let pid = std::process::id();
         let net = Net {
             mode,
             nodes: nodes.to_vec(),
+            loopback: [100 + (pid % 100) as u8, (pid / 100 % 250) as u8 + 1],
         };
         if mode == NetMode::Loopback {
             return Ok(net);
@@ -150,7 +156,7 @@ impl Net {
         debug_assert!(id <= 250);
         match self.mode {
             NetMode::Namespaces => Ipv4Addr::new(10, 231, 0, id as u8),
-            NetMode::Loopback => Ipv4Addr::new(127, 0, 0, id as u8),
+            NetMode::Loopback => Ipv4Addr::new(127, self.loopback[0], self.loopback[1], id as u8),
         }
     }
 

@@ -327,9 +327,18 @@ pub fn read_all(
     let mut logs = Vec::new();
     let mut high = Vec::new();
     for p in 0..partitions {
-        let (low, h) = c
-            .fetch_watermarks(topic, p, Duration::from_secs(30))
-            .map_err(|e| ChaosError::Client(format!("watermarks of {topic}/{p}: {e}")))?;
+        // Right after leaders change, a broker may answer "not leader" for a moment.
+        let (low, h) = loop {
+            match c.fetch_watermarks(topic, p, Duration::from_secs(10)) {
+                Ok(w) => break w,
+                Err(e) if Instant::now() > end => {
+                    return Err(ChaosError::Client(format!(
+                        "watermarks of {topic}/{p}: {e}"
+                    )))
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        };
         tpl.add_partition_offset(topic, p, Offset::Offset(low))
             .map_err(|e| ChaosError::Client(e.to_string()))?;
         logs.push(PartitionLog {

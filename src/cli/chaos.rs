@@ -24,7 +24,7 @@ pub struct ChaosArgs {
     #[arg(long, value_name = "N", default_value_t = 3)]
     nodes: u32,
     /// `namespaces`: each node in its own network namespace (needs root; every fault kind);
-    /// `loopback`: nodes on 127.0.0.<id> (kills and pauses only, the rest reported as
+    /// `loopback`: nodes on 127.x.y.<id> (kills and pauses only, the rest reported as
     /// skipped).
     #[arg(long, value_name = "MODE", default_value = "namespaces", value_parser = parse_net)]
     net: NetMode,
