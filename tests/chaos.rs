@@ -55,7 +55,14 @@ fn a_short_loopback_run_passes_and_reports() {
     );
     assert!(stdout.contains("verdict: ok"), "{stdout}");
     assert!(stdout.contains("PASS"), "{stdout}");
-    for kind in ["isolate", "split", "one-way", "bandwidth", "disk-full"] {
+    for kind in [
+        "isolate",
+        "split",
+        "one-way",
+        "bandwidth",
+        "disk-full",
+        "delay",
+    ] {
         assert!(stdout.contains(&format!("skipped {kind}")), "{stdout}");
     }
     let report = d.join("report");

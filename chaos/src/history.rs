@@ -63,10 +63,14 @@ pub enum FaultKind {
     Bandwidth,
     /// A node's data filesystem filled until no space is left.
     DiskFull,
+    /// A node's link delays packets (50 ± 20 ms) and drops 5% of them (`tc netem`; skipped
+    /// on kernels without it).
+    Delay,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 9] = [
+    /// Every kind, in the order reports list them.
+    pub const ALL: [FaultKind; 10] = [
         FaultKind::KillNode,
         FaultKind::KillLeader,
         FaultKind::KillController,
@@ -76,8 +80,10 @@ impl FaultKind {
         FaultKind::OneWay,
         FaultKind::Bandwidth,
         FaultKind::DiskFull,
+        FaultKind::Delay,
     ];
 
+    /// The kind's name on the command line and in reports.
     pub fn name(self) -> &'static str {
         match self {
             FaultKind::KillNode => "kill-node",
@@ -89,6 +95,7 @@ impl FaultKind {
             FaultKind::OneWay => "one-way",
             FaultKind::Bandwidth => "bandwidth",
             FaultKind::DiskFull => "disk-full",
+            FaultKind::Delay => "delay",
         }
     }
 }

@@ -4,7 +4,8 @@
 //! `10.231.0.254/24` (the clients' side), and per node `i` a network namespace
 //! `tern-chaos-<i>` holding one end of a veth pair (`eth0`, `10.231.0.<i>/24`), the other end
 //! (`tcv<i>`) on the bridge. Partitions are nftables drop rules in a table `inet tern_chaos`
-//! inside the namespaces; bandwidth limits are `tc tbf` on both ends of a node's veth. Every
+//! inside the namespaces; bandwidth limits are `tc tbf`, delay and loss `tc netem` (where the
+//! kernel has it), on both ends of a node's veth. Every
 //! fault is healed by deleting what it added, and [`Net::teardown`] (also run before setup,
 //! for the leftovers of a run that was killed) removes namespaces, links and rules.
 //!
@@ -39,6 +40,8 @@ pub enum NetFault {
     OneWay { from: u32, to: u32 },
     /// `node`'s link carries at most `kbit` kilobits per second each way.
     Bandwidth { node: u32, kbit: u32 },
+    /// `node`'s link delays packets by 50 ± 20 ms and drops 5% of them, each way.
+    Delay { node: u32 },
 }
 
 /// The nodes' network.
@@ -82,6 +85,25 @@ fn run_in(id: u32, program: &str, args: &[&str]) -> Result<String, ChaosError> {
 /// The name of node `id`'s network namespace.
 pub fn namespace(id: u32) -> String {
     format!("tern-chaos-{id}")
+}
+
+/// Whether the kernel has `tc netem` (tried on the loopback device of a scratch namespace).
+pub fn netem_available() -> bool {
+    const PROBE: &str = "tern-chaos-probe";
+    let _ = run("ip", &["netns", "del", PROBE]);
+    if run("ip", &["netns", "add", PROBE]).is_err() {
+        return false;
+    }
+    let ok = run(
+        "ip",
+        &[
+            "netns", "exec", PROBE, "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay",
+            "1ms",
+        ],
+    )
+    .is_ok();
+    let _ = run("ip", &["netns", "del", PROBE]);
+    ok
 }
 
 /// Whether this process runs as root.
@@ -238,26 +260,27 @@ impl Net {
             ),
             NetFault::Bandwidth { node, kbit } => {
                 let rate = format!("{kbit}kbit");
-                let args = |dev: &str| -> Vec<String> {
-                    [
-                        "qdisc", "replace", "dev", dev, "root", "tbf", "rate", &rate, "burst",
-                        "16kb", "latency", "200ms",
-                    ]
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect()
-                };
-                let host = args(&format!("tcv{node}"));
-                run("tc", &host.iter().map(String::as_str).collect::<Vec<_>>())?;
-                let inner = args("eth0");
-                run_in(
+                self.qdisc(
                     *node,
-                    "tc",
-                    &inner.iter().map(String::as_str).collect::<Vec<_>>(),
+                    &["tbf", "rate", &rate, "burst", "16kb", "latency", "200ms"],
                 )
-                .map(|_| ())
+            }
+            NetFault::Delay { node } => {
+                self.qdisc(*node, &["netem", "delay", "50ms", "20ms", "loss", "5%"])
             }
         }
+    }
+
+    /// Sets the root queueing discipline `qdisc` on both ends of `node`'s veth (each
+    /// direction).
+    fn qdisc(&self, node: u32, qdisc: &[&str]) -> Result<(), ChaosError> {
+        let host = format!("tcv{node}");
+        let mut args = vec!["qdisc", "replace", "dev", host.as_str(), "root"];
+        args.extend_from_slice(qdisc);
+        run("tc", &args)?;
+        let mut inner = vec!["qdisc", "replace", "dev", "eth0", "root"];
+        inner.extend_from_slice(qdisc);
+        run_in(node, "tc", &inner).map(|_| ())
     }
 
     /// Removes every network fault (rules and limits) from every node.

@@ -93,8 +93,9 @@ impl Outcome {
     }
 }
 
-/// The kinds a network mode can inject, and those it skips with the reason.
-pub fn kinds_for(net: NetMode) -> (Vec<FaultKind>, Vec<(FaultKind, &'static str)>) {
+/// The kinds a network mode can inject (`netem`: whether the kernel has `tc netem`), and
+/// those it skips with the reason.
+pub fn kinds_for(net: NetMode, netem: bool) -> (Vec<FaultKind>, Vec<(FaultKind, &'static str)>) {
     let mut can = Vec::new();
     let mut skipped = Vec::new();
     for k in FaultKind::ALL {
@@ -105,14 +106,16 @@ pub fn kinds_for(net: NetMode) -> (Vec<FaultKind>, Vec<(FaultKind, &'static str)
                 | FaultKind::OneWay
                 | FaultKind::Bandwidth
                 | FaultKind::DiskFull
+                | FaultKind::Delay
         );
         if needs_root && net == NetMode::Loopback {
             skipped.push((k, "needs network namespaces and root (--net loopback)"));
+        } else if k == FaultKind::Delay && !netem {
+            skipped.push((k, "this kernel has no tc netem (sch_netem)"));
         } else {
             can.push(k);
         }
     }
-    // Delay and loss (netem) are not drawn: this tool does not emulate them yet.
     (can, skipped)
 }
 
@@ -254,14 +257,19 @@ pub fn run(opts: &Options) -> Result<Outcome, ChaosError> {
     if opts.net == NetMode::Namespaces && !crate::net::is_root() {
         return Err(ChaosError::NotRoot);
     }
-    let (available, mut skipped) = kinds_for(opts.net);
+    let netem = opts.net == NetMode::Namespaces && crate::net::netem_available();
+    let (available, mut skipped) = kinds_for(opts.net, netem);
     let kinds: Vec<FaultKind> = match &opts.kinds {
         None => available.clone(),
         Some(want) => {
             for k in want {
                 if !available.contains(k) {
+                    let why = skipped
+                        .iter()
+                        .find(|(s, _)| s == k)
+                        .map_or("not available", |(_, why)| *why);
                     return Err(ChaosError::Options(format!(
-                        "fault kind {} needs --net namespaces (and root)",
+                        "fault kind {}: {why}",
                         k.name()
                     )));
                 }
@@ -670,6 +678,10 @@ fn apply(cluster: &mut Cluster, f: &Planned) -> Result<(String, Active), ChaosEr
                 kbit: 1000,
             })?;
             (format!("node {} at 1 Mbit/s", f.node), Active::Net)
+        }
+        FaultKind::Delay => {
+            cluster.net.apply(&NetFault::Delay { node: f.node })?;
+            (format!("node {} delayed and lossy", f.node), Active::Net)
         }
         FaultKind::DiskFull => {
             let disk = cluster.disks[f.node as usize - 1]

@@ -328,6 +328,7 @@ fn fault_color(kind: FaultKind) -> &'static str {
         FaultKind::OneWay => "#17becf",
         FaultKind::Bandwidth => "#bcbd22",
         FaultKind::DiskFull => "#8c564b",
+        FaultKind::Delay => "#7f7f7f",
     }
 }
 

@@ -29,7 +29,7 @@ pub struct ChaosArgs {
     #[arg(long, value_name = "MODE", default_value = "namespaces", value_parser = parse_net)]
     net: NetMode,
     /// Only these fault kinds (comma-separated): kill-node, kill-leader, kill-controller,
-    /// pause, isolate, split, one-way, bandwidth, disk-full.
+    /// pause, isolate, split, one-way, bandwidth, disk-full, delay.
     #[arg(long, value_name = "KINDS", value_delimiter = ',', value_parser = parse_kind)]
     kinds: Option<Vec<FaultKind>>,
     /// Records per second of the idempotent acks=all producer (the acks=1 producer writes a
