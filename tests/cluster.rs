@@ -134,6 +134,16 @@ impl Cluster {
             .collect::<Vec<_>>()
             .join(",")
     }
+
+    /// `bootstrap.servers` of every node but `down`.
+    fn bootstrap_without(&self, down: i32) -> String {
+        self.nodes
+            .iter()
+            .filter(|(id, _)| **id != down)
+            .map(|(_, b)| b.addr())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
 }
 
 /// One request over a raw socket; returns the response body.
@@ -407,13 +417,8 @@ fn three_nodes_serve_one_cluster() {
             .collect();
         ids.len() == 1 && ids.iter().all(|c| *c > 0 && *c != old)
     });
-    let live: Vec<String> = cluster
-        .nodes
-        .iter()
-        .filter(|(id, _)| **id != old)
-        .map(|(_, b)| b.addr())
-        .collect();
-    let created = std::panic::catch_unwind(|| create_topic(&live.join(","), "after", 2));
+    let live = cluster.bootstrap_without(old);
+    let created = std::panic::catch_unwind(|| create_topic(&live, "after", 2));
     if created.is_err() {
         for (id, b) in &cluster.nodes {
             eprintln!("---- node {id}\n{}", b.log());
@@ -577,11 +582,7 @@ fn acknowledged_records_survive_the_loss_of_a_leader() {
         .copied()
         .filter(|id| *id != old)
         .collect();
-    let bootstrap: String = live
-        .iter()
-        .map(|id| cluster.nodes[id].addr())
-        .collect::<Vec<_>>()
-        .join(",");
+    let bootstrap = cluster.bootstrap_without(old);
     wait_for("a new leader for every partition", || {
         let m = metadata(&cluster.nodes[&live[0]], Some(&["replicated"]));
         leaders(&m, "replicated")
@@ -613,13 +614,7 @@ fn acknowledged_records_survive_the_loss_of_a_leader() {
         let c = find_coordinator(&cluster.nodes[&other], "cluster-group");
         c > 0 && c != coordinator
     });
-    let bootstrap: String = cluster
-        .nodes
-        .iter()
-        .filter(|(id, _)| **id != coordinator)
-        .map(|(_, b)| b.addr())
-        .collect::<Vec<_>>()
-        .join(",");
+    let bootstrap = cluster.bootstrap_without(coordinator);
     assert_eq!(
         committed_total(&bootstrap, "replicated", "cluster-group"),
         300
@@ -1115,13 +1110,7 @@ fn a_follower_behind_the_leaders_log_start_starts_again_there() {
         cluster.isr_full(leader, "behind")
     });
     cluster.nodes.get_mut(&follower).unwrap().kill9();
-    let others: String = cluster
-        .nodes
-        .iter()
-        .filter(|(id, _)| **id != follower)
-        .map(|(_, b)| b.addr())
-        .collect::<Vec<_>>()
-        .join(",");
+    let others = cluster.bootstrap_without(follower);
     // acks=all is answered once the dead follower has left the ISR (min ISR 1).
     produce_range(&others, "behind", 1, 10..100);
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
@@ -1168,13 +1157,7 @@ fn a_follower_behind_the_leaders_log_start_starts_again_there() {
 
     // The leader goes; whoever leads next serves offsets 80..100.
     cluster.nodes.get_mut(&leader).unwrap().kill9();
-    let live: String = cluster
-        .nodes
-        .iter()
-        .filter(|(id, _)| **id != leader)
-        .map(|(_, b)| b.addr())
-        .collect::<Vec<_>>()
-        .join(",");
+    let live = cluster.bootstrap_without(leader);
     wait_for("a new leader", || {
         let m = metadata(&cluster.nodes[&follower], Some(&["behind"]));
         leaders(&m, "behind").iter().all(|l| *l > 0 && *l != leader)

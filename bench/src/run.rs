@@ -327,19 +327,11 @@ impl<'a> Runner<'a> {
         for (t, topic) in self.topics.iter().enumerate() {
             for s in 0..self.w.subscriptions_per_topic as usize {
                 for c in 0..per_sub {
-                    let parts: Vec<u32> = (0..self.w.partitions_per_topic)
+                    let parts = (0..self.w.partitions_per_topic)
                         .filter(|p| p % per_sub == c)
-                        .collect();
+                        .map(|p| p as i32);
                     // One fetch connection per leader of this consumer's partitions.
-                    let mut by_leader: Vec<(&String, Vec<i32>)> = Vec::new();
-                    for p in parts {
-                        let leader = &topic.leaders[p as usize];
-                        match by_leader.iter_mut().find(|(l, _)| *l == leader) {
-                            Some((_, ps)) => ps.push(p as i32),
-                            None => by_leader.push((leader, vec![p as i32])),
-                        }
-                    }
-                    for (leader, parts) in by_leader {
+                    for (leader, parts) in crate::wire::by_leader(&topic.leaders, parts) {
                         let conn = FetchConn::connect(
                             leader,
                             &topic.name,

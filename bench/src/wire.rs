@@ -139,19 +139,30 @@ pub fn create_topic(
     Ok(layout)
 }
 
+/// `partitions` grouped by their leader's address (`leaders[p]`), leaders in order of
+/// first appearance: one connection per leader serves each group.
+pub fn by_leader(
+    leaders: &[String],
+    partitions: impl IntoIterator<Item = i32>,
+) -> Vec<(&String, Vec<i32>)> {
+    let mut groups: Vec<(&String, Vec<i32>)> = Vec::new();
+    for p in partitions {
+        let leader = &leaders[p as usize];
+        match groups.iter_mut().find(|(l, _)| *l == leader) {
+            Some((_, ps)) => ps.push(p),
+            None => groups.push((leader, vec![p])),
+        }
+    }
+    groups
+}
+
 /// Waits until every partition's leader serves it: a new topic's leader may still be
 /// taking the leadership (NOT_LEADER_OR_FOLLOWER for a moment in a cluster), and the run
 /// must not count that as its errors. Bounded like the wait for leaders.
 pub fn wait_until_served(layout: &TopicLayout) -> Result<(), WireError> {
     let deadline = Instant::now() + Duration::from_millis(TOPIC_READY_MS_MAX);
-    let mut by_leader: Vec<(&String, Vec<i32>)> = Vec::new();
-    for (p, leader) in layout.leaders.iter().enumerate() {
-        match by_leader.iter_mut().find(|(l, _)| *l == leader) {
-            Some((_, ps)) => ps.push(p as i32),
-            None => by_leader.push((leader, vec![p as i32])),
-        }
-    }
-    for (leader, partitions) in by_leader {
+    let all = (0..layout.leaders.len()).map(|p| p as i32);
+    for (leader, partitions) in by_leader(&layout.leaders, all) {
         let mut conn = FetchConn::connect(leader, &layout.name, partitions, 0, 0)?;
         loop {
             match conn.probe()? {
@@ -650,26 +661,7 @@ impl FetchConn {
     /// One Fetch without waiting: the first error a new topic answers for a while
     /// ([`SETTLING_ERRORS`]), or `None` when every partition is served.
     fn probe(&mut self) -> Result<Option<i16>, WireError> {
-        let partitions = self
-            .positions
-            .iter()
-            .map(|(p, _)| {
-                FetchPartition::default()
-                    .with_partition(*p)
-                    .with_fetch_offset(0)
-                    .with_partition_max_bytes(1)
-            })
-            .collect();
-        let req = FetchRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_max_wait_ms(0)
-            .with_min_bytes(1)
-            .with_max_bytes(1)
-            .with_session_id(0)
-            .with_session_epoch(-1)
-            .with_topics(vec![FetchTopic::default()
-                .with_topic(self.topic.clone())
-                .with_partitions(partitions)]);
+        let req = self.fetch_request(|_| 0, 1, 0, 1);
         let resp: FetchResponse = self.client.request(ApiKey::Fetch, self.version, &req)?;
         Ok(resp
             .responses
@@ -679,29 +671,46 @@ impl FetchConn {
             .find(|c| SETTLING_ERRORS.contains(c)))
     }
 
-    /// One Fetch from every partition's position; `on_record(send_time_ns)` for each record
-    /// (of batches that arrived whole; a cut one is fetched again).
-    pub fn fetch(&mut self, mut on_record: impl FnMut(u64)) -> Result<Fetched, WireError> {
+    /// A consumer's (sessionless) Fetch of every partition of the topic, each from
+    /// `offset(its position)`.
+    fn fetch_request(
+        &self,
+        offset: impl Fn(i64) -> i64,
+        partition_max_bytes: i32,
+        max_wait_ms: i32,
+        max_bytes: i32,
+    ) -> FetchRequest {
         let partitions = self
             .positions
             .iter()
             .map(|(p, off)| {
                 FetchPartition::default()
                     .with_partition(*p)
-                    .with_fetch_offset(*off)
-                    .with_partition_max_bytes(self.partition_bytes_max)
+                    .with_fetch_offset(offset(*off))
+                    .with_partition_max_bytes(partition_max_bytes)
             })
             .collect();
-        let req = FetchRequest::default()
+        FetchRequest::default()
             .with_replica_id(BrokerId(-1))
-            .with_max_wait_ms(self.max_wait_ms)
+            .with_max_wait_ms(max_wait_ms)
             .with_min_bytes(1)
-            .with_max_bytes(64 << 20)
+            .with_max_bytes(max_bytes)
             .with_session_id(0)
             .with_session_epoch(-1)
             .with_topics(vec![FetchTopic::default()
                 .with_topic(self.topic.clone())
-                .with_partitions(partitions)]);
+                .with_partitions(partitions)])
+    }
+
+    /// One Fetch from every partition's position; `on_record(send_time_ns)` for each record
+    /// (of batches that arrived whole; a cut one is fetched again).
+    pub fn fetch(&mut self, mut on_record: impl FnMut(u64)) -> Result<Fetched, WireError> {
+        let req = self.fetch_request(
+            |off| off,
+            self.partition_bytes_max,
+            self.max_wait_ms,
+            64 << 20,
+        );
         let resp: FetchResponse = self.client.request(ApiKey::Fetch, self.version, &req)?;
         if resp.error_code != 0 {
             return Err(WireError::Kafka {

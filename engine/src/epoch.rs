@@ -46,6 +46,19 @@ pub struct EpochCache {
 }
 
 impl EpochCache {
+    /// A cache of `(epoch, start offset)` pairs, checked like [`EpochCache::from_entries`].
+    pub fn from_pairs(pairs: &[(Epoch, Offset)]) -> Result<Self, EpochError> {
+        Self::from_entries(
+            pairs
+                .iter()
+                .map(|&(epoch, start_offset)| EpochEntry {
+                    epoch,
+                    start_offset,
+                })
+                .collect(),
+        )
+    }
+
     /// A cache of `entries`, checked.
     pub fn from_entries(entries: Vec<EpochEntry>) -> Result<Self, EpochError> {
         for (i, e) in entries.iter().enumerate() {

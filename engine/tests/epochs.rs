@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use tern_engine::batch::{build, BatchHeader};
-use tern_engine::epoch::{EpochCache, EpochEntry, EpochError};
+use tern_engine::epoch::{EpochCache, EpochError};
 use tern_engine::journal;
 use tern_engine::storage::memory::{Faults, Rng};
 use tern_engine::{
@@ -32,16 +32,7 @@ async fn open(storage: &MemStorage, name: &str, config: &LogConfig) -> Log<MemSt
 }
 
 fn cache(pairs: &[(i32, i64)]) -> EpochCache {
-    EpochCache::from_entries(
-        pairs
-            .iter()
-            .map(|&(epoch, start_offset)| EpochEntry {
-                epoch,
-                start_offset,
-            })
-            .collect(),
-    )
-    .unwrap()
+    EpochCache::from_pairs(pairs).unwrap()
 }
 
 /// Every stored batch of the log, whole (base offset field included).

@@ -618,7 +618,6 @@ pub fn follower_high_watermark(leader_high_watermark: Offset, log_end: Offset) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::epoch::EpochEntry;
 
     fn partition(isr: &[BrokerId]) -> Partition {
         Partition {
@@ -639,16 +638,7 @@ mod tests {
     }
 
     fn cache(pairs: &[(Epoch, Offset)]) -> EpochCache {
-        EpochCache::from_entries(
-            pairs
-                .iter()
-                .map(|&(epoch, start_offset)| EpochEntry {
-                    epoch,
-                    start_offset,
-                })
-                .collect(),
-        )
-        .unwrap()
+        EpochCache::from_pairs(pairs).unwrap()
     }
 
     /// A fetch that must be answered with records; its completed waits.

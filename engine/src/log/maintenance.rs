@@ -141,15 +141,10 @@ impl<S: Storage> Log<S> {
         Ok(())
     }
 
-    /// Removes every batch at or after `offset` (a batch containing `offset` is removed
-    /// whole); the next append gets the first removed offset. Appends are refused while
-    /// it runs. Used by replication to cut a diverged tail; the epoch cache is cut with it.
-    ///
-    /// Under the shard journal a truncation record goes to the journal (durably) before the
-    /// segment is cut, so a replay never brings the removed batches back; the log keeps
-    /// that record needed until the cut segment is synced.
-    pub async fn truncate(&self, offset: Offset) -> Result<(), LogError> {
-        self.shared.poisoned()?;
+    /// The prologue of a cut (truncate, reset): appends are refused from now on
+    /// (`truncating`, cleared by the caller), then nothing may be queued, in flight, written
+    /// behind or being prepared.
+    async fn idle_for_cut(&self) -> Result<(), LogError> {
         {
             let mut i = self.shared.inner.borrow_mut();
             if i.closing {
@@ -160,6 +155,19 @@ impl<S: Storage> Log<S> {
         self.shared.writer_idle().await;
         self.shared.drain_behind().await;
         self.shared.wait_for_preparation(0, u64::MAX).await;
+        Ok(())
+    }
+
+    /// Removes every batch at or after `offset` (a batch containing `offset` is removed
+    /// whole); the next append gets the first removed offset. Appends are refused while
+    /// it runs. Used by replication to cut a diverged tail; the epoch cache is cut with it.
+    ///
+    /// Under the shard journal a truncation record goes to the journal (durably) before the
+    /// segment is cut, so a replay never brings the removed batches back; the log keeps
+    /// that record needed until the cut segment is synced.
+    pub async fn truncate(&self, offset: Offset) -> Result<(), LogError> {
+        self.shared.poisoned()?;
+        self.idle_for_cut().await?;
         let mut r = self.journal_truncation(offset.0).await;
         if r.is_ok() {
             r = self.truncate_idle(offset.0).await;
@@ -350,16 +358,7 @@ impl<S: Storage> Log<S> {
                 log_end: i.next_offset,
             });
         }
-        {
-            let mut i = self.shared.inner.borrow_mut();
-            if i.closing {
-                return Err(LogError::Closed);
-            }
-            i.truncating = true;
-        }
-        self.shared.writer_idle().await;
-        self.shared.drain_behind().await;
-        self.shared.wait_for_preparation(0, u64::MAX).await;
+        self.idle_for_cut().await?;
         let r = self.reset_idle(offset.0).await;
         self.shared.inner.borrow_mut().truncating = false;
         if let Err(e) = &r {
