@@ -235,7 +235,8 @@ impl Cluster {
 
 /// A fault in progress: how to heal it.
 enum Active {
-    Restart(u32),
+    /// A killed node: started again by [`revive`] after the fault's duration.
+    Restart,
     Resume(u32),
     Net,
     Disk(u32),
@@ -460,10 +461,11 @@ pub fn run(opts: &Options) -> Result<Outcome, ChaosError> {
         );
         let until = Instant::now() + Duration::from_millis(f.duration_ms);
         while Instant::now() < until {
-            watch(&mut cluster, &mut run_violations)?;
+            watch(&mut cluster, &mut run_violations);
             std::thread::sleep(Duration::from_millis(50));
         }
         heal(&mut cluster, active)?;
+        revive(&mut cluster, &mut run_violations);
         let end_ms = rec.now_ms();
         rec.record(Event::FaultEnd {
             t_ms: end_ms,
@@ -475,7 +477,8 @@ pub fn run(opts: &Options) -> Result<Outcome, ChaosError> {
             Duration::from_millis(opts.heal_bound_ms),
             Some((&rec, end_ms)),
         );
-        watch(&mut cluster, &mut run_violations)?;
+        watch(&mut cluster, &mut run_violations);
+        revive(&mut cluster, &mut run_violations);
         if whole.is_none() {
             run_violations.push(format!(
                 "after {} {target} (healed at {end_ms} ms): not every partition had a leader \
@@ -610,8 +613,9 @@ pub fn run(opts: &Options) -> Result<Outcome, ChaosError> {
     Ok(outcome)
 }
 
-/// Notes a node that exited without being killed, and starts it again.
-fn watch(cluster: &mut Cluster, violations: &mut Vec<String>) -> Result<(), ChaosError> {
+/// Notes a node that exited without being killed (it is started again after the fault
+/// is healed, see [`revive`]).
+fn watch(cluster: &mut Cluster, violations: &mut Vec<String>) {
     for n in &mut cluster.nodes {
         if let Some(status) = n.exited() {
             violations.push(format!(
@@ -619,10 +623,20 @@ fn watch(cluster: &mut Cluster, violations: &mut Vec<String>) -> Result<(), Chao
                 n.id,
                 n.log_path().display()
             ));
-            n.start()?;
         }
     }
-    Ok(())
+}
+
+/// Starts every node that is not running (after a heal): one that cannot start is a
+/// violation, and the run goes on without it until the next heal.
+fn revive(cluster: &mut Cluster, violations: &mut Vec<String>) {
+    for n in &mut cluster.nodes {
+        if !n.is_running() {
+            if let Err(e) = n.start() {
+                violations.push(format!("{e} (after the fault was healed)"));
+            }
+        }
+    }
 }
 
 fn apply(cluster: &mut Cluster, f: &Planned) -> Result<(String, Active), ChaosError> {
@@ -642,7 +656,7 @@ fn apply(cluster: &mut Cluster, f: &Planned) -> Result<(String, Active), ChaosEr
                 .filter(|c| (1..=nodes as i32).contains(c))
                 .map_or(f.node, |c| c as u32);
             cluster.node(n).kill()?;
-            (node_target(n), Active::Restart(n))
+            (node_target(n), Active::Restart)
         }
         FaultKind::Pause => {
             cluster.node(f.node).pause()?;
@@ -693,10 +707,12 @@ fn apply(cluster: &mut Cluster, f: &Planned) -> Result<(String, Active), ChaosEr
     })
 }
 
+/// Heals a fault; a killed node is started again by [`revive`].
 fn heal(cluster: &mut Cluster, active: Active) -> Result<(), ChaosError> {
     match active {
-        Active::Restart(n) => cluster.node(n).start(),
-        Active::Resume(n) => cluster.node(n).resume(),
+        Active::Restart => Ok(()),
+        Active::Resume(n) if cluster.node(n).is_running() => cluster.node(n).resume(),
+        Active::Resume(_) => Ok(()),
         Active::Net => cluster.net.heal_all(),
         Active::Disk(n) => match &cluster.disks[n as usize - 1] {
             Some(d) => d.free(),

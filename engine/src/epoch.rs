@@ -96,6 +96,13 @@ impl EpochCache {
         self.entries.last().copied()
     }
 
+    /// The epoch that wrote `offset`: the latest entry starting at or before it (`None`
+    /// when every entry starts after it, or there is none).
+    pub fn epoch_at(&self, offset: Offset) -> Option<Epoch> {
+        let i = self.entries.partition_point(|e| e.start_offset <= offset);
+        i.checked_sub(1).map(|j| self.entries[j].epoch)
+    }
+
     /// The epoch of the last batch in the log (a follower's `last_fetched_epoch`).
     pub fn latest_epoch(&self) -> Option<Epoch> {
         self.latest().map(|e| e.epoch)

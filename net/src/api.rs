@@ -27,6 +27,9 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
@@ -90,11 +93,13 @@ pub fn supported(api: ApiKey) -> Option<RangeInclusive<i16>> {
         ApiKey::OffsetDelete => 0..=0,
         ApiKey::DescribeCluster => 0..=2,
         ApiKey::DescribeQuorum => 0..=2,
+        // Kafka 4 serves 2–4 (KIP-896 removed 0–1); librdkafka sends 2.
+        ApiKey::OffsetForLeaderEpoch => 2..=4,
         _ => return None,
     })
 }
 
-const ALL_APIS: [ApiKey; 24] = [
+const ALL_APIS: [ApiKey; 25] = [
     ApiKey::Produce,
     ApiKey::Fetch,
     ApiKey::ListOffsets,
@@ -119,6 +124,7 @@ const ALL_APIS: [ApiKey; 24] = [
     ApiKey::OffsetDelete,
     ApiKey::DescribeCluster,
     ApiKey::DescribeQuorum,
+    ApiKey::OffsetForLeaderEpoch,
 ];
 
 fn decode<T: Decodable>(body: &mut Bytes, version: i16) -> Result<T, ApiError> {
@@ -227,6 +233,12 @@ pub async fn handle(
         }
         ApiKey::Fetch => fetch(shard, decode(b, v)?, v, id).await,
         ApiKey::ListOffsets => respond(api, v, id, &list_offsets(shard, decode(b, v)?, v).await),
+        ApiKey::OffsetForLeaderEpoch => respond(
+            api,
+            v,
+            id,
+            &offset_for_leader_epoch(shard, decode(b, v)?).await,
+        ),
         ApiKey::CreateTopics => respond(api, v, id, &create_topics(shard, decode(b, v)?, v).await),
         ApiKey::DeleteTopics => respond(api, v, id, &delete_topics(shard, decode(b, v)?, v).await),
         ApiKey::DeleteRecords => respond(api, v, id, &delete_records(shard, decode(b, v)?).await),
@@ -773,6 +785,57 @@ fn encode_fetch(
 }
 
 // ---------------------------------------------------------------------------------------
+// OffsetForLeaderEpoch
+
+/// Where each asked epoch ends on this broker's led partitions (consumers validate their
+/// position with it after a leader change, KIP-320); NOT_LEADER_OR_FOLLOWER elsewhere.
+async fn offset_for_leader_epoch(
+    shard: &Rc<ShardState>,
+    req: OffsetForLeaderEpochRequest,
+) -> OffsetForLeaderEpochResponse {
+    let router = &shard.router;
+    let mut topics = Vec::new();
+    for t in req.topics {
+        let name = t.topic.to_string();
+        let mut parts = Vec::new();
+        for p in t.partitions {
+            let r = if router.leads(&name, p.partition) {
+                router
+                    .ask(shard, &name, p.partition, |reply| {
+                        ShardMsg::OffsetForLeaderEpoch {
+                            tp: (name.clone(), p.partition),
+                            current: p.current_leader_epoch,
+                            epoch: p.leader_epoch,
+                            reply,
+                        }
+                    })
+                    .await
+            } else {
+                None
+            };
+            let mut part = EpochEndOffset::default()
+                .with_partition(p.partition)
+                .with_leader_epoch(-1)
+                .with_end_offset(-1);
+            match r.unwrap_or(Err(PartitionError::NotLeader)) {
+                Ok((epoch, end)) => {
+                    part.leader_epoch = epoch;
+                    part.end_offset = end;
+                }
+                Err(e) => part.error_code = e.kafka_code(),
+            }
+            parts.push(part);
+        }
+        topics.push(
+            OffsetForLeaderTopicResult::default()
+                .with_topic(t.topic)
+                .with_partitions(parts),
+        );
+    }
+    OffsetForLeaderEpochResponse::default().with_topics(topics)
+}
+
+// ---------------------------------------------------------------------------------------
 // ListOffsets
 
 async fn list_offsets(
@@ -807,11 +870,14 @@ async fn list_offsets(
                 .with_partition_index(p.partition_index)
                 .with_offset(-1)
                 .with_timestamp(-1)
-                .with_leader_epoch(if v >= 4 { 0 } else { -1 });
+                .with_leader_epoch(-1);
             match r.unwrap_or(Err(PartitionError::NotLeader)) {
                 Ok(Some(found)) => {
                     part.offset = found.offset;
                     part.timestamp = found.timestamp.unwrap_or(-1);
+                    if v >= 4 {
+                        part.leader_epoch = found.leader_epoch;
+                    }
                 }
                 Ok(None) => {}
                 Err(e) => part.error_code = e.kafka_code(),

@@ -20,6 +20,8 @@ impl PartitionError {
             PartitionError::TooLarge { .. } => ResponseError::MessageTooLarge,
             PartitionError::InvalidAcks(_) => ResponseError::InvalidRequiredAcks,
             PartitionError::InvalidTimestamp(_) => ResponseError::InvalidRequest,
+            PartitionError::FencedLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
+            PartitionError::UnknownLeaderEpoch { .. } => ResponseError::UnknownLeaderEpoch,
             PartitionError::Append(a) => append(a),
             PartitionError::Read(r) => read(r),
             PartitionError::Ack(a) => match a {

@@ -39,6 +39,13 @@ pub enum PartitionError {
     /// The log could not be read (or its records deleted).
     #[error(transparent)]
     Read(#[from] LogError),
+    /// The client's current leader epoch is older than the partition's: its metadata is
+    /// stale.
+    #[error("leader epoch {request} is older than the partition's {current}")]
+    FencedLeaderEpoch { request: i32, current: i32 },
+    /// The client's current leader epoch is newer than this broker knows of.
+    #[error("leader epoch {request} is newer than the partition's {current}")]
+    UnknownLeaderEpoch { request: i32, current: i32 },
     /// An acks=all produce was refused or its replication wait failed.
     #[error(transparent)]
     Ack(#[from] tern_replication::replica::AckError),

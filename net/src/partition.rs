@@ -96,6 +96,56 @@ impl Partition {
         }
     }
 
+    /// The leader epoch clients see for this partition here (0 on a single broker), or
+    /// NotLeader when this broker does not lead it.
+    pub(crate) fn client_leader_epoch(&self) -> Result<Epoch, PartitionError> {
+        match &*self.role.borrow() {
+            Role::Single => Ok(0),
+            Role::Leader(l) => Ok(l.state.leader_epoch()),
+            Role::Idle | Role::Follower(_) => Err(PartitionError::NotLeader),
+        }
+    }
+
+    /// The leader epoch of the record at `offset` (of the log end for the latest offset),
+    /// for ListOffsets: the epoch cache's, or the current epoch where the cache has none
+    /// (an epoch that has written nothing yet starts at the log end).
+    pub(crate) fn epoch_at(&self, offset: i64) -> Result<Epoch, PartitionError> {
+        let current = self.client_leader_epoch()?;
+        Ok(self.log.epochs().epoch_at(offset).unwrap_or(current))
+    }
+
+    /// Kafka's OffsetForLeaderEpoch for a client (KIP-320): the largest epoch at or below
+    /// `epoch` and the offset where it ends. The current epoch counts as starting at the log
+    /// end when it has written nothing yet (as a Kafka leader assigns its epoch when it is
+    /// elected), so a consumer of a quiet partition never sees an undefined answer.
+    /// `current` (-1: not checked) fences clients whose metadata is older or newer.
+    pub(crate) fn offset_for_leader_epoch(
+        &self,
+        current: Epoch,
+        epoch: Epoch,
+    ) -> Result<(Epoch, i64), PartitionError> {
+        let leader_epoch = self.client_leader_epoch()?;
+        if current >= 0 && current < leader_epoch {
+            return Err(PartitionError::FencedLeaderEpoch {
+                request: current,
+                current: leader_epoch,
+            });
+        }
+        if current > leader_epoch {
+            return Err(PartitionError::UnknownLeaderEpoch {
+                request: current,
+                current: leader_epoch,
+            });
+        }
+        let log_end = self.log.next_offset().0;
+        let mut cache = self.log.epochs();
+        if cache.latest_epoch().is_none_or(|e| e < leader_epoch) {
+            // Refused only for an epoch older than the cache's latest, excluded above.
+            let _ = cache.assign(leader_epoch, log_end);
+        }
+        Ok(cache.end_offset_for(epoch, log_end).unwrap_or((-1, -1)))
+    }
+
     /// Whether clients may produce to and consume from this partition here.
     pub(crate) fn serves_clients(&self) -> bool {
         matches!(&*self.role.borrow(), Role::Single | Role::Leader(_))

@@ -64,6 +64,13 @@ pub enum ShardMsg {
         timestamp: i64,
         reply: oneshot::Sender<ListOffsetsResult>,
     },
+    /// OffsetForLeaderEpoch for a client: `(current leader epoch, epoch)`.
+    OffsetForLeaderEpoch {
+        tp: Tp,
+        current: i32,
+        epoch: i32,
+        reply: oneshot::Sender<Result<(i32, i64), PartitionError>>,
+    },
     DeleteRecords {
         tp: Tp,
         offset: i64,
@@ -130,6 +137,9 @@ pub type FetchResult = Result<Fetched, PartitionError>;
 pub struct ListedOffset {
     pub offset: i64,
     pub timestamp: Option<i64>,
+    /// The leader epoch of the record at `offset` (KIP-320: a consumer validates its
+    /// position with it after a leader change).
+    pub leader_epoch: i32,
 }
 
 /// Outcome of an offset lookup on the owner: `None` when no record has a timestamp at or
@@ -335,6 +345,18 @@ impl ShardState {
                     let _ = reply.send(list_offsets(p, timestamp).await);
                 });
             }
+            ShardMsg::OffsetForLeaderEpoch {
+                tp,
+                current,
+                epoch,
+                reply,
+            } => {
+                let r = match self.partition(&tp) {
+                    Some(p) => p.offset_for_leader_epoch(current, epoch),
+                    None => Err(PartitionError::Unknown),
+                };
+                let _ = reply.send(r);
+            }
             ShardMsg::DeleteRecords { tp, offset, reply } => {
                 let p = self.partition(&tp);
                 tokio_uring::spawn(async move {
@@ -473,6 +495,9 @@ impl ShardState {
     pub async fn run_ticks(self: Rc<Self>) {
         let mut every = tokio::time::interval(std::time::Duration::from_millis(TICK_MS));
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The last failure of each partition's tick: logged once, not at every tick (a
+        // full disk fails them all until space returns).
+        let mut failing: HashMap<Tp, String> = HashMap::new();
         loop {
             every.tick().await;
             self.groups_tick();
@@ -484,8 +509,21 @@ impl ShardState {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
             for (tp, p) in logs {
-                if let Err(e) = p.log.tick().await {
-                    tracing::warn!(topic = %tp.0, partition = tp.1, error = %e, "periodic flush/retention");
+                match p.log.tick().await {
+                    Err(e) => {
+                        let e = e.to_string();
+                        if failing.get(&tp) != Some(&e) {
+                            tracing::warn!(topic = %tp.0, partition = tp.1, error = %e,
+                                "periodic flush/retention (logged once until it changes)");
+                            failing.insert(tp.clone(), e);
+                        }
+                    }
+                    Ok(()) => {
+                        if failing.remove(&tp).is_some() {
+                            tracing::info!(topic = %tp.0, partition = tp.1,
+                                "periodic flush/retention works again");
+                        }
+                    }
                 }
                 p.on_log_start();
             }
@@ -571,25 +609,30 @@ async fn list_offsets(p: Option<Rc<Partition>>, timestamp: i64) -> ListOffsetsRe
         return Err(PartitionError::NotLeader);
     }
     let high_watermark = p.high_watermark();
-    let at = |offset: Offset| {
-        Some(ListedOffset {
+    let at = |offset: Offset| -> ListOffsetsResult {
+        Ok(Some(ListedOffset {
             offset: offset.0,
             timestamp: None,
-        })
+            leader_epoch: p.epoch_at(offset.0)?,
+        }))
     };
     match timestamp {
-        LATEST => Ok(at(Offset(high_watermark))),
-        EARLIEST => Ok(at(p.log.log_start_offset())),
+        LATEST => at(Offset(high_watermark)),
+        EARLIEST => at(p.log.log_start_offset()),
         t if t < 0 => Err(PartitionError::InvalidTimestamp(t)),
-        t => Ok(p
+        t => match p
             .log
             .offset_for_timestamp(t)
             .await?
             .filter(|(o, _)| o.0 < high_watermark)
-            .map(|(o, ts)| ListedOffset {
+        {
+            Some((o, ts)) => Ok(Some(ListedOffset {
                 offset: o.0,
                 timestamp: Some(ts),
+                leader_epoch: p.epoch_at(o.0)?,
             })),
+            None => Ok(None),
+        },
     }
 }
 

@@ -302,3 +302,89 @@ fn describe_quorum_on_a_single_node_is_refused_readably() {
     let md = MetadataRequest::default();
     let _: MetadataResponse = c.request(ApiKey::Metadata, 9, &md).unwrap();
 }
+
+/// OffsetForLeaderEpoch v`v` for `topic` partition `partition`: (error, epoch, end offset).
+fn end_of_epoch(
+    c: &mut Client,
+    v: i16,
+    topic: &str,
+    partition: i32,
+    current: i32,
+    epoch: i32,
+) -> (i16, i32, i64) {
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{
+        OffsetForLeaderPartition, OffsetForLeaderTopic,
+    };
+    let req = OffsetForLeaderEpochRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![OffsetForLeaderTopic::default()
+            .with_topic(name(topic))
+            .with_partitions(vec![OffsetForLeaderPartition::default()
+                .with_partition(partition)
+                .with_current_leader_epoch(current)
+                .with_leader_epoch(epoch)])]);
+    let resp: OffsetForLeaderEpochResponse =
+        c.request(ApiKey::OffsetForLeaderEpoch, v, &req).unwrap();
+    let p = &resp.topics[0].partitions[0];
+    (p.error_code, p.leader_epoch, p.end_offset)
+}
+
+/// Guards OffsetForLeaderEpoch on a single node (epoch 0, as Metadata says): at the oldest
+/// and newest served versions the epoch ends at the log end, also before anything was
+/// written (a consumer must never get an undefined answer, which would reset it); a newer
+/// current epoch is UNKNOWN_LEADER_EPOCH, an unknown partition UNKNOWN_TOPIC_OR_PARTITION;
+/// ListOffsets v4+ names the epoch of the offset it returns.
+#[test]
+fn offset_for_leader_epoch_on_a_single_node() {
+    let (broker, _dir) = start(vec![0]);
+    let mut c = Client::connect(&broker.local_addr().to_string(), Duration::from_secs(10)).unwrap();
+    assert_eq!(c.version(ApiKey::OffsetForLeaderEpoch, 0, 10).unwrap(), 4);
+    assert!(
+        c.version(ApiKey::OffsetForLeaderEpoch, 0, 1).is_err(),
+        "v0–1 not served"
+    );
+    let md = MetadataRequest::default()
+        .with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(name("epochs")))
+        ]))
+        .with_allow_auto_topic_creation(true);
+    let _: MetadataResponse = c.request(ApiKey::Metadata, 12, &md).unwrap();
+    for v in [2, 4] {
+        assert_eq!(
+            end_of_epoch(&mut c, v, "epochs", 0, 0, 0),
+            (0, 0, 0),
+            "v{v}"
+        );
+    }
+    let batch = tern_engine::batch::build::filled(1_700_000_000_000, 3, 20, 1);
+    assert_eq!(produce(&mut c, "epochs", 0, &batch), (0, 0));
+    for v in [2, 3, 4] {
+        assert_eq!(
+            end_of_epoch(&mut c, v, "epochs", 0, -1, 0),
+            (0, 0, 3),
+            "v{v}"
+        );
+        assert_eq!(
+            end_of_epoch(&mut c, v, "epochs", 0, 0, 0),
+            (0, 0, 3),
+            "v{v}"
+        );
+    }
+    // UNKNOWN_LEADER_EPOCH (75), UNKNOWN_TOPIC_OR_PARTITION (3).
+    assert_eq!(end_of_epoch(&mut c, 4, "epochs", 0, 1, 0).0, 75);
+    assert_eq!(end_of_epoch(&mut c, 4, "epochs", 7, 0, 0).0, 3);
+    assert_eq!(end_of_epoch(&mut c, 4, "nope", 0, 0, 0).0, 3);
+    for (v, want) in [(3, -1), (4, 0), (6, 0)] {
+        let lo = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![ListOffsetsTopic::default()
+                .with_name(name("epochs"))
+                .with_partitions(vec![ListOffsetsPartition::default()
+                    .with_partition_index(0)
+                    .with_timestamp(-1)])]);
+        let resp: ListOffsetsResponse = c.request(ApiKey::ListOffsets, v, &lo).unwrap();
+        let p = &resp.topics[0].partitions[0];
+        assert_eq!((p.offset, p.leader_epoch), (3, want), "ListOffsets v{v}");
+    }
+    broker.shutdown();
+}

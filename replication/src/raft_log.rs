@@ -133,6 +133,11 @@ impl Default for RaftLogOptions {
 
 /// The durable [`QuorumLog`]; see the module doc. One process at a time may open a directory
 /// (nothing locks it).
+/// How often a write that met a full disk is tried again.
+const FULL_RETRY_MS: u64 = 100;
+/// Linux's "no space left on device" (errno 28 on every architecture Tern runs on).
+const ENOSPC: i32 = 28;
+
 pub struct FileQuorumLog<S: Storage> {
     storage: S,
     dir: PathBuf,
@@ -315,8 +320,33 @@ impl<S: Storage> FileQuorumLog<S> {
             })?;
         }
         let len = data.len() as u64;
-        let written = self.file.write_bytes_at(data, self.written_bytes).await;
-        written.map_err(io_err("write", &self.path))?;
+        let mut warned = false;
+        loop {
+            // Written again whole at the same place: a retry is idempotent.
+            let written = self
+                .file
+                .write_bytes_at(data.clone(), self.written_bytes)
+                .await;
+            match written {
+                Err(e) if e.raw_os_error() == Some(ENOSPC) => {
+                    // A full disk is waited out: this voter neither acknowledges nor votes
+                    // meanwhile (nothing new is durable), the others go on without it.
+                    if !warned {
+                        tracing::warn!(path = %self.path.display(),
+                            "disk full: the Raft log waits for space");
+                        warned = true;
+                    }
+                    self.storage.sleep_ms(FULL_RETRY_MS).await;
+                }
+                other => {
+                    other.map_err(io_err("write", &self.path))?;
+                    break;
+                }
+            }
+        }
+        if warned {
+            tracing::info!(path = %self.path.display(), "disk space back: the Raft log goes on");
+        }
         self.written_bytes += len;
         Ok(())
     }
@@ -335,7 +365,14 @@ impl<S: Storage> FileQuorumLog<S> {
             .rewrite_bytes_min
             .max(self.image_bytes.saturating_mul(2));
         if self.written_bytes >= trigger {
-            self.rewrite_now().await?;
+            match self.rewrite_now().await {
+                // The rewrite only saves space: on a full disk the synced file stays.
+                Err(RaftLogError::Io { source, .. }) if source.raw_os_error() == Some(ENOSPC) => {
+                    tracing::warn!(path = %self.path.display(),
+                        "disk full: the Raft log is not rewritten this time");
+                }
+                other => other?,
+            }
         }
         Ok(())
     }
@@ -1022,6 +1059,45 @@ mod tests {
                 .unwrap_err();
             assert!(err.to_string().contains("shorter than"), "{err}");
         })
+    }
+
+    /// Guards a full disk: a write waits (neither fails nor completes) until space returns,
+    /// then completes, and a reopen recovers it; before, the process stopped.
+    #[test]
+    fn a_full_disk_holds_a_write_until_space_returns() {
+        use tern_engine::storage::memory::MemStorage;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        tokio::task::LocalSet::new().block_on(&rt, async {
+            let storage = MemStorage::new(0);
+            let dir = Path::new("/raft");
+            let mut log = FileQuorumLog::open(storage.clone(), dir).await.unwrap();
+            let mut mem = MemQuorumLog::default();
+            let mut gen = Gen::new(3);
+            let first = gen.batch();
+            log.write(&first).await.unwrap();
+            log.sync().await.unwrap();
+            mem.write(&first).unwrap();
+            let held = gen.batch();
+            mem.write(&held).unwrap();
+            mem.sync().unwrap();
+            storage.set_disk_full(true);
+            let h = tokio::task::spawn_local(async move {
+                let r = log.write(&held).await;
+                r.map(|()| log)
+            });
+            for _ in 0..20 {
+                tokio::task::yield_now().await;
+            }
+            assert!(!h.is_finished(), "held while the disk is full");
+            storage.set_disk_full(false);
+            let mut log = h.await.unwrap().unwrap();
+            log.sync().await.unwrap();
+            drop(log);
+            let log = FileQuorumLog::open(storage.clone(), dir).await.unwrap();
+            assert_eq!(log.recover().await.unwrap(), mem.recover().unwrap());
+        });
     }
 
     /// Cut anywhere inside the last record, the file recovers the state before it, is
