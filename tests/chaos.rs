@@ -125,7 +125,7 @@ fn wrong_options_are_refused_and_touch_nothing() {
     refused(
         &with(&["--kinds", "isolate"]),
         1,
-        "fault kind isolate needs --net namespaces",
+        "fault kind isolate: needs network namespaces",
     );
     refused(&with(&["--rate", "0"]), 1, "must be positive");
     // A directory that is not a chaos run's is never emptied.

@@ -316,12 +316,15 @@ pub fn read_all(
     partitions: i32,
     deadline: Duration,
 ) -> Result<Vec<PartitionLog>, ChaosError> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "tern-chaos-final-read")
-        .set("enable.auto.commit", "false")
-        .create()
-        .map_err(|e| ChaosError::Client(format!("consumer: {e}")))?;
+    let reader = || -> Result<BaseConsumer, ChaosError> {
+        ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", "tern-chaos-final-read")
+            .set("enable.auto.commit", "false")
+            .create()
+            .map_err(|e| ChaosError::Client(format!("consumer: {e}")))
+    };
+    let mut c = reader()?;
     let end = Instant::now() + deadline;
     let mut tpl = TopicPartitionList::new();
     let mut logs = Vec::new();
@@ -336,7 +339,12 @@ pub fn read_all(
                         "watermarks of {topic}/{p}: {e}"
                     )))
                 }
-                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+                Err(_) => {
+                    // Right after every node restarted, librdkafka may cache a view that
+                    // says the partition does not exist, and keep it: start afresh.
+                    std::thread::sleep(Duration::from_millis(500));
+                    c = reader()?;
+                }
             }
         };
         tpl.add_partition_offset(topic, p, Offset::Offset(low))
