@@ -139,6 +139,9 @@ fn producer(
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &spec.bootstrap)
         .set("linger.ms", "5")
+        // Batches below the chaos topics' 256 KiB segments (a batch larger than a segment
+        // is refused: after a stall librdkafka's default 1 MB batches would be).
+        .set("batch.size", "131072")
         .set("message.timeout.ms", spec.message_timeout_ms.to_string())
         .set("retry.backoff.ms", "100")
         .set("reconnect.backoff.max.ms", "1000")

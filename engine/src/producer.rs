@@ -168,8 +168,21 @@ impl ProducerTable {
     }
 
     /// Records a batch stored at `first_offset` (call after [`check`](Self::check) said
-    /// `Append`, or on replay). A batch of an older epoch is ignored.
+    /// `Append`). A batch of an older epoch is ignored.
     pub fn record(&mut self, h: &BatchHeader, first_offset: i64, now_ms: i64) {
+        self.record_inner(h, first_offset, now_ms, false);
+    }
+
+    /// Records a batch that is in the log whatever this table thought of it: replicated
+    /// from the leader, replayed from the journal, read back from a segment. The table
+    /// follows the log, to an older epoch too: after a follower cut a diverged tail (where
+    /// a newer epoch of the producer may have been), the leader's log goes on with what it
+    /// holds, and a table stuck at the cut epoch would refuse those batches on replay.
+    pub fn record_stored(&mut self, h: &BatchHeader, first_offset: i64, now_ms: i64) {
+        self.record_inner(h, first_offset, now_ms, true);
+    }
+
+    fn record_inner(&mut self, h: &BatchHeader, first_offset: i64, now_ms: i64, stored: bool) {
         if !is_idempotent(h) {
             return;
         }
@@ -184,10 +197,10 @@ impl ProducerTable {
                 ranges: VecDeque::new(),
                 last_ms: now_ms,
             });
-        if h.producer_epoch < p.epoch {
+        if h.producer_epoch < p.epoch && !stored {
             return;
         }
-        if h.producer_epoch > p.epoch {
+        if h.producer_epoch != p.epoch {
             p.epoch = h.producer_epoch;
             p.ranges.clear();
         }

@@ -519,3 +519,73 @@ fn a_follower_takes_batches_that_span_epochs_in_one_append() {
         assert_eq!(again.epochs(), cache(&[(6, 0), (7, 4)]));
     });
 }
+
+/// A leader's batch of producer `pid` (epoch `producer_epoch`, first sequence `seq`): two
+/// records at `base`, stamped with leader epoch `epoch`.
+fn producer_batch(base: i64, epoch: i32, pid: i64, producer_epoch: i16, seq: i32) -> Vec<u8> {
+    let mut b = build::with_producer(
+        build::filled(1_000, 2, 100, seq as u8),
+        pid,
+        producer_epoch,
+        seq,
+    );
+    tern_engine::batch::set_base_offset(&mut b, base);
+    tern_engine::batch::set_leader_epoch(&mut b, epoch);
+    b
+}
+
+/// Guards what the chaos run found (a node could not start: "producer 1000: epoch 0 is
+/// older than the current epoch 2"): a leader's log may hold an idempotent producer's older
+/// epoch after a newer one (a leader whose producer state had forgotten the producer took a
+/// late batch of the older epoch). A follower took those batches, a checkpoint snapshot kept
+/// its producer state at the newer epoch, then a crash: the journal replay refused the
+/// older-epoch batches and the node stayed down. The producer state now follows the log,
+/// and a replay takes what the log took once.
+#[test]
+fn a_follower_replays_a_producers_older_epoch_after_a_newer_one() {
+    run(async {
+        let storage = MemStorage::new(0);
+        let config = small_config();
+        let jconfig = JournalConfig {
+            file_bytes: 64 << 10,
+            files: 3,
+            inplace_bytes: 0,
+        };
+        let journal = Journal::open(storage.clone(), JOURNAL_DIR, jconfig)
+            .await
+            .unwrap();
+        let log = open(&storage, "t-0", &config).await;
+        log.attach_journal(&journal);
+        let batches = [
+            producer_batch(0, 1, 7, 0, 0),
+            producer_batch(2, 1, 7, 0, 2),
+            producer_batch(4, 1, 7, 2, 0),
+            producer_batch(6, 2, 7, 0, 4),
+        ];
+        for b in &batches {
+            log.append_replicated(&[b]).await.unwrap();
+        }
+        journal.checkpoint().await.unwrap();
+        for k in 4..6 {
+            let b = producer_batch(k * 2, 2, 7, 0, k as i32 + 2);
+            log.append_replicated(&[&b]).await.unwrap();
+        }
+        let expect = stored_batches(&log).await;
+        let image = storage.crash_image(3);
+        drop((log, journal));
+        journal::recover(&image, Path::new(JOURNAL_DIR), |n| {
+            (n == "t-0").then(|| (part_dir(n), config.clone()))
+        })
+        .await
+        .unwrap();
+        let log = open(&image, "t-0", &config).await;
+        assert_eq!(stored_batches(&log).await, expect);
+        // As a new leader it continues where the log's last batch of the producer ends,
+        // and knows that batch as a retry.
+        log.become_leader(3).await.unwrap();
+        let last = build::with_producer(build::filled(1_000, 2, 100, 7), 7, 0, 7);
+        assert!(log.append(&[&last]).await.unwrap().duplicate);
+        let next = build::with_producer(build::filled(1_000, 2, 100, 9), 7, 0, 9);
+        assert!(!log.append(&[&next]).await.unwrap().duplicate);
+    });
+}

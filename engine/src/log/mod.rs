@@ -378,10 +378,17 @@ impl<S: Storage> Inner<S> {
             });
         }
         let now_ms = self.storage.now_ms();
-        if origin == Origin::Replicated {
-            self.check_replicated(&headers)?;
-        } else if let Some((first, last)) = self.check_sequences(&headers)? {
-            return Ok(self.duplicate(first, last));
+        match origin {
+            Origin::Replicated => self.check_replicated(&headers)?,
+            // Checked when first appended (by this log or by the leader it came from): the
+            // journal holds no duplicate, and a table rebuilt from an older state must not
+            // refuse what the log already took.
+            Origin::Replayed => {}
+            Origin::Client => {
+                if let Some((first, last)) = self.check_sequences(&headers)? {
+                    return Ok(self.duplicate(first, last));
+                }
+            }
         }
         // A replayed or replicated batch keeps the LogAppendTime it was stamped with.
         let append_time =
@@ -395,7 +402,12 @@ impl<S: Storage> Inner<S> {
             let base = self.next_offset;
             self.stats.bytes_appended += b.as_ref().len() as u64;
             self.queue_batch(b.as_ref(), h, now_ms, append_time, stamp);
-            self.producers.record(h, base, now_ms);
+            match origin {
+                Origin::Client => self.producers.record(h, base, now_ms),
+                Origin::Replayed | Origin::Replicated => {
+                    self.producers.record_stored(h, base, now_ms)
+                }
+            }
             if origin != Origin::Client && h.partition_leader_epoch >= 0 {
                 // Checked above for replicated batches; a replayed one was accepted once.
                 if let Err(e) = self.note_epoch(h.partition_leader_epoch, base) {

@@ -77,7 +77,7 @@ pub(super) async fn load<S: Storage>(
             }
             let header = bytes.as_deref().and_then(BatchHeader::parse);
             if let Some(h) = header.filter(producer::is_idempotent) {
-                table.record(&h, meta.base, h.max_timestamp);
+                table.record_stored(&h, meta.base, h.max_timestamp);
             }
         }
     }
