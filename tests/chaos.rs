@@ -151,3 +151,63 @@ fn wrong_options_are_refused_and_touch_nothing() {
         refused(&tern(&["chaos", "--dir", d]), 2, "need root");
     }
 }
+
+/// SIGTERM during a run: the fault in force is healed, every node is stopped, and the run
+/// ends with an error saying so (no verdict), leaving no `tern serve` behind.
+#[test]
+fn a_signal_ends_a_run_and_leaves_nothing_running() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let dir = run_dir("chaos-signal");
+    let d = dir.path().join("run");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["chaos", "--net", "loopback", "--faults", "50", "--dir"])
+        .arg(&d)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !seen.iter().any(|l: &String| l.contains("fault 1/50")) {
+        assert!(Instant::now() < deadline, "no fault began: {seen:?}");
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+            seen.push(l);
+        }
+    }
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run did not end after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    while let Ok(l) = rx.recv_timeout(Duration::from_millis(500)) {
+        seen.push(l);
+    }
+    assert_eq!(status.code(), Some(1), "{seen:?}");
+    assert!(seen.iter().any(|l| l.contains("interrupted")), "{seen:?}");
+    let ours = d.to_str().unwrap().to_string();
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(" serve ") && c.contains(&ours))
+        .collect();
+    assert!(left.is_empty(), "left running: {left:?}");
+}

@@ -26,6 +26,8 @@ pub enum ChaosError {
     Timeout { what: String, after_ms: u64 },
     #[error("{0}")]
     Options(String),
+    #[error("interrupted: the fault in force was healed and the nodes stopped; no verdict")]
+    Interrupted,
 }
 
 impl ChaosError {

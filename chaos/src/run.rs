@@ -56,6 +56,10 @@ pub struct Options {
     pub heal_bound_ms: u64,
     /// The size of each node's data filesystem (namespaces mode).
     pub disk_bytes: u64,
+    /// Set (by a signal handler) to end the run early: the fault in force is healed, the
+    /// nodes stop, the network and disks are removed, and the run returns
+    /// [`ChaosError::Interrupted`].
+    pub interrupt: Arc<AtomicBool>,
 }
 
 /// One injected fault as it happened.
@@ -444,7 +448,20 @@ pub fn run(opts: &Options) -> Result<Outcome, ChaosError> {
     let mut injected = Vec::new();
     let mut run_violations = Vec::new();
     std::thread::sleep(Duration::from_secs(3));
+    let interrupted = |stops: &[&Arc<AtomicBool>]| {
+        let yes = opts.interrupt.load(Ordering::Acquire);
+        if yes {
+            for s in stops {
+                s.store(true, Ordering::Release);
+            }
+        }
+        yes
+    };
+    let stops = [&stop_producers, &stop_consumer];
     for (i, f) in plan.iter().enumerate() {
+        if interrupted(&stops) {
+            return Err(ChaosError::Interrupted);
+        }
         let (target, active) = apply(&mut cluster, f)?;
         let start_ms = rec.now_ms();
         rec.record(Event::FaultStart {
@@ -460,11 +477,14 @@ pub fn run(opts: &Options) -> Result<Outcome, ChaosError> {
             f.duration_ms
         );
         let until = Instant::now() + Duration::from_millis(f.duration_ms);
-        while Instant::now() < until {
+        while Instant::now() < until && !opts.interrupt.load(Ordering::Acquire) {
             watch(&mut cluster, &mut run_violations);
             std::thread::sleep(Duration::from_millis(50));
         }
         heal(&mut cluster, active)?;
+        if interrupted(&stops) {
+            return Err(ChaosError::Interrupted);
+        }
         revive(&mut cluster, &mut run_violations);
         let end_ms = rec.now_ms();
         rec.record(Event::FaultEnd {

@@ -101,6 +101,18 @@ pub fn run(args: ChaosArgs) -> anyhow::Result<()> {
     } else {
         (args.faults, args.fault_ms, args.nodes)
     };
+    // SIGINT/SIGTERM end the run cleanly (fault healed, nodes stopped, namespaces and
+    // mounts removed) instead of leaving them behind.
+    let signals = crate::cli::serve::block_stop_signals()?;
+    let interrupt = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let interrupt = interrupt.clone();
+        std::thread::spawn(move || {
+            let sig = crate::cli::serve::wait_for_signal(&signals);
+            eprintln!("tern chaos: signal {sig}: healing, stopping the nodes, cleaning up");
+            interrupt.store(true, std::sync::atomic::Ordering::Release);
+        });
+    }
     let opts = tern_chaos::Options {
         dir: args.dir,
         exe: std::env::current_exe().context("the tern executable")?,
@@ -114,6 +126,7 @@ pub fn run(args: ChaosArgs) -> anyhow::Result<()> {
         fault_max_ms: fault_ms.1,
         heal_bound_ms: args.heal_bound_ms,
         disk_bytes: 2 << 30,
+        interrupt,
     };
     match tern_chaos::run(&opts) {
         Ok(outcome) => {
