@@ -3,7 +3,6 @@
 //! and frees by deleting it.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::error::ChaosError;
 
@@ -17,26 +16,9 @@ pub struct LoopDisk {
     mounted: bool,
 }
 
+/// Runs a command; its output is not needed.
 fn run(program: &str, args: &[&str]) -> Result<(), ChaosError> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| ChaosError::Command {
-            command: format!("{program} {}", args.join(" ")),
-            detail: e.to_string(),
-        })?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(ChaosError::Command {
-            command: format!("{program} {}", args.join(" ")),
-            detail: format!(
-                "{}: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        })
-    }
+    crate::net::command(program, args).map(|_| ())
 }
 
 impl LoopDisk {

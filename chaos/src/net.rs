@@ -53,7 +53,8 @@ pub struct Net {
     loopback: [u8; 2],
 }
 
-fn run(program: &str, args: &[&str]) -> Result<String, ChaosError> {
+/// Runs `program args`; its stdout, or the failure with its stderr.
+pub(crate) fn command(program: &str, args: &[&str]) -> Result<String, ChaosError> {
     let out = Command::new(program)
         .args(args)
         .output()
@@ -72,6 +73,10 @@ fn run(program: &str, args: &[&str]) -> Result<String, ChaosError> {
         });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn run(program: &str, args: &[&str]) -> Result<String, ChaosError> {
+    command(program, args)
 }
 
 /// Runs `program args` inside node `id`'s namespace.

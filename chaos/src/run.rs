@@ -30,6 +30,8 @@ const PARTITIONS_ONE: i32 = 2;
 const GROUP: &str = "chaos-group";
 /// Small segments: rolls (new files, new blocks) happen every few seconds, under faults too.
 const SEGMENT_BYTES: &str = "262144";
+/// How long the final read of one topic may take.
+const READ_DEADLINE: Duration = Duration::from_secs(120);
 /// A file in the run directory that marks it as ours (the run empties it).
 const MARKER: &str = ".tern-chaos";
 
@@ -530,18 +532,7 @@ pub fn run(opts: &Options) -> Result<Outcome, ChaosError> {
     cluster.restore()?;
     cluster.wait_whole(replicas, Duration::from_secs(60), None);
     let bootstrap = cluster.bootstrap();
-    let mut final_log = workload::read_all(
-        &bootstrap,
-        TOPIC_ALL,
-        PARTITIONS_ALL,
-        Duration::from_secs(120),
-    )?;
-    final_log.extend(workload::read_all(
-        &bootstrap,
-        TOPIC_ONE,
-        PARTITIONS_ONE,
-        Duration::from_secs(120),
-    )?);
+    let final_log = read_both(&bootstrap)?;
     // Nothing on disk may be damaged: every node crashes at once and starts again, and
     // every partition must read back exactly as before.
     for n in &mut cluster.nodes {
@@ -562,18 +553,7 @@ pub fn run(opts: &Options) -> Result<Outcome, ChaosError> {
     // no partition is shorter than before (bounded).
     let read_back = Instant::now();
     let again = loop {
-        let mut again = workload::read_all(
-            &bootstrap,
-            TOPIC_ALL,
-            PARTITIONS_ALL,
-            Duration::from_secs(120),
-        )?;
-        again.extend(workload::read_all(
-            &bootstrap,
-            TOPIC_ONE,
-            PARTITIONS_ONE,
-            Duration::from_secs(120),
-        )?);
+        let again = read_both(&bootstrap)?;
         let shorter = final_log
             .iter()
             .zip(&again)
@@ -631,6 +611,18 @@ pub fn run(opts: &Options) -> Result<Outcome, ChaosError> {
         n.stop(Duration::from_secs(30));
     }
     Ok(outcome)
+}
+
+/// Every partition of both topics, read from start to end.
+fn read_both(bootstrap: &str) -> Result<Vec<crate::history::PartitionLog>, ChaosError> {
+    let mut logs = workload::read_all(bootstrap, TOPIC_ALL, PARTITIONS_ALL, READ_DEADLINE)?;
+    logs.extend(workload::read_all(
+        bootstrap,
+        TOPIC_ONE,
+        PARTITIONS_ONE,
+        READ_DEADLINE,
+    )?);
+    Ok(logs)
 }
 
 /// Notes a node that exited without being killed (it is started again after the fault

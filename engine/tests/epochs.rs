@@ -63,7 +63,11 @@ fn epoch_at(c: &EpochCache, base: i64) -> Option<i32> {
 
 /// A leader's batch: `records` records at `base` stamped with `epoch`.
 fn leader_batch(base: i64, epoch: i32, records: usize, seed: u8) -> Vec<u8> {
-    let mut b = build::filled(1_000, records, 100, seed);
+    stamped(build::filled(1_000, records, 100, seed), base, epoch)
+}
+
+/// `b` placed at `base` and stamped with leader epoch `epoch`, as a leader sends it.
+fn stamped(mut b: Vec<u8>, base: i64, epoch: i32) -> Vec<u8> {
     tern_engine::batch::set_base_offset(&mut b, base);
     tern_engine::batch::set_leader_epoch(&mut b, epoch);
     b
@@ -523,15 +527,13 @@ fn a_follower_takes_batches_that_span_epochs_in_one_append() {
 /// A leader's batch of producer `pid` (epoch `producer_epoch`, first sequence `seq`): two
 /// records at `base`, stamped with leader epoch `epoch`.
 fn producer_batch(base: i64, epoch: i32, pid: i64, producer_epoch: i16, seq: i32) -> Vec<u8> {
-    let mut b = build::with_producer(
+    let b = build::with_producer(
         build::filled(1_000, 2, 100, seq as u8),
         pid,
         producer_epoch,
         seq,
     );
-    tern_engine::batch::set_base_offset(&mut b, base);
-    tern_engine::batch::set_leader_epoch(&mut b, epoch);
-    b
+    stamped(b, base, epoch)
 }
 
 /// Guards what the chaos run found (a node could not start: "producer 1000: epoch 0 is
