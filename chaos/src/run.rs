@@ -418,26 +418,15 @@ pub fn run(opts: &Options) -> Result<Outcome, ChaosError> {
     // Two idempotent producers share the acks=all topic (their records interleave in every
     // partition), each at half the rate.
     let half = (opts.rate / 2).max(1);
-    let producers = vec![
-        workload::spawn_producer(
-            spec(TOPIC_ALL, PARTITIONS_ALL, Acks::All, half),
-            numbers.clone(),
-            rec.clone(),
-            stop_producers.clone(),
-        )?,
-        workload::spawn_producer(
-            spec(TOPIC_ALL, PARTITIONS_ALL, Acks::All, half),
-            numbers.clone(),
-            rec.clone(),
-            stop_producers.clone(),
-        )?,
-        workload::spawn_producer(
-            spec(TOPIC_ONE, PARTITIONS_ONE, Acks::One, (opts.rate / 4).max(1)),
-            numbers.clone(),
-            rec.clone(),
-            stop_producers.clone(),
-        )?,
+    let specs = [
+        spec(TOPIC_ALL, PARTITIONS_ALL, Acks::All, half),
+        spec(TOPIC_ALL, PARTITIONS_ALL, Acks::All, half),
+        spec(TOPIC_ONE, PARTITIONS_ONE, Acks::One, (opts.rate / 4).max(1)),
     ];
+    let producers = specs
+        .into_iter()
+        .map(|s| workload::spawn_producer(s, numbers.clone(), rec.clone(), stop_producers.clone()))
+        .collect::<Result<Vec<_>, _>>()?;
     let consumer = workload::spawn_consumer(
         &bootstrap,
         GROUP,

@@ -31,6 +31,24 @@ async fn open(storage: &MemStorage, name: &str, config: &LogConfig) -> Log<MemSt
         .unwrap()
 }
 
+/// A small shard journal and partition `t-0` attached to it.
+async fn journaled(
+    storage: &MemStorage,
+    config: &LogConfig,
+) -> (Journal<MemStorage>, Log<MemStorage>) {
+    let jconfig = JournalConfig {
+        file_bytes: 64 << 10,
+        files: 3,
+        inplace_bytes: 0,
+    };
+    let journal = Journal::open(storage.clone(), JOURNAL_DIR, jconfig)
+        .await
+        .unwrap();
+    let log = open(storage, "t-0", config).await;
+    log.attach_journal(&journal);
+    (journal, log)
+}
+
 fn cache(pairs: &[(i32, i64)]) -> EpochCache {
     EpochCache::from_pairs(pairs).unwrap()
 }
@@ -425,16 +443,7 @@ fn a_replay_honours_truncation_records() {
         for append_after in [false, true] {
             let storage = MemStorage::new(0);
             let config = small_config();
-            let jconfig = JournalConfig {
-                file_bytes: 64 << 10,
-                files: 3,
-                inplace_bytes: 0,
-            };
-            let journal = Journal::open(storage.clone(), JOURNAL_DIR, jconfig)
-                .await
-                .unwrap();
-            let log = open(&storage, "t-0", &config).await;
-            log.attach_journal(&journal);
+            let (journal, log) = journaled(&storage, &config).await;
             for k in 0..6 {
                 let b = leader_batch(k * 2, 1, 2, k as u8);
                 log.append_replicated(&[&b]).await.unwrap();
@@ -548,16 +557,7 @@ fn a_follower_replays_a_producers_older_epoch_after_a_newer_one() {
     run(async {
         let storage = MemStorage::new(0);
         let config = small_config();
-        let jconfig = JournalConfig {
-            file_bytes: 64 << 10,
-            files: 3,
-            inplace_bytes: 0,
-        };
-        let journal = Journal::open(storage.clone(), JOURNAL_DIR, jconfig)
-            .await
-            .unwrap();
-        let log = open(&storage, "t-0", &config).await;
-        log.attach_journal(&journal);
+        let (journal, log) = journaled(&storage, &config).await;
         let batches = [
             producer_batch(0, 1, 7, 0, 0),
             producer_batch(2, 1, 7, 0, 2),

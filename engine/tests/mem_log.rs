@@ -542,6 +542,16 @@ fn tail_reads_serve_what_is_not_yet_durable() {
     });
 }
 
+/// A log with tail reads on and one durable batch (offsets 0–1).
+async fn tail_reading_log(storage: &MemStorage) -> Log<MemStorage> {
+    let log = Log::open(storage.clone(), dir(), small_config())
+        .await
+        .unwrap();
+    log.set_tail_reads(true);
+    log.append(&[make_batch(0, 2, 50, 0)]).await.unwrap();
+    log
+}
+
 /// Guards the rule that makes tail reads safe: offsets handed out before they were durable
 /// are never given to other batches. Without a tail read, a full disk refuses and rewinds as
 /// always. After one, the writer holds the unit (the followers may hold those offsets):
@@ -551,11 +561,7 @@ fn tail_reads_serve_what_is_not_yet_durable() {
 fn a_full_disk_after_a_tail_read_holds_the_write_until_space_returns() {
     run(async {
         let storage = MemStorage::new(0);
-        let log = Log::open(storage.clone(), dir(), small_config())
-            .await
-            .unwrap();
-        log.set_tail_reads(true);
-        log.append(&[make_batch(0, 2, 50, 0)]).await.unwrap();
+        let log = tail_reading_log(&storage).await;
         storage.set_disk_full(true);
         let a = log.append(&[make_batch(0, 2, 50, 1)]);
         assert!(matches!(a.await, Err(AppendError::DiskFull { .. })));
@@ -598,11 +604,7 @@ fn a_full_disk_after_a_tail_read_holds_the_write_until_space_returns() {
 fn an_io_error_after_a_tail_read_poisons() {
     run(async {
         let storage = MemStorage::new(0);
-        let log = Log::open(storage.clone(), dir(), small_config())
-            .await
-            .unwrap();
-        log.set_tail_reads(true);
-        log.append(&[make_batch(0, 2, 50, 0)]).await.unwrap();
+        let log = tail_reading_log(&storage).await;
         storage.set_faults(Faults {
             fail_write_nth: Some(storage.write_count() + 1),
             ..Faults::default()

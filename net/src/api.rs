@@ -799,20 +799,16 @@ async fn offset_for_leader_epoch(
         let name = t.topic.to_string();
         let mut parts = Vec::new();
         for p in t.partitions {
-            let r = if router.leads(&name, p.partition) {
-                router
-                    .ask(shard, &name, p.partition, |reply| {
-                        ShardMsg::OffsetForLeaderEpoch {
-                            tp: (name.clone(), p.partition),
-                            current: p.current_leader_epoch,
-                            epoch: p.leader_epoch,
-                            reply,
-                        }
-                    })
-                    .await
-            } else {
-                None
-            };
+            let r = router
+                .ask_leader(shard, &name, p.partition, |reply| {
+                    ShardMsg::OffsetForLeaderEpoch {
+                        tp: (name.clone(), p.partition),
+                        current: p.current_leader_epoch,
+                        epoch: p.leader_epoch,
+                        reply,
+                    }
+                })
+                .await;
             let mut part = EpochEndOffset::default()
                 .with_partition(p.partition)
                 .with_leader_epoch(-1)
@@ -851,21 +847,15 @@ async fn list_offsets(
         for p in t.partitions {
             let tp = (name.clone(), p.partition_index);
             let timestamp = p.timestamp;
-            let led = router.leads(&name, p.partition_index);
-            let r = match led {
-                false => None,
-                true => {
-                    router
-                        .ask(shard, &name, p.partition_index, |reply| {
-                            ShardMsg::ListOffsets {
-                                tp,
-                                timestamp,
-                                reply,
-                            }
-                        })
-                        .await
-                }
-            };
+            let r = router
+                .ask_leader(shard, &name, p.partition_index, |reply| {
+                    ShardMsg::ListOffsets {
+                        tp,
+                        timestamp,
+                        reply,
+                    }
+                })
+                .await;
             let mut part = ListOffsetsPartitionResponse::default()
                 .with_partition_index(p.partition_index)
                 .with_offset(-1)

@@ -127,6 +127,21 @@ impl Router {
         rx.await.ok()
     }
 
+    /// [`Router::ask`] for a partition this broker leads; `None` (not the leader, or the
+    /// shard is gone) otherwise.
+    pub async fn ask_leader<T>(
+        &self,
+        local: &Rc<ShardState>,
+        topic: &str,
+        partition: i32,
+        make: impl FnOnce(oneshot::Sender<T>) -> ShardMsg,
+    ) -> Option<T> {
+        if !self.leads(topic, partition) {
+            return None;
+        }
+        self.ask(local, topic, partition, make).await
+    }
+
     /// Sends a command to the metadata writer and waits for its answer: the created, grown
     /// or deleted topic.
     pub async fn admin(
