@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use tern_tuning::BrokerConfig;
+use tern_tuning::{BrokerConfig, TopicConfig};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -42,7 +42,30 @@ pub enum AdminCommand {
     Delete { name: String },
     /// CreatePartitions: grow the topic to `count` partitions.
     CreatePartitions { name: String, count: i32 },
+    /// AlterConfigs (`replace`: the topic's overrides become exactly the `Set`s) and
+    /// IncrementalAlterConfigs (the operations on the current overrides, in order).
+    AlterConfigs {
+        name: String,
+        ops: Vec<(String, ConfigOp)>,
+        replace: bool,
+    },
 }
+
+/// One operation of an (Incremental)AlterConfigs on a topic key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigOp {
+    /// The topic overrides the key with this value.
+    Set(String),
+    /// The topic no longer overrides the key: the broker's default applies again.
+    Delete,
+    /// Adds an item to a list-valued key (`cleanup.policy`).
+    Append(String),
+    /// Removes an item from a list-valued key.
+    Subtract(String),
+}
+
+/// The topic keys whose values are comma-separated lists (APPEND and SUBTRACT apply).
+const LIST_KEYS: &[&str] = &["cleanup.policy"];
 
 /// What the shards do once a new table is published.
 #[derive(Debug, Clone)]
@@ -51,6 +74,8 @@ pub enum Effect {
     Open { topic: Arc<TopicMeta>, from: i32 },
     /// Close the topic's partitions and delete their data.
     Drop { topic: String },
+    /// Give the topic's open partitions its new configuration.
+    Reconfigure { topic: Arc<TopicMeta> },
 }
 
 /// A decided change: the new table, what the shards must do, and the topic as the answer
@@ -130,6 +155,104 @@ pub fn apply(
             }
             Ok(grown(topics, old, count))
         }
+        AdminCommand::AlterConfigs { name, ops, replace } => {
+            let Some(old) = topics.get(&name) else {
+                return Err(AdminError::UnknownTopic(name));
+            };
+            let overrides = altered(config, &old.overrides, ops, replace)?;
+            Ok(reconfigured(topics, old, overrides))
+        }
+    }
+}
+
+/// A topic's overrides after `ops` (on none when `replace`), validated and in the form
+/// DescribeConfigs shows them; the first bad key, operation or value is the error.
+pub fn altered(
+    config: &BrokerConfig,
+    current: &BTreeMap<String, String>,
+    ops: Vec<(String, ConfigOp)>,
+    replace: bool,
+) -> Result<BTreeMap<String, String>, AdminError> {
+    let defaults = TopicConfig::defaults_from(config);
+    let mut seen = std::collections::BTreeSet::new();
+    let mut overrides = if replace {
+        BTreeMap::new()
+    } else {
+        current.clone()
+    };
+    for (key, op) in ops {
+        // An unknown key is named with the keys there are.
+        defaults.clone().reset(&key, &defaults)?;
+        if !seen.insert(key.clone()) {
+            return Err(AdminError::DuplicateConfig(key));
+        }
+        match op {
+            ConfigOp::Set(v) => {
+                overrides.insert(key, v);
+            }
+            ConfigOp::Delete => {
+                overrides.remove(&key);
+            }
+            ConfigOp::Append(_) | ConfigOp::Subtract(_) if !LIST_KEYS.contains(&&*key) => {
+                return Err(AdminError::NotAList(key));
+            }
+            ConfigOp::Append(item) => {
+                let mut items = list_value(config, &overrides, &key)?;
+                if !items.contains(&item) {
+                    items.push(item);
+                }
+                overrides.insert(key, items.join(","));
+            }
+            ConfigOp::Subtract(item) => {
+                let mut items = list_value(config, &overrides, &key)?;
+                items.retain(|i| *i != item);
+                overrides.insert(key, items.join(","));
+            }
+        }
+    }
+    Ok(topic_config(config, &overrides)?.overrides())
+}
+
+/// The items of list-valued `key` as `overrides` over the broker's defaults make it.
+fn list_value(
+    config: &BrokerConfig,
+    overrides: &BTreeMap<String, String>,
+    key: &str,
+) -> Result<Vec<String>, AdminError> {
+    let value = match overrides.get(key) {
+        Some(v) => v.clone(),
+        None => topic_config(config, &BTreeMap::new())?
+            .entries()
+            .into_iter()
+            .find(|e| e.name == key)
+            .map(|e| e.value)
+            .unwrap_or_default(),
+    };
+    Ok(value
+        .split(',')
+        .map(str::trim)
+        .filter(|i| !i.is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
+/// `topics` with `old` taking `overrides` (same id, partitions and wake-up signals).
+fn reconfigured(
+    topics: &Topics,
+    old: &Arc<TopicMeta>,
+    overrides: BTreeMap<String, String>,
+) -> Applied {
+    let mut meta = new_topic(old.name.clone(), old.id, old.partitions, overrides);
+    meta.signals = old.signals.clone();
+    let topic = Arc::new(meta);
+    let mut topics = topics.clone();
+    topics.insert(topic.name.clone(), topic.clone());
+    Applied {
+        topics,
+        effect: Effect::Reconfigure {
+            topic: topic.clone(),
+        },
+        topic,
     }
 }
 
@@ -238,6 +361,20 @@ pub async fn commit(local: &Rc<ShardState>, applied: Applied) -> Result<(), Admi
                 if router.dispatch(local, shard, msg).await.is_ok() {
                     let _ = rx.await;
                 }
+            }
+            Effect::Reconfigure { topic } => {
+                let (tx, rx) = oneshot::channel();
+                let msg = ShardMsg::Reconfigure {
+                    topic: topic.clone(),
+                    reply: tx,
+                };
+                router.dispatch(local, shard, msg).await?;
+                rx.await
+                    .map_err(|_| ShardGone(shard))?
+                    .map_err(|e| AdminError::Open {
+                        shard,
+                        source: Box::new(e),
+                    })?;
             }
         }
     }

@@ -36,7 +36,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::ResponseError;
 use tokio::sync::{oneshot, Notify};
 
-use crate::admin::AdminCommand;
+use crate::admin::{AdminCommand, ConfigOp};
 use crate::conn::frame;
 use crate::error::{AdminError, PartitionError};
 use crate::group::handlers as groups;
@@ -69,16 +69,19 @@ pub enum ApiError {
 /// The versions we implement, per API; `None` for APIs we don't.
 pub fn supported(api: ApiKey) -> Option<RangeInclusive<i16>> {
     Some(match api {
-        ApiKey::Produce => 3..=9,
+        ApiKey::Produce => 3..=13,
         ApiKey::Fetch => FETCH_VERSIONS,
-        ApiKey::ListOffsets => 1..=6,
-        ApiKey::Metadata => 1..=12,
-        ApiKey::ApiVersions => 0..=3,
+        ApiKey::ListOffsets => 1..=10,
+        ApiKey::Metadata => 0..=13,
+        ApiKey::ApiVersions => 0..=4,
         ApiKey::CreateTopics => 2..=7,
         ApiKey::DeleteTopics => 1..=6,
         ApiKey::DeleteRecords => 0..=2,
         ApiKey::CreatePartitions => 0..=3,
         ApiKey::DescribeConfigs => 1..=4,
+        ApiKey::AlterConfigs => 0..=2,
+        ApiKey::IncrementalAlterConfigs => 0..=1,
+        ApiKey::DescribeLogDirs => 1..=4,
         ApiKey::InitProducerId => 0..=4,
         ApiKey::FindCoordinator => 0..=4,
         ApiKey::JoinGroup => 0..=9,
@@ -99,7 +102,7 @@ pub fn supported(api: ApiKey) -> Option<RangeInclusive<i16>> {
     })
 }
 
-const ALL_APIS: [ApiKey; 25] = [
+const ALL_APIS: [ApiKey; 28] = [
     ApiKey::Produce,
     ApiKey::Fetch,
     ApiKey::ListOffsets,
@@ -110,6 +113,9 @@ const ALL_APIS: [ApiKey; 25] = [
     ApiKey::DeleteRecords,
     ApiKey::CreatePartitions,
     ApiKey::DescribeConfigs,
+    ApiKey::AlterConfigs,
+    ApiKey::IncrementalAlterConfigs,
+    ApiKey::DescribeLogDirs,
     ApiKey::InitProducerId,
     ApiKey::FindCoordinator,
     ApiKey::JoinGroup,
@@ -247,6 +253,16 @@ pub async fn handle(
         }
         ApiKey::DescribeConfigs => {
             respond(api, v, id, &describe_configs(shard, decode(b, v)?, v).await)
+        }
+        ApiKey::AlterConfigs => respond(api, v, id, &alter_configs(shard, decode(b, v)?).await),
+        ApiKey::IncrementalAlterConfigs => respond(
+            api,
+            v,
+            id,
+            &incremental_alter_configs(shard, decode(b, v)?).await,
+        ),
+        ApiKey::DescribeLogDirs => {
+            respond(api, v, id, &describe_log_dirs(shard, decode(b, v)?).await)
         }
         ApiKey::DescribeCluster => respond(api, v, id, &describe_cluster(shard, decode(b, v)?, v)),
         ApiKey::DescribeQuorum => {
@@ -517,7 +533,15 @@ pub async fn produce_dispatch(
     let mut owners: Vec<OwnerItems> = Vec::new();
     let mut responses = Vec::new();
     for (ti, t) in req.topic_data.into_iter().enumerate() {
-        let name = t.name.to_string();
+        // v13 names topics by id only: an unknown id refuses each of its partitions.
+        let (name, known_id) = if v >= 13 {
+            match snap.topic_by_id(t.topic_id) {
+                Some(m) => (m.name.clone(), true),
+                None => (String::new(), false),
+            }
+        } else {
+            (t.name.to_string(), true)
+        };
         let max = topic_max_message_bytes(shard, &snap, &name);
         let mut parts = Vec::new();
         for (pi, p) in t.partition_data.into_iter().enumerate() {
@@ -529,6 +553,9 @@ pub async fn produce_dispatch(
             let admitted = (|| {
                 if !matches!(req.acks, -1..=1) {
                     return Err(PartitionError::InvalidAcks(req.acks));
+                }
+                if !known_id {
+                    return Err(PartitionError::UnknownTopicId);
                 }
                 if snap.partition(&name, p.index).is_none() {
                     return Err(PartitionError::Unknown);
@@ -572,6 +599,7 @@ pub async fn produce_dispatch(
         responses.push(
             TopicProduceResponse::default()
                 .with_name(t.name)
+                .with_topic_id(t.topic_id)
                 .with_partition_responses(parts),
         );
     }
@@ -644,12 +672,21 @@ const FETCH_WAIT_MAX_MS: i32 = 60_000;
 
 async fn fetch(
     shard: &Rc<ShardState>,
-    req: FetchRequest,
+    mut req: FetchRequest,
     v: i16,
     correlation_id: i32,
 ) -> Result<Response, ApiError> {
     let router = &shard.router;
     let snap = router.meta.snapshot();
+    // v13+ names topics by id: carry on with names, an unknown id keeps an empty name (no
+    // topic has one) and its partitions answer UNKNOWN_TOPIC_ID.
+    if v >= 13 {
+        for t in &mut req.topics {
+            if let Some(m) = snap.topic_by_id(t.topic_id) {
+                t.topic = topic(m.name.clone());
+            }
+        }
+    }
     let wait_ms = req.max_wait_ms.clamp(0, FETCH_WAIT_MAX_MS) as u64;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
     let min_bytes = req.min_bytes.max(0) as u64;
@@ -675,7 +712,7 @@ async fn fetch(
         for n in notified.iter_mut() {
             n.as_mut().enable();
         }
-        let results = fetch_once(shard, &req).await;
+        let results = fetch_once(shard, &req, v).await;
         let total: u64 = results.iter().flatten().flatten().map(|r| r.bytes).sum();
         let errors = results.iter().flatten().any(|r| r.is_err());
         let now = tokio::time::Instant::now();
@@ -687,15 +724,20 @@ async fn fetch(
     }
 }
 
-async fn fetch_once(shard: &Rc<ShardState>, req: &FetchRequest) -> Vec<Vec<FetchResult>> {
+async fn fetch_once(shard: &Rc<ShardState>, req: &FetchRequest, v: i16) -> Vec<Vec<FetchResult>> {
     let router = &shard.router;
     let mut pending = Vec::new();
     for t in &req.topics {
         let name = t.topic.to_string();
+        let unknown_id = v >= 13 && name.is_empty();
         let mut parts = Vec::new();
         for p in &t.partitions {
+            if unknown_id {
+                parts.push(Err(PartitionError::UnknownTopicId));
+                continue;
+            }
             if !router.leads(&name, p.partition) {
-                parts.push(None);
+                parts.push(Err(PartitionError::NotLeader));
                 continue;
             }
             let (tx, rx) = oneshot::channel();
@@ -707,7 +749,11 @@ async fn fetch_once(shard: &Rc<ShardState>, req: &FetchRequest) -> Vec<Vec<Fetch
                 reply: tx,
             };
             let sent = router.dispatch(shard, owner, msg).await.is_ok();
-            parts.push(sent.then_some(rx));
+            parts.push(if sent {
+                Ok(rx)
+            } else {
+                Err(PartitionError::NotLeader)
+            });
         }
         pending.push(parts);
     }
@@ -716,10 +762,11 @@ async fn fetch_once(shard: &Rc<ShardState>, req: &FetchRequest) -> Vec<Vec<Fetch
         let mut results = Vec::new();
         for rx in parts {
             let r = match rx {
-                Some(rx) => rx.await.ok(),
-                None => None,
+                // A shard that is gone drops the reply.
+                Ok(rx) => rx.await.unwrap_or(Err(PartitionError::NotLeader)),
+                Err(e) => Err(e),
             };
-            results.push(r.unwrap_or(Err(PartitionError::NotLeader)));
+            results.push(r);
         }
         out.push(results);
     }
@@ -768,6 +815,7 @@ fn encode_fetch(
         }
         topics.push(FetchTopicParts {
             name: t.topic.clone(),
+            topic_id: t.topic_id,
             partitions,
         });
     }
@@ -834,6 +882,18 @@ async fn offset_for_leader_epoch(
 // ---------------------------------------------------------------------------------------
 // ListOffsets
 
+/// How many special timestamps below -1 ListOffsets `v` knows: -2 earliest (all), -3 max
+/// timestamp (v7+, KIP-734), -4 earliest local (v8+, KIP-405), -5 latest tiered (v9+,
+/// KIP-1005).
+fn list_offsets_specials(v: i16) -> i64 {
+    match v {
+        ..=6 => 1,
+        7 => 2,
+        8 => 3,
+        _ => 4,
+    }
+}
+
 async fn list_offsets(
     shard: &Rc<ShardState>,
     req: ListOffsetsRequest,
@@ -847,15 +907,19 @@ async fn list_offsets(
         for p in t.partitions {
             let tp = (name.clone(), p.partition_index);
             let timestamp = p.timestamp;
-            let r = router
-                .ask_leader(shard, &name, p.partition_index, |reply| {
-                    ShardMsg::ListOffsets {
-                        tp,
-                        timestamp,
-                        reply,
-                    }
-                })
-                .await;
+            let r = if timestamp < -1 - list_offsets_specials(v) {
+                Some(Err(PartitionError::InvalidTimestamp(timestamp)))
+            } else {
+                router
+                    .ask_leader(shard, &name, p.partition_index, |reply| {
+                        ShardMsg::ListOffsets {
+                            tp,
+                            timestamp,
+                            reply,
+                        }
+                    })
+                    .await
+            };
             let mut part = ListOffsetsPartitionResponse::default()
                 .with_partition_index(p.partition_index)
                 .with_offset(-1)
@@ -1179,6 +1243,215 @@ fn describe_cluster(
         .collect();
     resp.with_controller_id(BrokerId(view.controller_leader.unwrap_or(-1)))
         .with_brokers(brokers)
+}
+
+/// One resource of an AlterConfigs or IncrementalAlterConfigs: the topic's operations, or
+/// why the resource is refused (Kafka's error and message).
+fn alter_resource(
+    shard: &Rc<ShardState>,
+    resource_type: i8,
+    name: &str,
+    ops: Result<Vec<(String, ConfigOp)>, String>,
+) -> Result<Vec<(String, ConfigOp)>, (i16, String)> {
+    let config = &shard.router.config;
+    let ops = ops.map_err(|m| (ResponseError::InvalidRequest.code(), m))?;
+    match resource_type {
+        RESOURCE_TOPIC => Ok(ops),
+        RESOURCE_BROKER if name.is_empty() || name == config.node_id.to_string() => {
+            let known = config.entries();
+            let (key, _) = ops.first().ok_or((0, String::new()))?;
+            Err(if known.iter().any(|e| e.name == key.as_str()) {
+                (
+                    ResponseError::InvalidRequest.code(),
+                    format!(
+                        "broker config {key} cannot be changed while the broker runs: set it in \
+                         the config file and restart"
+                    ),
+                )
+            } else {
+                (
+                    ResponseError::InvalidConfig.code(),
+                    format!("unknown broker config {key}"),
+                )
+            })
+        }
+        RESOURCE_BROKER => Err((
+            ResponseError::InvalidRequest.code(),
+            format!("broker '{name}' is not this broker ({})", config.node_id),
+        )),
+        other => Err((
+            ResponseError::InvalidRequest.code(),
+            format!("resource type {other} is not supported"),
+        )),
+    }
+}
+
+/// Carries out one topic resource's operations (or only checks them).
+async fn alter_topic(
+    shard: &Rc<ShardState>,
+    name: &str,
+    ops: Vec<(String, ConfigOp)>,
+    replace: bool,
+    validate_only: bool,
+) -> (i16, Option<StrBytes>) {
+    let command = AdminCommand::AlterConfigs {
+        name: name.to_string(),
+        ops,
+        replace,
+    };
+    match admin_answer(shard.router.admin(command, validate_only).await) {
+        Ok(_) => (0, None),
+        Err(e) => e,
+    }
+}
+
+/// AlterConfigs: each topic's overrides become exactly the request's keys.
+async fn alter_configs(shard: &Rc<ShardState>, req: AlterConfigsRequest) -> AlterConfigsResponse {
+    use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
+    let mut responses = Vec::new();
+    for res in req.resources {
+        let ops = res
+            .configs
+            .iter()
+            .map(|c| match &c.value {
+                Some(v) => Ok((c.name.to_string(), ConfigOp::Set(v.to_string()))),
+                None => Err(format!("config {} has a null value", c.name.as_str())),
+            })
+            .collect();
+        let name = res.resource_name.to_string();
+        let (code, message) = match alter_resource(shard, res.resource_type, &name, ops) {
+            Ok(ops) => alter_topic(shard, &name, ops, true, req.validate_only).await,
+            Err((0, _)) => (0, None),
+            Err((code, m)) => (code, Some(s(m))),
+        };
+        responses.push(
+            AlterConfigsResourceResponse::default()
+                .with_error_code(code)
+                .with_error_message(message)
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name),
+        );
+    }
+    AlterConfigsResponse::default().with_responses(responses)
+}
+
+/// IncrementalAlterConfigs: SET, DELETE, APPEND and SUBTRACT on each topic's overrides.
+async fn incremental_alter_configs(
+    shard: &Rc<ShardState>,
+    req: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
+    use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
+    let mut responses = Vec::new();
+    for res in req.resources {
+        let ops = res
+            .configs
+            .iter()
+            .map(|c| {
+                let key = c.name.to_string();
+                let value = c.value.as_ref().map(|v| v.to_string());
+                let op = match (c.config_operation, value) {
+                    (0, Some(v)) => ConfigOp::Set(v),
+                    (1, _) => ConfigOp::Delete,
+                    (2, Some(v)) => ConfigOp::Append(v),
+                    (3, Some(v)) => ConfigOp::Subtract(v),
+                    (0 | 2 | 3, None) => return Err(format!("config {key} has a null value")),
+                    (op, _) => return Err(format!("config {key}: unknown operation {op}")),
+                };
+                Ok((key, op))
+            })
+            .collect();
+        let name = res.resource_name.to_string();
+        let (code, message) = match alter_resource(shard, res.resource_type, &name, ops) {
+            Ok(ops) => alter_topic(shard, &name, ops, false, req.validate_only).await,
+            Err((0, _)) => (0, None),
+            Err((code, m)) => (code, Some(s(m))),
+        };
+        responses.push(
+            AlterConfigsResourceResponse::default()
+                .with_error_code(code)
+                .with_error_message(message)
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name),
+        );
+    }
+    IncrementalAlterConfigsResponse::default().with_responses(responses)
+}
+
+/// DescribeLogDirs: the one data directory (`log.dirs`) with the size of every partition
+/// this broker has open (a follower's too); its filesystem's total and free bytes from v4.
+async fn describe_log_dirs(
+    shard: &Rc<ShardState>,
+    req: DescribeLogDirsRequest,
+) -> DescribeLogDirsResponse {
+    use kafka_protocol::messages::describe_log_dirs_response::{
+        DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
+    };
+    let router = &shard.router;
+    let mut sizes: BTreeMap<String, Vec<(i32, u64)>> = BTreeMap::new();
+    for k in 0..router.shard_count() {
+        let (tx, rx) = oneshot::channel();
+        if router
+            .dispatch(shard, k, ShardMsg::Sizes { reply: tx })
+            .await
+            .is_ok()
+        {
+            for ((t, p), bytes) in rx.await.unwrap_or_default() {
+                sizes.entry(t).or_default().push((p, bytes));
+            }
+        }
+    }
+    // Null topics: every partition; otherwise the partitions asked that are here.
+    let wanted = |t: &str, p: i32| match &req.topics {
+        None => true,
+        Some(ts) => ts
+            .iter()
+            .any(|w| w.topic.as_str() == t && w.partitions.contains(&p)),
+    };
+    let topics = sizes
+        .into_iter()
+        .filter_map(|(t, mut parts)| {
+            parts.retain(|(p, _)| wanted(&t, *p));
+            parts.sort();
+            (!parts.is_empty()).then(|| {
+                DescribeLogDirsTopic::default()
+                    .with_name(topic(t))
+                    .with_partitions(
+                        parts
+                            .into_iter()
+                            .map(|(p, bytes)| {
+                                DescribeLogDirsPartition::default()
+                                    .with_partition_index(p)
+                                    .with_partition_size(bytes as i64)
+                            })
+                            .collect(),
+                    )
+            })
+        })
+        .collect();
+    let dir = &router.config.log_dir;
+    let (total, usable) = filesystem_bytes(dir).unwrap_or((-1, -1));
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
+    DescribeLogDirsResponse::default().with_results(vec![DescribeLogDirsResult::default()
+        .with_log_dir(s(dir.display().to_string()))
+        .with_topics(topics)
+        .with_total_bytes(total)
+        .with_usable_bytes(usable)])
+}
+
+/// The total and available bytes of the filesystem holding `dir` (statvfs).
+fn filesystem_bytes(dir: &std::path::Path) -> Option<(i64, i64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is a NUL-terminated string and `st` a valid, writable statvfs.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    let block = st.f_frsize as i64;
+    Some((
+        (st.f_blocks as i64).saturating_mul(block),
+        (st.f_bavail as i64).saturating_mul(block),
+    ))
 }
 
 async fn describe_configs(

@@ -15,6 +15,7 @@ impl PartitionError {
     pub fn kafka_code(&self) -> i16 {
         let e = match self {
             PartitionError::Unknown => ResponseError::UnknownTopicOrPartition,
+            PartitionError::UnknownTopicId => ResponseError::UnknownTopicId,
             PartitionError::NotLeader => ResponseError::NotLeaderOrFollower,
             PartitionError::Corrupt => ResponseError::CorruptMessage,
             PartitionError::TooLarge { .. } => ResponseError::MessageTooLarge,
@@ -77,7 +78,10 @@ impl AdminError {
             }
             AdminError::ReplicationFactor { .. } => ResponseError::InvalidReplicationFactor,
             AdminError::ReplicaAssignment { .. } => ResponseError::InvalidReplicaAssignment,
-            AdminError::Config(_) => ResponseError::InvalidConfig,
+            AdminError::Config(_) | AdminError::NotAList(_) => ResponseError::InvalidConfig,
+            AdminError::DuplicateConfig(_) | AdminError::NotInCluster(_) => {
+                ResponseError::InvalidRequest
+            }
             AdminError::Persist(_)
             | AdminError::Open { .. }
             | AdminError::ShardGone(_)
@@ -111,6 +115,7 @@ mod tests {
     fn every_partition_error_has_a_code_other_than_none() {
         let all = [
             PartitionError::Unknown,
+            PartitionError::UnknownTopicId,
             PartitionError::NotLeader,
             PartitionError::Corrupt,
             PartitionError::TooLarge { len: 2, max: 1 },

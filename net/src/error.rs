@@ -18,6 +18,9 @@ pub enum PartitionError {
     /// The partition is not open on this broker (no such topic or partition here).
     #[error("unknown topic or partition")]
     Unknown,
+    /// A request named a topic by an id no topic has (Produce v13+, Fetch v13+).
+    #[error("unknown topic id")]
+    UnknownTopicId,
     /// Another broker leads the partition, or its shard is gone (the broker is stopping).
     #[error("this broker is not the partition's leader")]
     NotLeader,
@@ -30,8 +33,10 @@ pub enum PartitionError {
     /// `acks` other than -1, 0 or 1.
     #[error("acks must be -1, 0 or 1; got {0}")]
     InvalidAcks(i16),
-    /// A ListOffsets timestamp below -2 (no special meaning, not a time).
-    #[error("timestamp {0} is neither a time nor a special value (-1 latest, -2 earliest)")]
+    /// A ListOffsets timestamp that is neither a time nor a special value the request's
+    /// version has (-1 latest, -2 earliest, -3 max timestamp from v7, -4 earliest local from
+    /// v8, -5 latest tiered from v9).
+    #[error("timestamp {0} is neither a time nor a special value of this ListOffsets version")]
     InvalidTimestamp(i64),
     /// The log refused the append.
     #[error(transparent)]
@@ -71,6 +76,13 @@ pub enum OpenError {
         partition: i32,
         reason: String,
     },
+    /// An open partition could not take its topic's new configuration.
+    #[error("partition {topic}-{partition}: the new configuration: {reason}")]
+    Reconfigure {
+        topic: String,
+        partition: i32,
+        reason: String,
+    },
     /// The shard's journal could not be opened.
     #[error("journal: {0}")]
     Journal(#[from] tern_engine::JournalError),
@@ -102,6 +114,15 @@ pub enum AdminError {
     ReplicaAssignment { node: i32 },
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A request a single node serves and a cluster does not yet.
+    #[error("{0} is not served by a cluster yet (only by a single node)")]
+    NotInCluster(&'static str),
+    /// A key named twice in one resource of an AlterConfigs request.
+    #[error("config key {0} is named more than once")]
+    DuplicateConfig(String),
+    /// APPEND or SUBTRACT on a key whose value is not a list.
+    #[error("{0} is not a list: APPEND and SUBTRACT apply to list-valued keys (cleanup.policy)")]
+    NotAList(String),
     /// The new topic table could not be persisted.
     #[error("persisting the topics: {0}")]
     Persist(#[from] MetaError),

@@ -82,6 +82,11 @@ pub enum ShardMsg {
         from: i32,
         reply: oneshot::Sender<Result<(), OpenError>>,
     },
+    /// Apply a topic's changed configuration to the partitions this shard owns (AlterConfigs).
+    Reconfigure {
+        topic: Arc<TopicMeta>,
+        reply: oneshot::Sender<Result<(), OpenError>>,
+    },
     /// Close a topic's partitions and delete their directories.
     Drop {
         topic: String,
@@ -89,6 +94,10 @@ pub enum ShardMsg {
     },
     /// The partitions this shard owns (for the placement view).
     Owned { reply: oneshot::Sender<Vec<Tp>> },
+    /// The bytes on disk of each partition this shard has open (DescribeLogDirs).
+    Sizes {
+        reply: oneshot::Sender<Vec<(Tp, u64)>>,
+    },
     /// A consumer group operation for a group this shard coordinates: the group's
     /// `__consumer_offsets` partition, when the operation is about one group.
     Group {
@@ -253,6 +262,33 @@ impl ShardState {
         Ok(())
     }
 
+    /// Gives the open partitions of `t` on this shard the configuration its overrides make.
+    async fn reconfigure_topic(&self, t: &Arc<TopicMeta>) -> Result<(), OpenError> {
+        let config =
+            log_config(&self.router.config, &t.overrides).map_err(|source| OpenError::Config {
+                topic: t.name.clone(),
+                source,
+            })?;
+        for p in 0..t.partitions {
+            let Some(part) = self.partition(&(t.name.clone(), p)) else {
+                continue;
+            };
+            let failed = |reason: String| OpenError::Reconfigure {
+                topic: t.name.clone(),
+                partition: p,
+                reason,
+            };
+            let stronger = part
+                .log
+                .set_config(config.clone())
+                .map_err(|e| failed(e.to_string()))?;
+            if stronger {
+                part.log.flush().await.map_err(|e| failed(e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+
     async fn open_topic(
         &self,
         t: &Arc<TopicMeta>,
@@ -371,6 +407,12 @@ impl ShardState {
                     let _ = reply.send(opened);
                 });
             }
+            ShardMsg::Reconfigure { topic, reply } => {
+                let me = self.clone();
+                tokio_uring::spawn(async move {
+                    let _ = reply.send(me.reconfigure_topic(&topic).await);
+                });
+            }
             ShardMsg::Drop { topic, reply } => {
                 let me = self.clone();
                 tokio_uring::spawn(async move {
@@ -417,6 +459,15 @@ impl ShardState {
             }
             ShardMsg::ReplicaStream(stream) => {
                 tokio_uring::spawn(crate::replicate::serve_stream(self.clone(), stream));
+            }
+            ShardMsg::Sizes { reply } => {
+                let sizes = self
+                    .partitions
+                    .borrow()
+                    .iter()
+                    .map(|(tp, p)| (tp.clone(), p.log.size_bytes()))
+                    .collect();
+                let _ = reply.send(sizes);
             }
             ShardMsg::Owned { reply } => {
                 let mut owned: Vec<Tp> = self.partitions.borrow().keys().cloned().collect();
@@ -599,9 +650,15 @@ async fn fetch(p: Option<Rc<Partition>>, offset: i64, max_bytes: u32) -> FetchRe
     })
 }
 
-/// Kafka's special ListOffsets timestamps.
+/// Kafka's special ListOffsets timestamps (the request's version has been checked).
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+/// The start of the log on local disk: all of it, as Tern has no tiered storage.
+const EARLIEST_LOCAL: i64 = -4;
+/// The last offset in tiered storage: none here, answered with offset -1 as Kafka does for a
+/// topic without remote storage.
+const LATEST_TIERED: i64 = -5;
 
 async fn list_offsets(p: Option<Rc<Partition>>, timestamp: i64) -> ListOffsetsResult {
     let p = p.ok_or(PartitionError::Unknown)?;
@@ -616,23 +673,27 @@ async fn list_offsets(p: Option<Rc<Partition>>, timestamp: i64) -> ListOffsetsRe
             leader_epoch: p.epoch_at(offset.0)?,
         }))
     };
-    match timestamp {
-        LATEST => at(Offset(high_watermark)),
-        EARLIEST => at(p.log.log_start_offset()),
-        t if t < 0 => Err(PartitionError::InvalidTimestamp(t)),
-        t => match p
-            .log
-            .offset_for_timestamp(t)
-            .await?
-            .filter(|(o, _)| o.0 < high_watermark)
-        {
+    let by_time = |found: Option<(Offset, i64)>| -> ListOffsetsResult {
+        match found.filter(|(o, _)| o.0 < high_watermark) {
             Some((o, ts)) => Ok(Some(ListedOffset {
                 offset: o.0,
                 timestamp: Some(ts),
                 leader_epoch: p.epoch_at(o.0)?,
             })),
             None => Ok(None),
+        }
+    };
+    match timestamp {
+        LATEST => at(Offset(high_watermark)),
+        EARLIEST | EARLIEST_LOCAL => at(p.log.log_start_offset()),
+        LATEST_TIERED => Ok(None),
+        MAX_TIMESTAMP => match p.log.max_timestamp(Offset(high_watermark)) {
+            // The first record that carries the greatest timestamp below the high watermark.
+            Some(ts) => by_time(p.log.offset_for_timestamp(ts).await?),
+            None => Ok(None),
         },
+        t if t < 0 => Err(PartitionError::InvalidTimestamp(t)),
+        t => by_time(p.log.offset_for_timestamp(t).await?),
     }
 }
 

@@ -41,7 +41,7 @@ use tokio::sync::{oneshot, Notify};
 
 use crate::batch::{self, BatchHeader};
 use crate::buf::{align_down, AlignedBuf};
-use crate::config::{FlushPolicy, LogConfig, TimestampType};
+use crate::config::{ConfigError, FlushPolicy, LogConfig, TimestampType};
 use crate::error::AppendError;
 use crate::producer::{self, Check, ProducerTable, SequenceError};
 use crate::storage::Storage;
@@ -833,6 +833,26 @@ impl<S: Storage> Log<S> {
     /// The configuration in force.
     pub fn config(&self) -> LogConfig {
         self.shared.inner.borrow().config.clone()
+    }
+
+    /// Changes the configuration while the log is open (AlterConfigs): every setting takes
+    /// effect from the next unit written (segment size, roll time, flush policy) or the next
+    /// tick (retention, `flush.ms`). A bad setting changes nothing. Returns true when the
+    /// flush policy became stronger: the caller then [`Log::flush`]es, so that what was
+    /// written under the weaker policy is durable too.
+    pub fn set_config(&self, config: LogConfig) -> Result<bool, ConfigError> {
+        config.validate()?;
+        let rank = |f: FlushPolicy| match f {
+            FlushPolicy::Never => 0,
+            FlushPolicy::Interval => 1,
+            FlushPolicy::Always => 2,
+        };
+        let mut i = self.shared.inner.borrow_mut();
+        let stronger = rank(config.flush) > rank(i.config.flush);
+        i.config = config;
+        drop(i);
+        self.shared.wake.notify_one();
+        Ok(stronger)
     }
 
     /// The directory of a segment file, for tools.

@@ -202,6 +202,20 @@ impl<S: Storage> Log<S> {
         }
     }
 
+    /// The greatest record timestamp of the batches below `below` (ListOffsets' max
+    /// timestamp), `None` when none has one. Each segment knows its greatest batch timestamp
+    /// and where that batch starts; a segment whose greatest batch is at or past `below` (the
+    /// high watermark: the last few batches) is skipped, so a record not yet committed never
+    /// decides the answer.
+    pub fn max_timestamp(&self, below: Offset) -> Option<i64> {
+        let i = self.shared.inner.borrow();
+        i.segments
+            .values()
+            .filter(|s| s.max_timestamp >= 0 && s.max_timestamp_batch < below.0)
+            .map(|s| s.max_timestamp)
+            .max()
+    }
+
     /// Kafka ListOffsets by timestamp: the first offset whose record timestamp is at least
     /// `timestamp_ms`, with that timestamp; `None` if every record is older. Uncompressed
     /// batches are answered per record; compressed ones at batch granularity (the batch's

@@ -25,28 +25,36 @@
 //! * The response header is the correlation id; flexible versions (Fetch v12+) use response
 //!   header v1, which adds an empty tagged-field section (one 0 byte).
 //! * Records are nullable BYTES (i32 length) in v4–v11 and COMPACT_RECORDS (unsigned varint
-//!   of length + 1) in v12. A partition without records gets an empty records field (length
+//!   of length + 1) from v12. A partition without records gets an empty records field (length
 //!   0), as Kafka sends, never null.
+//! * Topics are named by name up to v12 and by their 16-byte id from v13.
 //! * Aborted transactions are always null (no transactional reads yet); fields a version does
 //!   not have (error code and session id before v7, log start offset before v5, preferred read
-//!   replica before v11) are left out.
+//!   replica before v11) are left out. The tagged fields of v12+ (diverging epoch, current
+//!   leader and snapshot id per partition, node endpoints from v16) are never written: they
+//!   concern follower fetches and leader hints, and an empty tag section is valid in every
+//!   version.
 //!
 //! All envelope fragments are written into one buffer and handed out as [`bytes::Bytes`] views of
 //! it, so a response costs one allocation for its envelope plus the vector of pieces. Empty
-//! slices are dropped. Only versions 4 to 12 ([`FETCH_VERSIONS`]) are supported: v13 replaces
-//! topic names with topic ids.
+//! slices are dropped. Versions 4 to 18 ([`FETCH_VERSIONS`]) are written; v13–v18 differ from
+//! v12 in the response only by the topic id (v13) and tagged fields.
 
 use std::ops::RangeInclusive;
 
 use bytes::{BufMut, BytesMut};
 use kafka_protocol::messages::TopicName;
 use tern_engine::Slice;
+use uuid::Uuid;
 
 /// One piece of an encoded response: bytes in memory, or a range of a segment file to splice.
 pub type Piece = Slice;
 
 /// The Fetch versions [`encode_fetch_response`] can write.
-pub const FETCH_VERSIONS: RangeInclusive<i16> = 4..=12;
+pub const FETCH_VERSIONS: RangeInclusive<i16> = 4..=18;
+
+/// The first Fetch version that names topics by id.
+const FIRST_TOPIC_ID: i16 = 13;
 
 /// The first flexible Fetch version (compact types, tagged fields, response header v1).
 const FIRST_FLEXIBLE: i16 = 12;
@@ -71,7 +79,10 @@ pub struct FetchResponseParts {
 /// One topic of a Fetch response.
 #[derive(Debug, Clone)]
 pub struct FetchTopicParts {
+    /// Written up to v12.
     pub name: TopicName,
+    /// Written from v13 on.
+    pub topic_id: Uuid,
     pub partitions: Vec<FetchPartitionParts>,
 }
 
@@ -93,7 +104,7 @@ pub struct FetchPartitionParts {
 /// Why a Fetch response could not be encoded.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchEncodeError {
-    #[error("Fetch v{0} is not supported (supported: v4 to v12)")]
+    #[error("Fetch v{0} is not supported (supported: v4 to v18)")]
     UnsupportedVersion(i16),
     #[error("topic name of {0} bytes is longer than the protocol allows")]
     TopicNameTooLong(usize),
@@ -153,7 +164,11 @@ pub fn encode_fetch_response(parts: FetchResponseParts) -> Result<Vec<Piece>, Fe
     }
     put_array_len(&mut env, topics.len(), flexible)?;
     for topic in topics {
-        put_string(&mut env, topic.name.as_bytes(), flexible)?;
+        if version >= FIRST_TOPIC_ID {
+            env.put_slice(topic.topic_id.as_bytes());
+        } else {
+            put_string(&mut env, topic.name.as_bytes(), flexible)?;
+        }
         put_array_len(&mut env, topic.partitions.len(), flexible)?;
         for p in topic.partitions {
             env.put_i32(p.partition_index);
@@ -297,6 +312,7 @@ mod tests {
             .enumerate()
             .map(|(t, (name, parts))| FetchTopicParts {
                 name: TopicName(StrBytes::from_string(name.clone())),
+                topic_id: Uuid::from_u128(0x0123_4567_89ab_cdef ^ (t as u128) << 64 | t as u128),
                 partitions: parts
                     .iter()
                     .enumerate()
@@ -374,7 +390,13 @@ mod tests {
         assert_eq!(resp.session_id, expected.session_id);
         assert_eq!(resp.responses.len(), expected.topics.len());
         for (got, want) in resp.responses.iter().zip(&expected.topics) {
-            assert_eq!(got.topic, want.name);
+            if version >= FIRST_TOPIC_ID {
+                assert_eq!(got.topic_id, want.topic_id);
+                assert_eq!(got.topic.as_str(), "", "v{version} names topics by id only");
+            } else {
+                assert_eq!(got.topic, want.name);
+                assert_eq!(got.topic_id, Uuid::nil());
+            }
             assert_eq!(got.partitions.len(), want.partitions.len());
             for (gp, wp) in got.partitions.iter().zip(&want.partitions) {
                 assert_eq!(gp.partition_index, wp.partition_index);
@@ -449,6 +471,7 @@ mod tests {
             session_id: 0,
             topics: vec![FetchTopicParts {
                 name: TopicName(StrBytes::from_static_str("a")),
+                topic_id: Uuid::nil(),
                 partitions: vec![FetchPartitionParts {
                     partition_index: 0,
                     error_code: 0,
@@ -475,7 +498,7 @@ mod tests {
 
     #[test]
     fn rejects_unsupported_versions_and_long_names() {
-        for version in [-1, 0, 3, 13, 17] {
+        for version in [-1, 0, 3, 19, 20] {
             let parts = build(version, &[], &backing_file());
             assert!(matches!(
                 encode_fetch_response(parts),

@@ -703,6 +703,7 @@ mod tests {
                 session_id: 0,
                 topics: vec![FetchTopicParts {
                     name: TopicName(StrBytes::from_static_str("orders")),
+                    topic_id: uuid::Uuid::nil(),
                     partitions: vec![
                         FetchPartitionParts {
                             partition_index: 0,

@@ -1,0 +1,738 @@
+//! Kafka 4.1's API surface on a single in-process broker: every served API answers its oldest
+//! and newest version, an unserved version is refused as Kafka 4 refuses it, the newer
+//! versions' semantics (Metadata v0 and v13, topic ids in Produce and Fetch v13+, ListOffsets'
+//! special timestamps v7–v10), and AlterConfigs / IncrementalAlterConfigs with their bad
+//! inputs.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use tern_net::client::Client;
+use tern_net::Broker;
+use tern_tuning::BrokerConfig;
+use uuid::Uuid;
+
+fn config(dir: &Path) -> BrokerConfig {
+    let mut config = BrokerConfig::with_cores(vec![0]);
+    config.listener = "127.0.0.1:0".parse().unwrap();
+    config.log_dir = dir.join("data");
+    config
+}
+
+fn connect(broker: &Broker) -> Client {
+    Client::connect(&broker.local_addr().to_string(), Duration::from_secs(10)).unwrap()
+}
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+fn st(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+fn create(c: &mut Client, topic: &str, partitions: i32) -> Uuid {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    let req = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+        .with_name(name(topic))
+        .with_num_partitions(partitions)
+        .with_replication_factor(1)]);
+    let resp: CreateTopicsResponse = c.request(ApiKey::CreateTopics, 7, &req).unwrap();
+    assert_eq!(resp.topics[0].error_code, 0, "{:?}", resp.topics[0]);
+    resp.topics[0].topic_id
+}
+
+/// Sends a request of `api` at `version` whose body is the type's default and decodes the
+/// answer at the same version: the broker must answer (an error code is fine), not close.
+fn default_round_trip<Req: Encodable + Default, Resp: Decodable>(
+    c: &mut Client,
+    api: ApiKey,
+    version: i16,
+) {
+    let _: Resp = c
+        .request(api, version, &Req::default())
+        .unwrap_or_else(|e| panic!("{api:?} v{version}: {e}"));
+}
+
+/// One call of [`default_round_trip`] per served API, with its request and response types.
+fn round_trip_any(c: &mut Client, api: ApiKey, v: i16) {
+    macro_rules! rt {
+        ($($key:ident => $req:ty, $resp:ty;)*) => {
+            match api {
+                $(ApiKey::$key => default_round_trip::<$req, $resp>(c, api, v),)*
+                other => panic!("{other:?} is served but not in this test's table"),
+            }
+        };
+    }
+    rt! {
+        Fetch => FetchRequest, FetchResponse;
+        ListOffsets => ListOffsetsRequest, ListOffsetsResponse;
+        Metadata => MetadataRequest, MetadataResponse;
+        ApiVersions => ApiVersionsRequest, ApiVersionsResponse;
+        CreateTopics => CreateTopicsRequest, CreateTopicsResponse;
+        DeleteTopics => DeleteTopicsRequest, DeleteTopicsResponse;
+        DeleteRecords => DeleteRecordsRequest, DeleteRecordsResponse;
+        CreatePartitions => CreatePartitionsRequest, CreatePartitionsResponse;
+        DescribeConfigs => DescribeConfigsRequest, DescribeConfigsResponse;
+        AlterConfigs => AlterConfigsRequest, AlterConfigsResponse;
+        IncrementalAlterConfigs => IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse;
+        InitProducerId => InitProducerIdRequest, InitProducerIdResponse;
+        FindCoordinator => FindCoordinatorRequest, FindCoordinatorResponse;
+        JoinGroup => JoinGroupRequest, JoinGroupResponse;
+        SyncGroup => SyncGroupRequest, SyncGroupResponse;
+        Heartbeat => HeartbeatRequest, HeartbeatResponse;
+        LeaveGroup => LeaveGroupRequest, LeaveGroupResponse;
+        OffsetCommit => OffsetCommitRequest, OffsetCommitResponse;
+        OffsetFetch => OffsetFetchRequest, OffsetFetchResponse;
+        ListGroups => ListGroupsRequest, ListGroupsResponse;
+        DescribeGroups => DescribeGroupsRequest, DescribeGroupsResponse;
+        DeleteGroups => DeleteGroupsRequest, DeleteGroupsResponse;
+        OffsetDelete => OffsetDeleteRequest, OffsetDeleteResponse;
+        DescribeCluster => DescribeClusterRequest, DescribeClusterResponse;
+        DescribeQuorum => DescribeQuorumRequest, DescribeQuorumResponse;
+        OffsetForLeaderEpoch => OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse;
+        DescribeLogDirs => DescribeLogDirsRequest, DescribeLogDirsResponse;
+    }
+}
+
+/// A request frame with an empty body: header v1 (api, version, correlation id, client id).
+fn bare_frame(api: ApiKey, version: i16, correlation_id: i32) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&(api as i16).to_be_bytes());
+    body.extend_from_slice(&version.to_be_bytes());
+    body.extend_from_slice(&correlation_id.to_be_bytes());
+    body.extend_from_slice(&(-1i16).to_be_bytes());
+    let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    frame
+}
+
+/// Guards ApiVersions against the table and every advertised version against the handlers:
+/// each served API answers its oldest and newest version (Produce with acks=1, as a default
+/// Produce has acks=0 and no answer); a version past the newest closes the connection, as
+/// Kafka 4 does for every API but ApiVersions, which answers UNSUPPORTED_VERSION in v0 with
+/// its list.
+#[test]
+fn every_served_version_answers_and_others_are_refused_as_kafka_does() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let broker = Broker::start(config(dir.path())).unwrap();
+    let addr = broker.local_addr().to_string();
+    let mut c = connect(&broker);
+    let resp: ApiVersionsResponse = c
+        .request(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default())
+        .unwrap();
+    assert_eq!(resp.error_code, 0);
+    let served: Vec<(ApiKey, i16, i16)> = resp
+        .api_keys
+        .iter()
+        .map(|k| {
+            (
+                ApiKey::try_from(k.api_key).unwrap(),
+                k.min_version,
+                k.max_version,
+            )
+        })
+        .collect();
+    for (api, min, max) in &served {
+        assert_eq!(tern_net::api::supported(*api), Some(*min..=*max), "{api:?}");
+    }
+    for &(api, min, max) in &served {
+        for v in [min, max] {
+            let mut c = connect(&broker);
+            if api == ApiKey::Produce {
+                let req = ProduceRequest::default().with_acks(1).with_timeout_ms(1000);
+                let _: ProduceResponse = c.request(api, v, &req).unwrap();
+            } else {
+                round_trip_any(&mut c, api, v);
+            }
+        }
+        // One past the newest: ApiVersions answers with its list, others close.
+        let mut c = Client::connect(&addr, Duration::from_secs(10)).unwrap();
+        c.write_raw(&bare_frame(api, max + 1, 77)).unwrap();
+        let answer = c.receive();
+        if api == ApiKey::ApiVersions {
+            let mut body = answer.unwrap();
+            let header = ResponseHeader::decode(&mut body, 0).unwrap();
+            assert_eq!(header.correlation_id, 77);
+            let r = ApiVersionsResponse::decode(&mut body, 0).unwrap();
+            assert_eq!(r.error_code, 35, "UNSUPPORTED_VERSION");
+            assert_eq!(r.api_keys.len(), served.len());
+        } else {
+            assert!(answer.is_err(), "{api:?} v{} was answered", max + 1);
+        }
+    }
+    broker.shutdown();
+}
+
+/// Guards Metadata v0 (aiokafka and kafka-python bootstrap with it: an empty list means every
+/// topic) and v13 (the top-level error code).
+#[test]
+fn metadata_v0_lists_every_topic_and_v13_answers() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let mut config = config(dir.path());
+    // Metadata v0–v3 ask for auto-creation by their version: off here, so that an unknown
+    // topic stays unknown.
+    config.auto_create_topics = false;
+    let broker = Broker::start(config).unwrap();
+    let mut c = connect(&broker);
+    create(&mut c, "a", 2);
+    create(&mut c, "b", 1);
+    let all = MetadataRequest::default().with_topics(Some(vec![]));
+    let resp: MetadataResponse = c.request(ApiKey::Metadata, 0, &all).unwrap();
+    let mut names: Vec<String> = resp
+        .topics
+        .iter()
+        .map(|t| t.name.as_ref().unwrap().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a", "b"]);
+    assert_eq!(resp.brokers.len(), 1);
+    let one = MetadataRequest::default().with_topics(Some(vec![
+        MetadataRequestTopic::default().with_name(Some(name("a"))),
+        MetadataRequestTopic::default().with_name(Some(name("missing"))),
+    ]));
+    let resp: MetadataResponse = c.request(ApiKey::Metadata, 0, &one).unwrap();
+    assert_eq!(resp.topics[0].partitions.len(), 2);
+    assert_eq!(resp.topics[1].error_code, 3, "UNKNOWN_TOPIC_OR_PARTITION");
+    let resp: MetadataResponse = c.request(ApiKey::Metadata, 13, &one).unwrap();
+    assert_eq!(resp.error_code, 0);
+    assert_ne!(resp.topics[0].topic_id, Uuid::nil());
+    assert_eq!(resp.topics[1].error_code, 3);
+    broker.shutdown();
+}
+
+fn produce_v13(c: &mut Client, id: Uuid, partition: i32, batch: &[u8]) -> (i16, i64, Uuid) {
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_topic_id(id)
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(Bytes::copy_from_slice(batch)))])]);
+    let resp: ProduceResponse = c.request(ApiKey::Produce, 13, &req).unwrap();
+    let t = &resp.responses[0];
+    let p = &t.partition_responses[0];
+    (p.error_code, p.base_offset, t.topic_id)
+}
+
+fn fetch_by_id(c: &mut Client, v: i16, id: Uuid, offset: i64) -> (i16, i64, usize, Uuid) {
+    let req = FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic_id(id)
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20)])]);
+    let resp: FetchResponse = c.request(ApiKey::Fetch, v, &req).unwrap();
+    let t = &resp.responses[0];
+    let p = &t.partitions[0];
+    let len = p.records.as_ref().map_or(0, |r| r.len());
+    (p.error_code, p.high_watermark, len, t.topic_id)
+}
+
+/// Guards topic ids in Produce v13 and Fetch v13–v18: a topic named by its id is written and
+/// read, the answer names it by id; an unknown id is UNKNOWN_TOPIC_ID and writes nothing.
+#[test]
+fn produce_and_fetch_by_topic_id() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let broker = Broker::start(config(dir.path())).unwrap();
+    let mut c = connect(&broker);
+    let id = create(&mut c, "ids", 1);
+    let batch = tern_engine::batch::build::filled(1_700_000_000_000, 4, 30, 1);
+    assert_eq!(produce_v13(&mut c, id, 0, &batch), (0, 0, id));
+    assert_eq!(produce_v13(&mut c, id, 0, &batch), (0, 4, id));
+    let stranger = Uuid::from_u128(42);
+    assert_eq!(
+        produce_v13(&mut c, stranger, 0, &batch).0,
+        100,
+        "UNKNOWN_TOPIC_ID"
+    );
+    assert_eq!(produce_v13(&mut c, id, 7, &batch).0, 3, "no partition 7");
+    for v in 13..=18 {
+        assert_eq!(
+            fetch_by_id(&mut c, v, id, 0),
+            (0, 8, 2 * batch.len(), id),
+            "Fetch v{v}"
+        );
+        let (err, _, len, answered) = fetch_by_id(&mut c, v, stranger, 0);
+        assert_eq!((err, len, answered), (100, 0, stranger), "Fetch v{v}");
+    }
+    // Older versions name the same topic by name.
+    let req = FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(name("ids"))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_partition_max_bytes(1 << 20)])]);
+    let resp: FetchResponse = c.request(ApiKey::Fetch, 12, &req).unwrap();
+    assert_eq!(resp.responses[0].topic.as_str(), "ids");
+    assert_eq!(resp.responses[0].partitions[0].high_watermark, 8);
+    broker.shutdown();
+}
+
+fn list_offset(c: &mut Client, v: i16, topic: &str, timestamp: i64) -> (i16, i64, i64) {
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(name(topic))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_timestamp(timestamp)])]);
+    let resp: ListOffsetsResponse = c.request(ApiKey::ListOffsets, v, &req).unwrap();
+    let p = &resp.topics[0].partitions[0];
+    (p.error_code, p.offset, p.timestamp)
+}
+
+/// Guards ListOffsets' special timestamps: max timestamp (v7+) finds the first record with
+/// the greatest timestamp even when later records are older; earliest local (v8+) is the log
+/// start; latest tiered (v9+) is -1 (no tiered storage); each refused (INVALID_REQUEST)
+/// below the version that brought it.
+#[test]
+fn list_offsets_special_timestamps_by_version() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let broker = Broker::start(config(dir.path())).unwrap();
+    let mut c = connect(&broker);
+    create(&mut c, "times", 1);
+    let id = Uuid::nil();
+    let _ = id;
+    // Three batches of 2 records: timestamps 1000.., 9000.., 5000.. (the newest is in the
+    // middle).
+    for (i, base_ts) in [1_000, 9_000, 5_000].into_iter().enumerate() {
+        let batch = tern_engine::batch::build::filled(base_ts, 2, 10, i as u8);
+        let req = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(5000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(name("times"))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(Bytes::from(batch)))])]);
+        let resp: ProduceResponse = c.request(ApiKey::Produce, 9, &req).unwrap();
+        assert_eq!(resp.responses[0].partition_responses[0].error_code, 0);
+    }
+    let (err, offset, ts) = list_offset(&mut c, 10, "times", -3);
+    assert_eq!(err, 0);
+    assert!((2..4).contains(&offset), "max timestamp at {offset}");
+    assert!(ts >= 9_000, "{ts}");
+    assert_eq!(list_offset(&mut c, 7, "times", -3).1, offset);
+    assert_eq!(list_offset(&mut c, 8, "times", -4), (0, 0, -1));
+    assert_eq!(list_offset(&mut c, 9, "times", -5), (0, -1, -1));
+    assert_eq!(list_offset(&mut c, 10, "times", -1).1, 6);
+    assert_eq!(list_offset(&mut c, 10, "times", -2).1, 0);
+    // Below the version that brought each: refused.
+    assert_eq!(list_offset(&mut c, 6, "times", -3).0, 42);
+    assert_eq!(list_offset(&mut c, 7, "times", -4).0, 42);
+    assert_eq!(list_offset(&mut c, 8, "times", -5).0, 42);
+    assert_eq!(list_offset(&mut c, 10, "times", -6).0, 42);
+    broker.shutdown();
+}
+
+const TOPIC: i8 = 2;
+const BROKER: i8 = 4;
+
+fn incremental(
+    c: &mut Client,
+    resource_type: i8,
+    resource: &str,
+    ops: &[(&str, i8, Option<&str>)],
+    validate_only: bool,
+) -> (i16, String) {
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    let req = IncrementalAlterConfigsRequest::default()
+        .with_validate_only(validate_only)
+        .with_resources(vec![AlterConfigsResource::default()
+            .with_resource_type(resource_type)
+            .with_resource_name(st(resource))
+            .with_configs(
+                ops.iter()
+                    .map(|(k, op, v)| {
+                        AlterableConfig::default()
+                            .with_name(st(k))
+                            .with_config_operation(*op)
+                            .with_value(v.map(st))
+                    })
+                    .collect(),
+            )]);
+    let resp: IncrementalAlterConfigsResponse =
+        c.request(ApiKey::IncrementalAlterConfigs, 1, &req).unwrap();
+    let r = &resp.responses[0];
+    assert_eq!(r.resource_name.as_str(), resource);
+    let message = r
+        .error_message
+        .as_ref()
+        .map_or(String::new(), |m| m.to_string());
+    (r.error_code, message)
+}
+
+fn alter(c: &mut Client, topic: &str, configs: &[(&str, &str)]) -> (i16, String) {
+    use kafka_protocol::messages::alter_configs_request::{AlterConfigsResource, AlterableConfig};
+    let req = AlterConfigsRequest::default().with_resources(vec![AlterConfigsResource::default()
+        .with_resource_type(TOPIC)
+        .with_resource_name(st(topic))
+        .with_configs(
+            configs
+                .iter()
+                .map(|(k, v)| {
+                    AlterableConfig::default()
+                        .with_name(st(k))
+                        .with_value(Some(st(v)))
+                })
+                .collect(),
+        )]);
+    let resp: AlterConfigsResponse = c.request(ApiKey::AlterConfigs, 2, &req).unwrap();
+    let r = &resp.responses[0];
+    let message = r
+        .error_message
+        .as_ref()
+        .map_or(String::new(), |m| m.to_string());
+    (r.error_code, message)
+}
+
+/// The topic's configs as DescribeConfigs shows them: key → (value, source).
+fn describe(c: &mut Client, topic: &str) -> std::collections::BTreeMap<String, (String, i8)> {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    let req =
+        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(TOPIC)
+            .with_resource_name(st(topic))]);
+    let resp: DescribeConfigsResponse = c.request(ApiKey::DescribeConfigs, 4, &req).unwrap();
+    assert_eq!(resp.results[0].error_code, 0);
+    resp.results[0]
+        .configs
+        .iter()
+        .map(|e| {
+            let v = e.value.as_ref().map_or(String::new(), |v| v.to_string());
+            (e.name.to_string(), (v, e.config_source))
+        })
+        .collect()
+}
+
+fn segment_files(dir: &Path, topic: &str) -> usize {
+    std::fs::read_dir(dir.join("data").join(format!("{topic}-0")))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".log")
+        })
+        .count()
+}
+
+/// Guards AlterConfigs and IncrementalAlterConfigs on topics: SET, DELETE, APPEND and
+/// SUBTRACT change the overrides DescribeConfigs shows (source TOPIC, or DEFAULT again);
+/// validate_only changes nothing; the change is applied to the open partitions at once (a
+/// smaller segment.bytes rolls segments under the next appends, a smaller max.message.bytes
+/// refuses a batch it allowed) and persisted (the same after a restart). AlterConfigs replaces
+/// all overrides.
+#[test]
+fn alter_configs_apply_live_and_persist() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let broker = Broker::start(config(dir.path())).unwrap();
+    let mut c = connect(&broker);
+    create(&mut c, "live", 1);
+    let ok = (0, String::new());
+    assert_eq!(
+        incremental(
+            &mut c,
+            TOPIC,
+            "live",
+            &[("retention.ms", 0, Some("3600000"))],
+            true
+        ),
+        ok
+    );
+    assert_eq!(
+        describe(&mut c, "live")["retention.ms"].1,
+        5,
+        "validate_only"
+    );
+    let set = [
+        ("retention.ms", 0, Some("3600000")),
+        ("segment.bytes", 0, Some("16384")),
+        ("cleanup.policy", 3, Some("compact")),
+        ("cleanup.policy", 2, Some("delete")),
+    ];
+    // A key twice in one resource: INVALID_REQUEST.
+    assert_eq!(incremental(&mut c, TOPIC, "live", &set, false).0, 42);
+    assert_eq!(incremental(&mut c, TOPIC, "live", &set[..3], false), ok);
+    let d = describe(&mut c, "live");
+    assert_eq!(d["retention.ms"], ("3600000".into(), 1));
+    assert_eq!(d["segment.bytes"], ("16384".into(), 1));
+    assert_eq!(
+        d["cleanup.policy"],
+        ("delete".into(), 1),
+        "nothing to subtract"
+    );
+    assert_eq!(
+        incremental(
+            &mut c,
+            TOPIC,
+            "live",
+            &[("cleanup.policy", 2, Some("delete"))],
+            false
+        ),
+        ok
+    );
+    assert_eq!(
+        describe(&mut c, "live")["cleanup.policy"],
+        ("delete".into(), 1),
+        "appended once"
+    );
+
+    // Live: 1 KiB batches into 16 KiB segments roll several times (stamped now: retention
+    // is an hour).
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let before = segment_files(dir.path(), "live");
+    for i in 0..40 {
+        let batch = tern_engine::batch::build::filled(now_ms, 1, 1000, i);
+        let req = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(5000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(name("live"))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(Bytes::from(batch)))])]);
+        let resp: ProduceResponse = c.request(ApiKey::Produce, 9, &req).unwrap();
+        assert_eq!(resp.responses[0].partition_responses[0].error_code, 0);
+    }
+    assert!(
+        segment_files(dir.path(), "live") > before + 1,
+        "segments rolled"
+    );
+    // max.message.bytes below the batch size refuses it (MESSAGE_TOO_LARGE) at once.
+    assert_eq!(
+        incremental(
+            &mut c,
+            TOPIC,
+            "live",
+            &[("max.message.bytes", 0, Some("100"))],
+            false
+        ),
+        ok
+    );
+    let batch = tern_engine::batch::build::filled(now_ms, 1, 1000, 9);
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(name("live"))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(Bytes::from(batch)))])]);
+    let resp: ProduceResponse = c.request(ApiKey::Produce, 9, &req).unwrap();
+    assert_eq!(resp.responses[0].partition_responses[0].error_code, 10);
+    // DELETE: back to the default.
+    assert_eq!(
+        incremental(
+            &mut c,
+            TOPIC,
+            "live",
+            &[("max.message.bytes", 1, None)],
+            false
+        ),
+        ok
+    );
+    assert_eq!(describe(&mut c, "live")["max.message.bytes"].1, 5);
+    let resp: ProduceResponse = c.request(ApiKey::Produce, 9, &req).unwrap();
+    assert_eq!(resp.responses[0].partition_responses[0].error_code, 0);
+    // flush: to interval and back to always (what was written is synced on the way back).
+    for flush in ["interval", "always"] {
+        assert_eq!(
+            alter(
+                &mut c,
+                "live",
+                &[("flush", flush), ("retention.ms", "3600000")]
+            ),
+            ok
+        );
+    }
+    let d = describe(&mut c, "live");
+    assert_eq!(d["flush"], ("always".into(), 1));
+    assert_eq!(
+        d["segment.bytes"].1, 5,
+        "AlterConfigs replaced the overrides"
+    );
+    broker.shutdown();
+
+    let broker = Broker::start(config(dir.path())).unwrap();
+    let mut c = connect(&broker);
+    let d = describe(&mut c, "live");
+    assert_eq!(d["retention.ms"], ("3600000".into(), 1), "persisted");
+    assert_eq!(d["flush"], ("always".into(), 1));
+    assert_eq!(d["segment.bytes"].1, 5);
+    assert_eq!(list_offset(&mut c, 10, "live", -1).1, 41);
+    broker.shutdown();
+}
+
+/// Guards the bad inputs: each resource gets Kafka's error and a message naming the cause,
+/// and changes nothing.
+#[test]
+fn alter_configs_refuse_bad_input_and_change_nothing() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let broker = Broker::start(config(dir.path())).unwrap();
+    let mut c = connect(&broker);
+    create(&mut c, "bad", 1);
+    assert_eq!(
+        incremental(
+            &mut c,
+            TOPIC,
+            "bad",
+            &[("retention.ms", 0, Some("7200000"))],
+            false
+        )
+        .0,
+        0
+    );
+    let before = describe(&mut c, "bad");
+    // (resource type, resource, operations, the error expected, a word its message names)
+    type Case<'a> = (
+        i8,
+        &'a str,
+        &'a [(&'a str, i8, Option<&'a str>)],
+        i16,
+        &'a str,
+    );
+    let cases: &[Case] = &[
+        // Wrong type, out of range, unknown key: INVALID_CONFIG.
+        (
+            TOPIC,
+            "bad",
+            &[("retention.ms", 0, Some("soon"))],
+            40,
+            "retention.ms",
+        ),
+        (
+            TOPIC,
+            "bad",
+            &[("segment.bytes", 0, Some("12"))],
+            40,
+            "segment.bytes",
+        ),
+        (
+            TOPIC,
+            "bad",
+            &[("retention.mss", 0, Some("1"))],
+            40,
+            "retention.mss",
+        ),
+        (
+            TOPIC,
+            "bad",
+            &[("flush", 0, Some("sometimes"))],
+            40,
+            "flush",
+        ),
+        (
+            TOPIC,
+            "bad",
+            &[("cleanup.policy", 2, Some("compact"))],
+            40,
+            "cleanup.policy",
+        ),
+        (
+            TOPIC,
+            "bad",
+            &[("cleanup.policy", 3, Some("delete"))],
+            40,
+            "cleanup.policy",
+        ),
+        // APPEND on a key that is not a list: INVALID_CONFIG.
+        (
+            TOPIC,
+            "bad",
+            &[("retention.ms", 2, Some("5"))],
+            40,
+            "not a list",
+        ),
+        // A null value to SET, an unknown operation: INVALID_REQUEST.
+        (TOPIC, "bad", &[("retention.ms", 0, None)], 42, "null"),
+        (
+            TOPIC,
+            "bad",
+            &[("retention.ms", 9, Some("5"))],
+            42,
+            "operation 9",
+        ),
+        // The first bad key refuses the whole resource, good keys before it included.
+        (
+            TOPIC,
+            "bad",
+            &[
+                ("retention.bytes", 0, Some("100000")),
+                ("segment.ms", 0, Some("-4")),
+            ],
+            40,
+            "segment.ms",
+        ),
+        // No such topic.
+        (TOPIC, "nope", &[("retention.ms", 0, Some("1"))], 3, "nope"),
+        // Broker keys are read at startup: read-only; an unknown one is INVALID_CONFIG.
+        (
+            BROKER,
+            "",
+            &[("log.retention.ms", 0, Some("1"))],
+            42,
+            "restart",
+        ),
+        (
+            BROKER,
+            "0",
+            &[("no.such.key", 0, Some("1"))],
+            40,
+            "no.such.key",
+        ),
+        (
+            BROKER,
+            "7",
+            &[("log.retention.ms", 0, Some("1"))],
+            42,
+            "not this broker",
+        ),
+        // Other resource types.
+        (
+            8,
+            "1",
+            &[("kafka.server", 0, Some("DEBUG"))],
+            42,
+            "resource type 8",
+        ),
+    ];
+    for (kind, resource, ops, code, needle) in cases {
+        let (got, message) = incremental(&mut c, *kind, resource, ops, false);
+        assert_eq!(got, *code, "{ops:?}: {message}");
+        assert!(
+            message.contains(needle),
+            "{ops:?}: {message:?} lacks {needle:?}"
+        );
+        assert_eq!(describe(&mut c, "bad"), before, "{ops:?} changed something");
+    }
+    // AlterConfigs: a bad value refuses and keeps the overrides it would have replaced.
+    let (code, message) = alter(&mut c, "bad", &[("retention.bytes", "-7")]);
+    assert_eq!(code, 40, "{message}");
+    assert_eq!(describe(&mut c, "bad"), before);
+    broker.shutdown();
+}
