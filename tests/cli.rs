@@ -101,6 +101,55 @@ fn topic_admin() {
     let err = tern(&b, &["topic", "alter", "orders", "--partitions", "2"], "");
     assert!(err.one_line_error().contains("INVALID_PARTITIONS"));
 
+    // Configs: set, back to the default, and the refusals, each one line that names the key.
+    let args = [
+        "topic",
+        "alter",
+        "orders",
+        "--config",
+        "retention.ms=7200000",
+        "--delete-config",
+        "cleanup.policy",
+    ];
+    let out = tern(&b, &args, "").ok();
+    assert!(out.contains("retention.ms = 7200000"), "{out}");
+    let out = tern(&b, &["topic", "describe", "orders"], "").ok();
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("retention.ms "))
+        .unwrap();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields, ["retention.ms", "7200000", "override"], "{out}");
+    let args = [
+        "topic",
+        "alter",
+        "orders",
+        "--delete-config",
+        "retention.ms",
+    ];
+    tern(&b, &args, "").ok();
+    let out = tern(&b, &["topic", "describe", "orders"], "").ok();
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("retention.ms ") && l.ends_with("default")),
+        "{out}"
+    );
+    for (kv, want) in [
+        ("retention.ms=soon", "retention.ms"),
+        ("no.such.key=1", "no.such.key"),
+        ("segment.bytes=10", "segment.bytes"),
+    ] {
+        let err = tern(&b, &["topic", "alter", "orders", "--config", kv], "").one_line_error();
+        assert!(
+            err.contains("INVALID_CONFIG") && err.contains(want),
+            "{kv}: {err}"
+        );
+    }
+    let err = tern(&b, &["topic", "alter", "orders", "--config", "novalue"], "").one_line_error();
+    assert!(err.contains("expected KEY=VALUE"), "{err}");
+    let err = tern(&b, &["topic", "alter", "orders"], "").one_line_error();
+    assert!(err.contains("nothing to change"), "{err}");
+
     assert_eq!(
         tern(&b, &["topic", "delete", "orders"], "").ok(),
         "deleted topic \"orders\"\n"
@@ -111,6 +160,7 @@ fn topic_admin() {
         &["topic", "describe", "orders"][..],
         &["topic", "delete", "orders"],
         &["topic", "alter", "orders", "--partitions", "9"],
+        &["topic", "alter", "orders", "--config", "retention.ms=1"],
     ] {
         assert_eq!(tern(&b, args, "").one_line_error(), gone, "{args:?}");
     }

@@ -1,5 +1,6 @@
-//! `tern topic …`: create, list, describe, grow and delete topics on any Kafka-compatible
-//! broker, with CreateTopics, Metadata, DescribeConfigs, CreatePartitions and DeleteTopics.
+//! `tern topic …`: create, list, describe, alter and delete topics on any Kafka-compatible
+//! broker, with CreateTopics, Metadata, DescribeConfigs, CreatePartitions,
+//! IncrementalAlterConfigs and DeleteTopics.
 //!
 //! Results go to stdout (a list is one name per line, for scripts); a refusal by the broker
 //! becomes one error line naming the Kafka error and the broker's message.
@@ -13,7 +14,7 @@ use kafka_protocol::messages::describe_configs_response::DescribeConfigsResource
 use kafka_protocol::messages::{
     ApiKey, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
     CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest,
-    DescribeConfigsResponse,
+    DescribeConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -74,13 +75,20 @@ enum TopicCommand {
         /// Topic name.
         name: String,
     },
-    /// Change a topic: raise its partition count (partitions cannot be removed).
+    /// Change a topic: raise its partition count (partitions cannot be removed), set or
+    /// remove its configuration overrides (applied at once, kept across restarts).
     Alter {
         /// Topic name.
         name: String,
         /// The new, larger number of partitions.
         #[arg(long)]
-        partitions: i32,
+        partitions: Option<i32>,
+        /// Set a topic configuration, KEY=VALUE (e.g. retention.ms=3600000); repeat as needed.
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        configs: Vec<String>,
+        /// Remove the topic's own value of KEY: the broker's default applies again.
+        #[arg(long = "delete-config", value_name = "KEY")]
+        delete_configs: Vec<String>,
     },
 }
 
@@ -108,8 +116,24 @@ pub fn run(args: TopicArgs) -> anyhow::Result<()> {
         TopicCommand::List { internal } => list(&mut Cluster::connect(&args.conn)?, internal),
         TopicCommand::Describe { name } => describe(&mut Cluster::connect(&args.conn)?, &name),
         TopicCommand::Delete { name } => delete(&mut Cluster::connect(&args.conn)?, &name),
-        TopicCommand::Alter { name, partitions } => {
-            alter(&mut Cluster::connect(&args.conn)?, &name, partitions)
+        TopicCommand::Alter {
+            name,
+            partitions,
+            configs,
+            delete_configs,
+        } => {
+            let configs = parse_configs(&configs)?;
+            if partitions.is_none() && configs.is_empty() && delete_configs.is_empty() {
+                bail!("nothing to change: give --partitions, --config KEY=VALUE or --delete-config KEY");
+            }
+            let mut cluster = Cluster::connect(&args.conn)?;
+            if !configs.is_empty() || !delete_configs.is_empty() {
+                alter_configs(&mut cluster, &name, &configs, &delete_configs)?;
+            }
+            match partitions {
+                Some(p) => alter(&mut cluster, &name, p),
+                None => Ok(()),
+            }
         }
     }
 }
@@ -354,6 +378,58 @@ fn delete(cluster: &mut Cluster, name: &str) -> anyhow::Result<()> {
         ),
     }
     println!("deleted topic {name:?}");
+    Ok(())
+}
+
+/// IncrementalAlterConfigs on the topic: SET each pair, DELETE each key.
+fn alter_configs(
+    cluster: &mut Cluster,
+    name: &str,
+    set: &[(String, String)],
+    delete: &[String],
+) -> anyhow::Result<()> {
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    const SET: i8 = 0;
+    const DELETE: i8 = 1;
+    let configs = set
+        .iter()
+        .map(|(k, v)| (k, SET, Some(StrBytes::from_string(v.clone()))))
+        .chain(delete.iter().map(|k| (k, DELETE, None)))
+        .map(|(k, op, v)| {
+            AlterableConfig::default()
+                .with_name(StrBytes::from_string(k.clone()))
+                .with_config_operation(op)
+                .with_value(v)
+        })
+        .collect();
+    let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        AlterConfigsResource::default()
+            .with_resource_type(RESOURCE_TOPIC)
+            .with_resource_name(StrBytes::from_string(name.to_string()))
+            .with_configs(configs),
+    ]);
+    let client = cluster.controller();
+    let resp: IncrementalAlterConfigsResponse =
+        call(client, ApiKey::IncrementalAlterConfigs, 0, 1, &req)?;
+    let Some(r) = resp.responses.first() else {
+        bail!("the broker's IncrementalAlterConfigs response has no result for topic {name:?}");
+    };
+    match ResponseError::try_from_code(r.error_code) {
+        None => {}
+        Some(ResponseError::UnknownTopicOrPartition) => bail!("topic {name:?} does not exist"),
+        Some(_) => bail!(
+            "cannot change the configuration of topic {name:?}: {}",
+            error_text(r.error_code, r.error_message.as_ref())
+        ),
+    }
+    for (k, v) in set {
+        println!("topic {name:?}: {k} = {v}");
+    }
+    for k in delete {
+        println!("topic {name:?}: {k} back to the broker's default");
+    }
     Ok(())
 }
 
