@@ -85,6 +85,17 @@ struct Producer {
     last_ms: i64,
 }
 
+/// One producer as the table knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerState {
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// The last sequence of its newest batch; -1 when no batch is remembered.
+    pub last_sequence: i32,
+    /// Wall-clock ms of its last batch (append time, or the batch timestamp on replay).
+    pub last_ms: i64,
+}
+
 /// What the table says of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Check {
@@ -246,6 +257,22 @@ impl ProducerTable {
     }
 
     /// Number of producers known.
+    /// Every producer this table knows, by id (DescribeProducers).
+    pub fn states(&self) -> Vec<ProducerState> {
+        let mut out: Vec<ProducerState> = self
+            .producers
+            .iter()
+            .map(|(id, p)| ProducerState {
+                producer_id: *id,
+                epoch: p.epoch,
+                last_sequence: p.ranges.back().map_or(-1, |r| r.last_seq),
+                last_ms: p.last_ms,
+            })
+            .collect();
+        out.sort_by_key(|p| p.producer_id);
+        out
+    }
+
     pub fn len(&self) -> usize {
         self.producers.len()
     }

@@ -82,8 +82,15 @@ pub fn supported(api: ApiKey) -> Option<RangeInclusive<i16>> {
         ApiKey::AlterConfigs => 0..=2,
         ApiKey::IncrementalAlterConfigs => 0..=1,
         ApiKey::DescribeLogDirs => 1..=4,
-        ApiKey::InitProducerId => 0..=4,
-        ApiKey::FindCoordinator => 0..=4,
+        ApiKey::DescribeProducers => 0..=0,
+        ApiKey::DescribeTopicPartitions => 0..=0,
+        ApiKey::ConsumerGroupDescribe => 0..=1,
+        // v5 (KIP-890) changes nothing without transactions. v6 (KIP-939, two-phase commit)
+        // is not in the codec; its fields are refused anyway (no transactions).
+        ApiKey::InitProducerId => 0..=5,
+        // v5 adds TRANSACTION_ABORTABLE (never sent here), v6 the share-group key type
+        // (refused as INVALID_REQUEST, like every unknown key type).
+        ApiKey::FindCoordinator => 0..=6,
         ApiKey::JoinGroup => 0..=9,
         ApiKey::SyncGroup => 0..=5,
         ApiKey::Heartbeat => 0..=4,
@@ -102,7 +109,7 @@ pub fn supported(api: ApiKey) -> Option<RangeInclusive<i16>> {
     })
 }
 
-const ALL_APIS: [ApiKey; 28] = [
+const ALL_APIS: [ApiKey; 31] = [
     ApiKey::Produce,
     ApiKey::Fetch,
     ApiKey::ListOffsets,
@@ -116,6 +123,9 @@ const ALL_APIS: [ApiKey; 28] = [
     ApiKey::AlterConfigs,
     ApiKey::IncrementalAlterConfigs,
     ApiKey::DescribeLogDirs,
+    ApiKey::DescribeProducers,
+    ApiKey::DescribeTopicPartitions,
+    ApiKey::ConsumerGroupDescribe,
     ApiKey::InitProducerId,
     ApiKey::FindCoordinator,
     ApiKey::JoinGroup,
@@ -261,6 +271,18 @@ pub async fn handle(
             id,
             &incremental_alter_configs(shard, decode(b, v)?).await,
         ),
+        ApiKey::DescribeProducers => {
+            respond(api, v, id, &describe_producers(shard, decode(b, v)?).await)
+        }
+        ApiKey::DescribeTopicPartitions => respond(
+            api,
+            v,
+            id,
+            &describe_topic_partitions(shard, decode(b, v)?).await,
+        ),
+        ApiKey::ConsumerGroupDescribe => {
+            respond(api, v, id, &consumer_group_describe(decode(b, v)?))
+        }
         ApiKey::DescribeLogDirs => {
             respond(api, v, id, &describe_log_dirs(shard, decode(b, v)?).await)
         }
@@ -1144,7 +1166,10 @@ async fn init_producer_id(
     let resp = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
-    if req.transactional_id.as_ref().is_some_and(|t| !t.is_empty()) {
+    if req.transactional_id.as_ref().is_some_and(|t| !t.is_empty())
+        || req.enable_2_pc
+        || req.keep_prepared_txn
+    {
         return resp.with_error_code(ResponseError::InvalidRequest.code());
     }
     let (pid, epoch) = (req.producer_id.0, req.producer_epoch);
@@ -1375,6 +1400,193 @@ async fn incremental_alter_configs(
         );
     }
     IncrementalAlterConfigsResponse::default().with_responses(responses)
+}
+
+/// DescribeProducers: the idempotent producers each asked partition's log remembers, from
+/// its leader (NOT_LEADER_OR_FOLLOWER elsewhere). Tern has no transactions: the coordinator
+/// epoch and the open transaction's start are always -1.
+async fn describe_producers(
+    shard: &Rc<ShardState>,
+    req: DescribeProducersRequest,
+) -> DescribeProducersResponse {
+    use kafka_protocol::messages::describe_producers_response::{
+        PartitionResponse, ProducerState, TopicResponse,
+    };
+    let router = &shard.router;
+    let mut topics = Vec::new();
+    for t in req.topics {
+        let name = t.name.to_string();
+        let mut partitions = Vec::new();
+        for p in t.partition_indexes {
+            let tp = (name.clone(), p);
+            let answer = match router.meta.snapshot().partition(&name, p) {
+                None => Err(PartitionError::Unknown),
+                Some(_) => router
+                    .ask_leader(shard, &name, p, |reply| ShardMsg::Producers { tp, reply })
+                    .await
+                    .unwrap_or(Err(PartitionError::NotLeader)),
+            };
+            let mut out = PartitionResponse::default().with_partition_index(p);
+            match answer {
+                Ok(states) => {
+                    out.active_producers = states
+                        .into_iter()
+                        .map(|st| {
+                            ProducerState::default()
+                                .with_producer_id(ProducerId(st.producer_id))
+                                .with_producer_epoch(i32::from(st.epoch))
+                                .with_last_sequence(st.last_sequence)
+                                .with_last_timestamp(st.last_ms)
+                                .with_coordinator_epoch(-1)
+                                .with_current_txn_start_offset(-1)
+                        })
+                        .collect();
+                }
+                Err(e) => {
+                    out.error_code = e.kafka_code();
+                    out.error_message = Some(s(e.to_string()));
+                }
+            }
+            partitions.push(out);
+        }
+        topics.push(
+            TopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions),
+        );
+    }
+    DescribeProducersResponse::default().with_topics(topics)
+}
+
+/// The most partitions a DescribeTopicPartitions answer carries, whatever the request asks
+/// (Kafka's `max.request.partition.size.limit` default).
+const DESCRIBE_PARTITIONS_MAX: i32 = 2000;
+
+/// DescribeTopicPartitions (KIP-966): Metadata's answer for the asked topics (every topic when
+/// none is named), by name, from the cursor on, at most `response_partition_limit` partitions,
+/// with the cursor to go on from. Tern keeps no eligible leader replicas (ELR): those fields
+/// are null, as from a Kafka broker with ELR off.
+async fn describe_topic_partitions(
+    shard: &Rc<ShardState>,
+    req: DescribeTopicPartitionsRequest,
+) -> DescribeTopicPartitionsResponse {
+    use kafka_protocol::messages::describe_topic_partitions_response::{
+        Cursor, DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic,
+    };
+    let named = !req.topics.is_empty();
+    let md = MetadataRequest::default()
+        .with_topics(named.then(|| {
+            req.topics
+                .iter()
+                .map(|t| {
+                    kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                        .with_name(Some(t.name.clone()))
+                })
+                .collect()
+        }))
+        .with_allow_auto_topic_creation(false);
+    let mut found = metadata(shard, md, 12).await.topics;
+    found.sort_by(|a, b| a.name.cmp(&b.name));
+    found.dedup_by(|a, b| a.name == b.name);
+    let limit = match req.response_partition_limit {
+        l if l <= 0 => DESCRIBE_PARTITIONS_MAX,
+        l => l.min(DESCRIBE_PARTITIONS_MAX),
+    };
+    let (from_topic, from_partition) = match &req.cursor {
+        Some(c) => (Some(c.topic_name.clone()), c.partition_index.max(0)),
+        None => (None, 0),
+    };
+    let mut left = limit;
+    let mut topics = Vec::new();
+    let mut next_cursor = None;
+    for t in found {
+        let Some(name) = t.name.clone() else { continue };
+        let first = match &from_topic {
+            Some(c) if name < *c => continue,
+            Some(c) if name == *c => from_partition,
+            _ => 0,
+        };
+        let mut partitions: Vec<_> = t
+            .partitions
+            .into_iter()
+            .filter(|p| p.partition_index >= first)
+            .collect();
+        partitions.sort_by_key(|p| p.partition_index);
+        if left <= 0 && (t.error_code != 0 || !partitions.is_empty()) {
+            let at = partitions.first().map_or(0, |p| p.partition_index);
+            next_cursor = Some(
+                Cursor::default()
+                    .with_topic_name(name)
+                    .with_partition_index(at),
+            );
+            break;
+        }
+        let take = partitions.len().min(left.max(0) as usize);
+        if take < partitions.len() {
+            next_cursor = Some(
+                Cursor::default()
+                    .with_topic_name(name.clone())
+                    .with_partition_index(partitions[take].partition_index),
+            );
+        }
+        left -= take as i32;
+        topics.push(
+            DescribeTopicPartitionsResponseTopic::default()
+                .with_error_code(t.error_code)
+                .with_name(Some(name))
+                .with_topic_id(t.topic_id)
+                .with_is_internal(t.is_internal)
+                .with_topic_authorized_operations(i32::MIN)
+                .with_partitions(
+                    partitions
+                        .into_iter()
+                        .take(take)
+                        .map(|p| {
+                            DescribeTopicPartitionsResponsePartition::default()
+                                .with_error_code(p.error_code)
+                                .with_partition_index(p.partition_index)
+                                .with_leader_id(p.leader_id)
+                                .with_leader_epoch(p.leader_epoch)
+                                .with_replica_nodes(p.replica_nodes)
+                                .with_isr_nodes(p.isr_nodes)
+                                .with_eligible_leader_replicas(None)
+                                .with_last_known_elr(None)
+                                .with_offline_replicas(p.offline_replicas)
+                        })
+                        .collect(),
+                ),
+        );
+        if next_cursor.is_some() {
+            break;
+        }
+    }
+    DescribeTopicPartitionsResponse::default()
+        .with_topics(topics)
+        .with_next_cursor(next_cursor)
+}
+
+/// ConsumerGroupDescribe (KIP-848): Tern's groups are all classic groups (JoinGroup and
+/// SyncGroup), so every group is GROUP_ID_NOT_FOUND, as Kafka answers for a classic group or
+/// none; DescribeGroups describes them.
+fn consumer_group_describe(req: ConsumerGroupDescribeRequest) -> ConsumerGroupDescribeResponse {
+    use kafka_protocol::messages::consumer_group_describe_response::DescribedGroup;
+    let groups = req
+        .group_ids
+        .into_iter()
+        .map(|g| {
+            let message = format!(
+                "group {} is not a consumer group: this broker runs classic groups only \
+                 (DescribeGroups describes them)",
+                g.as_str()
+            );
+            DescribedGroup::default()
+                .with_group_id(g)
+                .with_error_code(ResponseError::GroupIdNotFound.code())
+                .with_error_message(Some(s(message)))
+                .with_authorized_operations(i32::MIN)
+        })
+        .collect();
+    ConsumerGroupDescribeResponse::default().with_groups(groups)
 }
 
 /// DescribeLogDirs: the one data directory (`log.dirs`) with the size of every partition

@@ -71,6 +71,11 @@ pub enum ShardMsg {
         epoch: i32,
         reply: oneshot::Sender<Result<(i32, i64), PartitionError>>,
     },
+    /// DescribeProducers: the idempotent producers of a partition this broker leads.
+    Producers {
+        tp: Tp,
+        reply: oneshot::Sender<Result<Vec<tern_engine::producer::ProducerState>, PartitionError>>,
+    },
     DeleteRecords {
         tp: Tp,
         offset: i64,
@@ -459,6 +464,14 @@ impl ShardState {
             }
             ShardMsg::ReplicaStream(stream) => {
                 tokio_uring::spawn(crate::replicate::serve_stream(self.clone(), stream));
+            }
+            ShardMsg::Producers { tp, reply } => {
+                let answer = match self.partition(&tp) {
+                    None => Err(PartitionError::Unknown),
+                    Some(p) if !p.serves_clients() => Err(PartitionError::NotLeader),
+                    Some(p) => Ok(p.log.producer_states()),
+                };
+                let _ = reply.send(answer);
             }
             ShardMsg::Sizes { reply } => {
                 let sizes = self

@@ -101,6 +101,9 @@ fn round_trip_any(c: &mut Client, api: ApiKey, v: i16) {
         DescribeQuorum => DescribeQuorumRequest, DescribeQuorumResponse;
         OffsetForLeaderEpoch => OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse;
         DescribeLogDirs => DescribeLogDirsRequest, DescribeLogDirsResponse;
+        DescribeProducers => DescribeProducersRequest, DescribeProducersResponse;
+        DescribeTopicPartitions => DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse;
+        ConsumerGroupDescribe => ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse;
     }
 }
 
@@ -734,5 +737,176 @@ fn alter_configs_refuse_bad_input_and_change_nothing() {
     let (code, message) = alter(&mut c, "bad", &[("retention.bytes", "-7")]);
     assert_eq!(code, 40, "{message}");
     assert_eq!(describe(&mut c, "bad"), before);
+    broker.shutdown();
+}
+
+fn produce_to(c: &mut Client, topic: &str, partition: i32, batch: Vec<u8>) -> i16 {
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(name(topic))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(Bytes::from(batch)))])]);
+    let resp: ProduceResponse = c.request(ApiKey::Produce, 9, &req).unwrap();
+    resp.responses[0].partition_responses[0].error_code
+}
+
+/// Guards DescribeLogDirs (each partition's bytes on disk, the filesystem's sizes from v4,
+/// only the asked partitions) and DescribeProducers (an idempotent producer's id, epoch and
+/// last sequence; unknown partitions refused per partition).
+#[test]
+fn describe_log_dirs_and_producers() {
+    use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
+    use kafka_protocol::messages::describe_producers_request::TopicRequest;
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let broker = Broker::start(config(dir.path())).unwrap();
+    let mut c = connect(&broker);
+    create(&mut c, "sizes", 2);
+    let plain = tern_engine::batch::build::filled(1_700_000_000_000, 3, 100, 1);
+    let idem = tern_engine::batch::build::with_producer(
+        tern_engine::batch::build::filled(1_700_000_000_000, 4, 100, 2),
+        7_000,
+        3,
+        0,
+    );
+    let (plain_len, idem_len) = (plain.len() as i64, idem.len() as i64);
+    assert_eq!(produce_to(&mut c, "sizes", 0, plain), 0);
+    assert_eq!(produce_to(&mut c, "sizes", 1, idem), 0);
+
+    // Null topics: every partition.
+    let all = DescribeLogDirsRequest::default().with_topics(None);
+    let resp: DescribeLogDirsResponse = c.request(ApiKey::DescribeLogDirs, 4, &all).unwrap();
+    assert_eq!(resp.results.len(), 1);
+    let r = &resp.results[0];
+    assert_eq!(r.error_code, 0);
+    assert!(r.total_bytes > 0 && r.usable_bytes > 0 && r.usable_bytes <= r.total_bytes);
+    let t = r
+        .topics
+        .iter()
+        .find(|t| t.name.as_str() == "sizes")
+        .unwrap_or_else(|| panic!("{resp:?}"));
+    let sizes: Vec<(i32, i64)> = t
+        .partitions
+        .iter()
+        .map(|p| (p.partition_index, p.partition_size))
+        .collect();
+    assert_eq!(sizes, [(0, plain_len), (1, idem_len)]);
+    let only =
+        DescribeLogDirsRequest::default()
+            .with_topics(Some(vec![DescribableLogDirTopic::default()
+                .with_topic(name("sizes"))
+                .with_partitions(vec![1, 5])]));
+    let resp: DescribeLogDirsResponse = c.request(ApiKey::DescribeLogDirs, 1, &only).unwrap();
+    let topics = &resp.results[0].topics;
+    assert_eq!(topics.len(), 1);
+    let none = DescribeLogDirsRequest::default().with_topics(Some(vec![]));
+    let resp2: DescribeLogDirsResponse = c.request(ApiKey::DescribeLogDirs, 2, &none).unwrap();
+    assert!(
+        resp2.results[0].topics.is_empty(),
+        "an empty list asks for none"
+    );
+    assert_eq!(topics[0].partitions.len(), 1, "partition 5 does not exist");
+    assert_eq!(topics[0].partitions[0].partition_index, 1);
+
+    let req = DescribeProducersRequest::default().with_topics(vec![
+        TopicRequest::default()
+            .with_name(name("sizes"))
+            .with_partition_indexes(vec![0, 1, 9]),
+        TopicRequest::default()
+            .with_name(name("nope"))
+            .with_partition_indexes(vec![0]),
+    ]);
+    let resp: DescribeProducersResponse = c.request(ApiKey::DescribeProducers, 0, &req).unwrap();
+    let parts = &resp.topics[0].partitions;
+    assert_eq!(parts[0].error_code, 0);
+    assert!(
+        parts[0].active_producers.is_empty(),
+        "no idempotent batch in 0"
+    );
+    assert_eq!(parts[1].error_code, 0);
+    let p = &parts[1].active_producers;
+    assert_eq!(p.len(), 1);
+    assert_eq!(
+        (p[0].producer_id.0, p[0].producer_epoch, p[0].last_sequence),
+        (7_000, 3, 3)
+    );
+    assert_eq!(
+        (p[0].coordinator_epoch, p[0].current_txn_start_offset),
+        (-1, -1)
+    );
+    assert_eq!(parts[2].error_code, 3, "no partition 9");
+    assert_eq!(resp.topics[1].partitions[0].error_code, 3, "no topic");
+    broker.shutdown();
+}
+
+/// Guards DescribeTopicPartitions: every topic by name when none is asked, at most
+/// `response_partition_limit` partitions with a cursor to go on from that walks all of them
+/// once; an unknown topic is refused per topic; ConsumerGroupDescribe answers
+/// GROUP_ID_NOT_FOUND (classic groups only).
+#[test]
+fn describe_topic_partitions_pages_with_a_cursor() {
+    use kafka_protocol::messages::describe_topic_partitions_request::{Cursor, TopicRequest};
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let broker = Broker::start(config(dir.path())).unwrap();
+    let mut c = connect(&broker);
+    create(&mut c, "pa", 3);
+    create(&mut c, "pb", 4);
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    for _ in 0..10 {
+        let req = DescribeTopicPartitionsRequest::default()
+            .with_response_partition_limit(2)
+            .with_cursor(cursor.take());
+        let resp: DescribeTopicPartitionsResponse =
+            c.request(ApiKey::DescribeTopicPartitions, 0, &req).unwrap();
+        let n: usize = resp.topics.iter().map(|t| t.partitions.len()).sum();
+        assert!(n <= 2, "{n} partitions over the limit");
+        for t in &resp.topics {
+            assert_eq!(t.error_code, 0);
+            assert_ne!(t.topic_id, Uuid::nil());
+            for p in &t.partitions {
+                assert_eq!(p.leader_id.0, 0);
+                assert_eq!(p.eligible_leader_replicas, None);
+                seen.push((t.name.as_ref().unwrap().to_string(), p.partition_index));
+            }
+        }
+        match resp.next_cursor {
+            Some(next) => {
+                cursor = Some(
+                    Cursor::default()
+                        .with_topic_name(next.topic_name)
+                        .with_partition_index(next.partition_index),
+                )
+            }
+            None => break,
+        }
+    }
+    let want: Vec<(String, i32)> = (0..3)
+        .map(|p| ("pa".to_string(), p))
+        .chain((0..4).map(|p| ("pb".to_string(), p)))
+        .collect();
+    assert_eq!(seen, want);
+    let req = DescribeTopicPartitionsRequest::default().with_topics(vec![
+        TopicRequest::default().with_name(name("pb")),
+        TopicRequest::default().with_name(name("zz-missing")),
+    ]);
+    let resp: DescribeTopicPartitionsResponse =
+        c.request(ApiKey::DescribeTopicPartitions, 0, &req).unwrap();
+    assert_eq!(resp.topics.len(), 2);
+    assert_eq!(resp.topics[0].partitions.len(), 4);
+    assert_eq!(resp.topics[1].error_code, 3);
+    assert_eq!(resp.next_cursor, None);
+
+    let req = ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(st("g1"))]);
+    let resp: ConsumerGroupDescribeResponse =
+        c.request(ApiKey::ConsumerGroupDescribe, 1, &req).unwrap();
+    assert_eq!(resp.groups[0].error_code, 69, "GROUP_ID_NOT_FOUND");
+    assert!(resp.groups[0]
+        .error_message
+        .as_ref()
+        .unwrap()
+        .contains("classic"));
     broker.shutdown();
 }

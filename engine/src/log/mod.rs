@@ -830,6 +830,11 @@ impl<S: Storage> Log<S> {
             .collect()
     }
 
+    /// The idempotent producers this log remembers (DescribeProducers).
+    pub fn producer_states(&self) -> Vec<crate::producer::ProducerState> {
+        self.shared.inner.borrow().producers.states()
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> LogConfig {
         self.shared.inner.borrow().config.clone()
