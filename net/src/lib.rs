@@ -16,6 +16,8 @@
 //!   is its single writer.
 //! * [`error`] holds the typed errors that cross these modules; [`edge`] is the one table
 //!   from them to Kafka's error codes, used only where responses are encoded.
+//! * [`surface`] is the protocol table of `net/PROTOCOL.md`: what Kafka 4.1 serves, what
+//!   Tern serves and why the rest is refused.
 //! * [`wire`] writes Fetch responses without copying records: memory pieces with vectored
 //!   writes, file pieces with io_uring splice.
 //!
@@ -40,6 +42,7 @@ pub mod replicate;
 pub mod router;
 pub mod server;
 pub mod shard;
+pub mod surface;
 pub mod wire;
 
 pub use server::{Broker, StartError};

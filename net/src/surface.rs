@@ -1,0 +1,144 @@
+//! The protocol table of `net/PROTOCOL.md`: every API key of Kafka 4.1, the versions Kafka
+//! serves (`validVersions` of its message schemas, as the `kafka-protocol` crate carries
+//! them), the versions Tern serves ([`crate::api::supported`], which ApiVersions advertises)
+//! and what is refused and why.
+//!
+//! The table in the document is [`table`]'s output; a test compares the two, so neither can
+//! drift (`TERN_BLESS=1 cargo test -p tern-net surface` rewrites the document's table).
+
+use kafka_protocol::messages::ApiKey;
+
+/// The Kafka release whose message schemas give the "Kafka" column.
+pub const KAFKA_RELEASE: &str = "4.1.0";
+
+/// Why an API is not served, or what of a served API is not: one line for the table.
+pub fn note(api: ApiKey) -> &'static str {
+    use ApiKey::*;
+    match api {
+        Produce => "acks 0, 1 and all; topic ids from v13 (UNKNOWN_TOPIC_ID); transactions are not served; KIP-951 leader hints not sent",
+        Fetch => "sessionless (session id 0 in every answer, so clients send full fetches); topic ids from v13; no transactions, so the last stable offset is the high watermark; KIP-951 leader hints not sent",
+        ListOffsets => "latest, earliest, by timestamp; max timestamp from v7, earliest local (= earliest) from v8, latest tiered (-1: no tiered storage) from v9; each refused (INVALID_REQUEST) below its version",
+        Metadata => "v0–v3 create unknown topics when `auto.create.topics.enable`, as Kafka does",
+        OffsetCommit | OffsetFetch => "classic groups; v10 (topic ids) not yet",
+        FindCoordinator => "groups; key type 2 (share groups) refused",
+        JoinGroup | SyncGroup | Heartbeat | LeaveGroup | ListGroups | DeleteGroups
+        | OffsetDelete => "classic groups",
+        DescribeGroups => "classic groups; v6 (KIP-1043) not yet",
+        ApiVersions => "any other version: UNSUPPORTED_VERSION in a v0 answer that lists what is served",
+        CreateTopics | DeleteTopics | CreatePartitions | DeleteRecords => "",
+        DescribeConfigs => "topics and the broker (its keys read-only)",
+        AlterConfigs | IncrementalAlterConfigs => "topic configs, validated, persisted and applied at once on a single node; broker keys are read-only (INVALID_REQUEST); a cluster refuses (INVALID_REQUEST) for now",
+        DescribeLogDirs => "the one data directory: each open partition's bytes, the filesystem's total and free bytes",
+        InitProducerId => "idempotent producers; a transactional id is refused (INVALID_REQUEST); v6 (KIP-939) is not in the codec",
+        OffsetForLeaderEpoch => "from the leader's epoch cache, fenced by the current leader epoch",
+        DescribeCluster => "",
+        DescribeQuorum => "a cluster's controller quorum; INVALID_REQUEST on a single node",
+        DescribeProducers => "from the leader's producer table; no transactions (coordinator epoch and transaction start -1)",
+        DescribeTopicPartitions => "paged with a cursor; no eligible leader replicas (null)",
+        ConsumerGroupDescribe => "every group is classic: GROUP_ID_NOT_FOUND, as Kafka answers for a classic group",
+        SaslHandshake | SaslAuthenticate | CreateDelegationToken | RenewDelegationToken
+        | ExpireDelegationToken | DescribeDelegationToken | DescribeUserScramCredentials
+        | AlterUserScramCredentials => "no SASL: listeners are plaintext",
+        DescribeAcls | CreateAcls | DeleteAcls => "no authorization",
+        AddPartitionsToTxn | AddOffsetsToTxn | EndTxn | WriteTxnMarkers | TxnOffsetCommit
+        | DescribeTransactions | ListTransactions => "no transactions",
+        AlterReplicaLogDirs => "one data directory per broker",
+        ElectLeaders => "leader election is the controller's alone (no preferred-leader election)",
+        AlterPartitionReassignments | ListPartitionReassignments => "no reassignment",
+        DescribeClientQuotas | AlterClientQuotas => "no quotas",
+        UpdateFeatures => "no feature flags",
+        Vote | BeginQuorumEpoch | EndQuorumEpoch | FetchSnapshot | AddRaftVoter
+        | RemoveRaftVoter | UpdateRaftVoter | ControllerRegistration | BrokerRegistration
+        | BrokerHeartbeat | UnregisterBroker | AlterPartition | AllocateProducerIds
+        | AssignReplicasToDirs | Envelope => {
+            "between brokers and controllers: Tern's speak their own protocol over QUIC (replication/PROTOCOL.md)"
+        }
+        ConsumerGroupHeartbeat => "KIP-848 consumer groups are not built; classic groups serve every client",
+        ShareGroupHeartbeat | ShareGroupDescribe | ShareFetch | ShareAcknowledge
+        | InitializeShareGroupState | ReadShareGroupState | WriteShareGroupState
+        | DeleteShareGroupState | ReadShareGroupStateSummary | DescribeShareGroupOffsets
+        | AlterShareGroupOffsets | DeleteShareGroupOffsets => "share groups (KIP-932) are not built",
+        GetTelemetrySubscriptions | PushTelemetry => "no client telemetry (KIP-714); clients go on without it",
+        ListConfigResources => "not yet",
+    }
+}
+
+/// Every API key the codec knows, by key.
+pub fn all_keys() -> Vec<ApiKey> {
+    (0..=i16::MAX)
+        .take_while(|k| *k < 1000)
+        .filter_map(|k| ApiKey::try_from(k).ok())
+        .collect()
+}
+
+/// The markdown table: key, API, Kafka's versions, Tern's, notes.
+pub fn table() -> String {
+    let mut out =
+        format!("| key | API | Kafka {KAFKA_RELEASE} | Tern | notes |\n|---:|---|---|---|---|\n");
+    for api in all_keys() {
+        let kafka = api.valid_versions();
+        let tern = match crate::api::supported(api) {
+            Some(r) if r.start() == r.end() => format!("{}", r.start()),
+            Some(r) => format!("{}–{}", r.start(), r.end()),
+            None => "—".to_string(),
+        };
+        let kafka = if kafka.min == kafka.max {
+            format!("{}", kafka.min)
+        } else {
+            format!("{}–{}", kafka.min, kafka.max)
+        };
+        out.push_str(&format!(
+            "| {} | {:?} | {kafka} | {tern} | {} |\n",
+            api as i16,
+            api,
+            note(api)
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BEGIN: &str = "<!-- table: generated by net/src/surface.rs -->\n";
+    const END: &str = "<!-- end of table -->";
+
+    /// Guards `net/PROTOCOL.md` against the code: its table is exactly [`table`]'s.
+    #[test]
+    fn the_protocol_table_is_the_codes() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/PROTOCOL.md");
+        let doc = std::fs::read_to_string(path).expect("net/PROTOCOL.md");
+        let start = doc.find(BEGIN).expect("the table's begin marker") + BEGIN.len();
+        let end = start + doc[start..].find(END).expect("the table's end marker");
+        let want = table();
+        if std::env::var_os("TERN_BLESS").is_some() {
+            let new = format!("{}{want}{}", &doc[..start], &doc[end..]);
+            std::fs::write(path, new).expect("write net/PROTOCOL.md");
+            return;
+        }
+        assert_eq!(
+            doc[start..end],
+            want,
+            "net/PROTOCOL.md's table differs from the code: rerun with TERN_BLESS=1"
+        );
+    }
+
+    /// Guards the table's claims: every served version is one Kafka serves (the codec
+    /// decodes it), and every API Kafka has is in the table.
+    #[test]
+    fn served_versions_are_kafkas() {
+        for api in all_keys() {
+            if let Some(r) = crate::api::supported(api) {
+                let k = api.valid_versions();
+                assert!(
+                    k.min <= *r.start() && *r.end() <= k.max,
+                    "{api:?}: Tern {r:?}, Kafka {}..={}",
+                    k.min,
+                    k.max
+                );
+            }
+        }
+        assert!(all_keys().len() >= 80, "{}", all_keys().len());
+    }
+}
