@@ -238,6 +238,39 @@ fn metadata(b: &Broker, topics: Option<&[&str]>) -> MetadataResponse {
     MetadataResponse::decode(&mut body, v).unwrap()
 }
 
+/// A topic config's value and source (DescribeConfigs v4) as broker `b` shows it.
+fn topic_config(b: &Broker, topic: &str, key: &str) -> Option<(String, i8)> {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
+    let req =
+        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_string(topic.to_string()))]);
+    let mut body = round_trip(b, ApiKey::DescribeConfigs, 4, &req);
+    let resp = DescribeConfigsResponse::decode(&mut body, 4).unwrap();
+    resp.results.first()?.configs.iter().find_map(|e| {
+        (e.name.as_str() == key).then(|| {
+            let v = e.value.as_ref().map_or(String::new(), |v| v.to_string());
+            (v, e.config_source)
+        })
+    })
+}
+
+/// `tern topic alter TOPIC ARGS…` against `bootstrap`: success and the output, or the error.
+fn tern_topic_alter(bootstrap: &str, topic: &str, args: &[&str]) -> Result<String, String> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["topic", "alter", topic, "-b", bootstrap])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    if out.status.success() {
+        Ok(text(&out.stdout))
+    } else {
+        Err(text(&out.stderr))
+    }
+}
+
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
@@ -391,6 +424,28 @@ fn three_nodes_serve_one_cluster() {
     let seen = consume_all(&cluster.nodes[&2].addr(), "orders", 6, 300);
     assert_eq!(seen.len(), 300);
 
+    // A topic config changed through the broker-only node: committed by the controller,
+    // every broker shows it (and applies it to its replicas); a bad value changes nothing.
+    let via = cluster.nodes[&4].addr();
+    tern_topic_alter(&via, "orders", &["--config", "retention.ms=7200000"]).unwrap();
+    wait_for("every broker showing the new retention", || {
+        cluster
+            .nodes
+            .values()
+            .all(|b| topic_config(b, "orders", "retention.ms") == Some(("7200000".into(), 1)))
+    });
+    let err = tern_topic_alter(&via, "orders", &["--config", "retention.ms=soon"]).unwrap_err();
+    assert!(
+        err.contains("INVALID_CONFIG") && err.contains("retention.ms"),
+        "{err}"
+    );
+    let err = tern_topic_alter(&via, "nope", &["--config", "retention.ms=1"]).unwrap_err();
+    assert!(err.contains("does not exist"), "{err}");
+    assert_eq!(
+        topic_config(&cluster.nodes[&2], "orders", "retention.ms"),
+        Some(("7200000".into(), 1))
+    );
+
     // The controller leader dies; the other two elect one and still create topics.
     assert_eq!(
         metadata(first, Some(&[])).controller_id.0,
@@ -509,6 +564,11 @@ fn three_nodes_serve_one_cluster() {
     });
     let seen = consume_all(&cluster.bootstrap(), "orders", 6, 300);
     assert_eq!(seen.len(), 300);
+    assert_eq!(
+        topic_config(&cluster.nodes[&3], "orders", "retention.ms"),
+        Some(("7200000".into(), 1)),
+        "the override survives a restart of the whole cluster"
+    );
 }
 
 /// Subscribes a group, reads `expected` records, commits, and reads the commit back.
@@ -695,8 +755,9 @@ fn produce_once(
 }
 
 /// Guards min.insync.replicas: with 3 required and a follower down, acks=all is refused with
-/// NOT_ENOUGH_REPLICAS once the ISR has shrunk, while acks=1 is still taken; when the
-/// follower returns and catches up, acks=all works again.
+/// NOT_ENOUGH_REPLICAS once the ISR has shrunk, while acks=1 is still taken; the topic's
+/// minimum changed live applies to the running leader; when the follower returns and catches
+/// up, acks=all works again.
 #[test]
 fn acks_all_needs_min_insync_replicas() {
     use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -724,6 +785,21 @@ fn acks_all_needs_min_insync_replicas() {
         }
     });
     produce_once(&bootstrap, "strict", "1").unwrap();
+    // min.insync.replicas lowered to 2 while the leader runs (AlterConfigs): acks=all is
+    // taken with the two in the ISR; raised back to 3, it is refused again.
+    tern_topic_alter(&bootstrap, "strict", &["--config", "min.insync.replicas=2"]).unwrap();
+    wait_for("acks=all taken with min ISR 2", || {
+        produce_once(&bootstrap, "strict", "all").is_ok()
+    });
+    tern_topic_alter(&bootstrap, "strict", &["--config", "min.insync.replicas=3"]).unwrap();
+    wait_for("NOT_ENOUGH_REPLICAS again", || {
+        matches!(
+            produce_once(&bootstrap, "strict", "all"),
+            Err(KafkaError::MessageProduction(
+                RDKafkaErrorCode::NotEnoughReplicas
+            ))
+        )
+    });
 
     cluster.nodes.get_mut(&follower).unwrap().restart();
     wait_for("the follower back in the ISR", || {

@@ -237,7 +237,7 @@ fn list_value(
 }
 
 /// `topics` with `old` taking `overrides` (same id, partitions and wake-up signals).
-fn reconfigured(
+pub fn reconfigured(
     topics: &Topics,
     old: &Arc<TopicMeta>,
     overrides: BTreeMap<String, String>,

@@ -33,7 +33,9 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use tern_replication::controller::{BrokerRequest, BrokerResponse, ControllerConfig};
-use tern_replication::decide::{CreatePartitionsRequest, CreateTopicRequest};
+use tern_replication::decide::{
+    CreatePartitionsRequest, CreateTopicRequest, SetTopicConfigsRequest,
+};
 use tern_replication::image::{Endpoint, MetadataImage};
 use tern_replication::node::{
     ClusterNode, NodeSettings, NodeView, RequestError, REPLICA_LISTENER_PREFIX,
@@ -397,9 +399,9 @@ pub async fn forward(local: Rc<ShardState>, msg: MetaMsg) {
         AdminCommand::CreatePartitions { name, count } => {
             create_partitions(&local, node, &name, count, validate_only).await
         }
-        // Not yet: the controller would commit the overrides (SetTopicConfig) and every
-        // replica reconfigure from the image.
-        AdminCommand::AlterConfigs { .. } => Err(AdminError::NotInCluster("AlterConfigs")),
+        AdminCommand::AlterConfigs { name, ops, replace } => {
+            alter_configs(&local, node, &name, ops, replace, validate_only).await
+        }
     };
     let _ = reply.send(answer);
 }
@@ -492,6 +494,46 @@ async fn create_partitions(
     wait_local(shard, name, |t| t.is_some_and(|t| t.partitions >= count))
         .await?
         .ok_or(AdminError::Unexpected("CreatePartitions"))
+}
+
+/// AlterConfigs and IncrementalAlterConfigs through the controller: the operations applied
+/// here to the image's overrides and validated against this broker's defaults, the result
+/// committed as the topic's overrides; answered once this broker has applied it (every
+/// replica applies it from the image, see [`mirror_plan`]).
+async fn alter_configs(
+    shard: &Rc<ShardState>,
+    node: &ClusterNode,
+    name: &str,
+    ops: Vec<(String, admin::ConfigOp)>,
+    replace: bool,
+    validate_only: bool,
+) -> Result<Arc<TopicMeta>, AdminError> {
+    let view = node.view();
+    let Some(t) = view.image.topics.get(name) else {
+        return Err(AdminError::UnknownTopic(name.to_owned()));
+    };
+    let overrides = admin::altered(&shard.router.config, &t.configs, ops, replace)?;
+    let id = Uuid::from_bytes(t.id);
+    let partitions = t.partitions.len() as i32;
+    if validate_only {
+        return Ok(Arc::new(new_topic(
+            name.to_owned(),
+            id,
+            partitions,
+            overrides,
+        )));
+    }
+    let request = BrokerRequest::SetTopicConfigs(vec![SetTopicConfigsRequest {
+        name: name.to_owned(),
+        configs: overrides.clone(),
+    }]);
+    let BrokerResponse::SetTopicConfigs(results) = ask(node, request).await? else {
+        return Err(AdminError::Unexpected("AlterConfigs"));
+    };
+    single(results, "AlterConfigs")?;
+    wait_local(shard, name, |t| t.is_some_and(|t| t.overrides == overrides))
+        .await?
+        .ok_or(AdminError::Unexpected("AlterConfigs"))
 }
 
 /// The topic Kafka names the controller quorum's log by (DescribeQuorum asks for its
@@ -666,6 +708,13 @@ pub fn mirror_plan(
                 push(&mut steps, &mut table, step);
             }
         }
+        // Changed overrides (AlterConfigs): the open partitions take them.
+        if let Some(m) = table.get(name).cloned() {
+            if m.overrides != t.configs {
+                let step = admin::reconfigured(&table, &m, t.configs.clone());
+                push(&mut steps, &mut table, step);
+            }
+        }
     }
     let gone: Vec<String> = table
         .iter()
@@ -817,5 +866,20 @@ mod tests {
             after.keys().cloned().collect::<Vec<_>>(),
             ["a", "c", "stranger"]
         );
+
+        // Changed overrides reconfigure the topic in place: same id, partitions, signals.
+        let mut fourth = third.clone();
+        let configs = BTreeMap::from([("retention.ms".to_string(), "5000".to_string())]);
+        fourth.topics.get_mut("a").unwrap().configs = configs.clone();
+        let steps = mirror_plan(&after, &fourth, &mut seen);
+        assert_eq!(steps.len(), 1);
+        let admin::Effect::Reconfigure { topic } = &steps[0].effect else {
+            panic!("{:?}", steps[0].effect);
+        };
+        assert_eq!(topic.overrides, configs);
+        assert_eq!((topic.id, topic.partitions), (after["a"].id, 4));
+        assert!(Arc::ptr_eq(&topic.signals[3], &after["a"].signals[3]));
+        let after = apply_all(&after, &steps);
+        assert!(mirror_plan(&after, &fourth, &mut seen).is_empty());
     }
 }

@@ -79,9 +79,7 @@ impl AdminError {
             AdminError::ReplicationFactor { .. } => ResponseError::InvalidReplicationFactor,
             AdminError::ReplicaAssignment { .. } => ResponseError::InvalidReplicaAssignment,
             AdminError::Config(_) | AdminError::NotAList(_) => ResponseError::InvalidConfig,
-            AdminError::DuplicateConfig(_) | AdminError::NotInCluster(_) => {
-                ResponseError::InvalidRequest
-            }
+            AdminError::DuplicateConfig(_) => ResponseError::InvalidRequest,
             AdminError::Persist(_)
             | AdminError::Open { .. }
             | AdminError::ShardGone(_)

@@ -114,9 +114,6 @@ pub enum AdminError {
     ReplicaAssignment { node: i32 },
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// A request a single node serves and a cluster does not yet.
-    #[error("{0} is not served by a cluster yet (only by a single node)")]
-    NotInCluster(&'static str),
     /// A key named twice in one resource of an AlterConfigs request.
     #[error("config key {0} is named more than once")]
     DuplicateConfig(String),

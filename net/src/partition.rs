@@ -259,6 +259,15 @@ impl Partition {
         }
     }
 
+    /// Takes the topic's changed replica settings (AlterConfigs of `min.insync.replicas`),
+    /// the running leadership included.
+    pub(crate) fn set_replica_config(&self, config: ReplicaConfig) {
+        *self.config.borrow_mut() = config;
+        if let Role::Leader(l) = &mut *self.role.borrow_mut() {
+            l.state.set_config(config);
+        }
+    }
+
     /// Brings the role in line with the image's state of the partition. A new leadership
     /// makes its epoch durable in the log before it accepts appends.
     pub(crate) async fn apply_image(
@@ -275,6 +284,7 @@ impl Partition {
                 let mut role = self.role.borrow_mut();
                 if let Role::Leader(l) = &mut *role {
                     if l.state.leader_epoch() == p.leader_epoch {
+                        l.state.set_config(config);
                         let before = l.state.high_watermark();
                         let done = l.state.update_partition(p, now);
                         complete(l, done);

@@ -88,7 +88,7 @@ pub struct Replication {
 }
 
 /// The replica protocol's settings for a partition of `topic`.
-fn replica_config(shard: &ShardState, topic: &str) -> ReplicaConfig {
+pub(crate) fn replica_config(shard: &ShardState, topic: &str) -> ReplicaConfig {
     let config = &shard.router.config;
     let snap = shard.router.meta.snapshot();
     let min_isr = snap

@@ -290,6 +290,7 @@ impl ShardState {
             if stronger {
                 part.log.flush().await.map_err(|e| failed(e.to_string()))?;
             }
+            part.set_replica_config(crate::replicate::replica_config(self, &t.name));
         }
         Ok(())
     }

@@ -27,7 +27,7 @@ pub fn note(api: ApiKey) -> &'static str {
         ApiVersions => "any other version: UNSUPPORTED_VERSION in a v0 answer that lists what is served",
         CreateTopics | DeleteTopics | CreatePartitions | DeleteRecords => "",
         DescribeConfigs => "topics and the broker (its keys read-only)",
-        AlterConfigs | IncrementalAlterConfigs => "topic configs, validated, persisted and applied at once on a single node; broker keys are read-only (INVALID_REQUEST); a cluster refuses (INVALID_REQUEST) for now",
+        AlterConfigs | IncrementalAlterConfigs => "topic configs, validated by the broker asked, committed by the controller in a cluster, applied at once by every replica; broker keys are read-only (INVALID_REQUEST)",
         DescribeLogDirs => "the one data directory: each open partition's bytes, the filesystem's total and free bytes",
         InitProducerId => "idempotent producers; a transactional id is refused (INVALID_REQUEST); v6 (KIP-939) is not in the codec",
         OffsetForLeaderEpoch => "from the leader's epoch cache, fenced by the current leader epoch",

@@ -114,6 +114,7 @@ pub enum BrokerRequest {
     CreateTopics(Vec<decide::CreateTopicRequest>),
     DeleteTopics(Vec<String>),
     CreatePartitions(Vec<decide::CreatePartitionsRequest>),
+    SetTopicConfigs(Vec<decide::SetTopicConfigsRequest>),
     AllocateProducerIds {
         broker_id: BrokerId,
         broker_epoch: i64,
@@ -138,6 +139,7 @@ pub enum BrokerResponse {
     CreateTopics(Vec<Result<decide::CreatedTopic, ControllerError>>),
     DeleteTopics(Vec<Result<TopicId, ControllerError>>),
     CreatePartitions(Vec<Result<(), ControllerError>>),
+    SetTopicConfigs(Vec<Result<(), ControllerError>>),
     AllocateProducerIds(decide::ProducerIdsReply),
     AlterPartition,
     /// The committed image when newer than asked (else `None`), and the leader known.
@@ -546,6 +548,10 @@ impl Controller {
             BrokerRequest::CreatePartitions(reqs) => {
                 let (records, results) = decide::create_partitions(spec, &reqs);
                 (records, BrokerResponse::CreatePartitions(results))
+            }
+            BrokerRequest::SetTopicConfigs(reqs) => {
+                let (records, results) = decide::set_topic_configs(spec, &reqs);
+                (records, BrokerResponse::SetTopicConfigs(results))
             }
             BrokerRequest::AllocateProducerIds {
                 broker_id,

@@ -618,6 +618,51 @@ fn grow_topic(
     Ok((t.id, place(image, req.count - current, rf, start)?))
 }
 
+/// A topic's configuration overrides to become exactly `configs` (AlterConfigs and
+/// IncrementalAlterConfigs): the asking broker has applied the operations and validated the
+/// result against its own defaults; the last change committed wins, as in Kafka.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetTopicConfigsRequest {
+    pub name: String,
+    pub configs: BTreeMap<String, String>,
+}
+
+/// The records that turn each topic's overrides into the requested ones (a key set, changed
+/// or removed); one result per request.
+pub fn set_topic_configs(
+    image: &MetadataImage,
+    reqs: &[SetTopicConfigsRequest],
+) -> (Vec<MetadataRecord>, Vec<Result<(), ControllerError>>) {
+    let mut records = Vec::new();
+    let mut results = Vec::with_capacity(reqs.len());
+    for req in reqs {
+        let Some(t) = image.topics.get(&req.name) else {
+            results.push(Err(ControllerError::UnknownTopic {
+                name: req.name.clone(),
+            }));
+            continue;
+        };
+        for (key, value) in &req.configs {
+            if t.configs.get(key) != Some(value) {
+                records.push(MetadataRecord::SetTopicConfig {
+                    topic_id: t.id,
+                    key: key.clone(),
+                    value: Some(value.clone()),
+                });
+            }
+        }
+        for key in t.configs.keys().filter(|k| !req.configs.contains_key(*k)) {
+            records.push(MetadataRecord::SetTopicConfig {
+                topic_id: t.id,
+                key: key.clone(),
+                value: None,
+            });
+        }
+        results.push(Ok(()));
+    }
+    (records, results)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProducerIdsReply {
     pub first_id: i64,

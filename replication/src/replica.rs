@@ -264,6 +264,12 @@ impl LeaderState {
 
     /// The partition's state in the image changed without a new leader epoch (an ISR change,
     /// a reassignment). A newer leader epoch ends this leadership: see [`LeaderState::stop`].
+    /// Takes changed settings (AlterConfigs of `min.insync.replicas`): the next produce
+    /// admission, ISR change and high-watermark decision use them.
+    pub fn set_config(&mut self, config: ReplicaConfig) {
+        self.config = config;
+    }
+
     pub fn update_partition(&mut self, partition: &Partition, now_ms: u64) -> Vec<AckResult> {
         debug_assert_eq!(partition.leader_epoch, self.partition.leader_epoch);
         if partition.partition_epoch < self.partition.partition_epoch {

@@ -375,6 +375,56 @@ fn topics_partitions_producer_ids() {
     assert_eq!(image.next_producer_id, 3000);
 }
 
+/// Guards SetTopicConfigs: the overrides become exactly the requested ones (set, changed and
+/// removed keys, one record each, none for an unchanged key); an unknown topic is refused
+/// alone.
+#[test]
+fn set_topic_configs_makes_the_overrides_exactly_the_requested() {
+    let mut image = cluster(3);
+    create(&mut image, &[topic("t", 1, 3)]);
+    let want = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let first = want(&[("retention.ms", "1000"), ("segment.bytes", "65536")]);
+    let (records, results) = set_topic_configs(
+        &image,
+        &[
+            SetTopicConfigsRequest {
+                name: "t".into(),
+                configs: first.clone(),
+            },
+            SetTopicConfigsRequest {
+                name: "nope".into(),
+                configs: first.clone(),
+            },
+        ],
+    );
+    assert!(results[0].is_ok());
+    assert_eq!(results[1].as_ref().unwrap_err().kafka_code(), 3);
+    assert_eq!(records.len(), 2);
+    apply(&mut image, &records);
+    assert_eq!(image.topics["t"].configs, first);
+    let second = want(&[("retention.ms", "1000"), ("flush", "interval")]);
+    let (records, results) = set_topic_configs(
+        &image,
+        &[SetTopicConfigsRequest {
+            name: "t".into(),
+            configs: second.clone(),
+        }],
+    );
+    assert!(results[0].is_ok());
+    assert_eq!(
+        records.len(),
+        2,
+        "flush set, segment.bytes removed: {records:?}"
+    );
+    apply(&mut image, &records);
+    assert_eq!(image.topics["t"].configs, second);
+}
+
 /// The image refuses records that break its invariants and stays unchanged.
 #[test]
 fn image_refuses_bad_records() {
