@@ -805,6 +805,30 @@ fn acks_all_needs_min_insync_replicas() {
     wait_for("the follower back in the ISR", || {
         cluster.isr_full(leader, "strict")
     });
+    // ElectLeaders (preferred) through the controller: the first replica leads afterwards
+    // (elected now, or already: ELECTION_NOT_NEEDED); an unknown partition is named.
+    {
+        use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+        use kafka_protocol::messages::{ElectLeadersRequest, ElectLeadersResponse, TopicName};
+        let req = ElectLeadersRequest::default()
+            .with_election_type(0)
+            .with_topic_partitions(Some(vec![TopicPartitions::default()
+                .with_topic(TopicName(StrBytes::from_static_str("strict")))
+                .with_partitions(vec![0, 4])]));
+        let mut body = round_trip(&cluster.nodes[&follower], ApiKey::ElectLeaders, 2, &req);
+        let resp = ElectLeadersResponse::decode(&mut body, 2).unwrap();
+        let codes: Vec<i16> = resp.replica_election_results[0]
+            .partition_result
+            .iter()
+            .map(|p| p.error_code)
+            .collect();
+        assert!(matches!(codes[..], [0 | 84, 3]), "{resp:?}");
+        wait_for("the preferred replica leading", || {
+            let m = metadata(&cluster.nodes[&leader], Some(&["strict"]));
+            let p = &m.topics[0].partitions[0];
+            p.leader_id == p.replica_nodes[0]
+        });
+    }
     produce_once(&cluster.bootstrap(), "strict", "all").unwrap();
     // The three acknowledged records (and any written before a refusal after the append).
     assert!(consume_all(&cluster.bootstrap(), "strict", 1, 3).len() >= 3);

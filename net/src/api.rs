@@ -83,6 +83,7 @@ pub fn supported(api: ApiKey) -> Option<RangeInclusive<i16>> {
         ApiKey::IncrementalAlterConfigs => 0..=1,
         ApiKey::DescribeLogDirs => 1..=4,
         ApiKey::DescribeProducers => 0..=0,
+        ApiKey::ElectLeaders => 0..=2,
         ApiKey::DescribeTopicPartitions => 0..=0,
         ApiKey::ConsumerGroupDescribe => 0..=1,
         // v5 (KIP-890) changes nothing without transactions. v6 (KIP-939, two-phase commit)
@@ -109,7 +110,7 @@ pub fn supported(api: ApiKey) -> Option<RangeInclusive<i16>> {
     })
 }
 
-const ALL_APIS: [ApiKey; 31] = [
+const ALL_APIS: [ApiKey; 32] = [
     ApiKey::Produce,
     ApiKey::Fetch,
     ApiKey::ListOffsets,
@@ -124,6 +125,7 @@ const ALL_APIS: [ApiKey; 31] = [
     ApiKey::IncrementalAlterConfigs,
     ApiKey::DescribeLogDirs,
     ApiKey::DescribeProducers,
+    ApiKey::ElectLeaders,
     ApiKey::DescribeTopicPartitions,
     ApiKey::ConsumerGroupDescribe,
     ApiKey::InitProducerId,
@@ -274,6 +276,7 @@ pub async fn handle(
         ApiKey::DescribeProducers => {
             respond(api, v, id, &describe_producers(shard, decode(b, v)?).await)
         }
+        ApiKey::ElectLeaders => respond(api, v, id, &elect_leaders(shard, decode(b, v)?, v).await),
         ApiKey::DescribeTopicPartitions => respond(
             api,
             v,
@@ -1587,6 +1590,92 @@ fn consumer_group_describe(req: ConsumerGroupDescribeRequest) -> ConsumerGroupDe
         })
         .collect();
     ConsumerGroupDescribeResponse::default().with_groups(groups)
+}
+
+/// ElectLeaders (preferred or unclean), decided by the controller in a cluster; a single
+/// node leads every partition with its only replica, so no election is needed. When every
+/// partition is asked (null), partitions that need no election are left out of the answer,
+/// as Kafka does.
+async fn elect_leaders(
+    shard: &Rc<ShardState>,
+    req: ElectLeadersRequest,
+    v: i16,
+) -> ElectLeadersResponse {
+    use kafka_protocol::messages::elect_leaders_response::{
+        PartitionResult, ReplicaElectionResult,
+    };
+    use tern_replication::decide::ElectionType;
+    let resp = ElectLeadersResponse::default();
+    let election = match (v, req.election_type) {
+        (0, _) | (_, 0) => ElectionType::Preferred,
+        (_, 1) => ElectionType::Unclean,
+        _ => return resp.with_error_code(ResponseError::InvalidRequest.code()),
+    };
+    let all = req.topic_partitions.is_none();
+    let asked: Option<Vec<(String, i32)>> = req.topic_partitions.map(|ts| {
+        ts.iter()
+            .flat_map(|t| t.partitions.iter().map(|p| (t.topic.to_string(), *p)))
+            .collect()
+    });
+    let not_needed = ResponseError::ElectionNotNeeded.code();
+    let results: Vec<((String, i32), i16, Option<String>)> = match &shard.router.cluster {
+        Some(node) => match crate::cluster::elect_leaders(node, election, asked).await {
+            Ok(r) => r
+                .into_iter()
+                .map(|(tp, r)| match r {
+                    Ok(()) => (tp, 0, None),
+                    Err(e) => {
+                        let message = e.to_string();
+                        (tp, AdminError::Controller(e).kafka_code(), Some(message))
+                    }
+                })
+                .collect(),
+            Err(e) => return resp.with_error_code(e.kafka_code()),
+        },
+        None => {
+            let snap = shard.router.meta.snapshot();
+            let asked = asked.unwrap_or_else(|| {
+                snap.topics
+                    .values()
+                    .flat_map(|t| (0..t.partitions).map(|p| (t.name.clone(), p)))
+                    .collect()
+            });
+            asked
+                .into_iter()
+                .map(|(t, p)| {
+                    if snap.partition(&t, p).is_none() {
+                        let m = format!("unknown partition {t}-{p}");
+                        return (
+                            (t, p),
+                            ResponseError::UnknownTopicOrPartition.code(),
+                            Some(m),
+                        );
+                    }
+                    let m = format!("{t}-{p}: its only replica leads it already");
+                    ((t, p), not_needed, Some(m))
+                })
+                .collect()
+        }
+    };
+    let mut by_topic: Vec<ReplicaElectionResult> = Vec::new();
+    for ((t, p), code, message) in results {
+        if all && code == not_needed {
+            continue;
+        }
+        let r = PartitionResult::default()
+            .with_partition_id(p)
+            .with_error_code(code)
+            .with_error_message(message.map(s));
+        match by_topic.iter_mut().find(|e| e.topic.as_str() == t) {
+            Some(e) => e.partition_result.push(r),
+            None => by_topic.push(
+                ReplicaElectionResult::default()
+                    .with_topic(topic(t))
+                    .with_partition_result(vec![r]),
+            ),
+        }
+    }
+    resp.with_replica_election_results(by_topic)
 }
 
 /// DescribeLogDirs: the one data directory (`log.dirs`) with the size of every partition

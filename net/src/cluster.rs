@@ -536,6 +536,25 @@ async fn alter_configs(
         .ok_or(AdminError::Unexpected("AlterConfigs"))
 }
 
+/// ElectLeaders through the controller: one result per partition the controller decided on.
+pub async fn elect_leaders(
+    node: &ClusterNode,
+    election: tern_replication::decide::ElectionType,
+    partitions: Option<Vec<(String, i32)>>,
+) -> Result<Vec<((String, i32), Result<(), RequestError>)>, AdminError> {
+    let request = BrokerRequest::ElectLeaders {
+        election,
+        partitions,
+    };
+    let BrokerResponse::ElectLeaders(results) = ask(node, request).await? else {
+        return Err(AdminError::Unexpected("ElectLeaders"));
+    };
+    Ok(results
+        .into_iter()
+        .map(|(tp, r)| (tp, r.map_err(RequestError::Controller)))
+        .collect())
+}
+
 /// The topic Kafka names the controller quorum's log by (DescribeQuorum asks for its
 /// partition 0).
 pub const METADATA_TOPIC: &str = "__cluster_metadata";

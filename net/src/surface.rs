@@ -43,7 +43,7 @@ pub fn note(api: ApiKey) -> &'static str {
         AddPartitionsToTxn | AddOffsetsToTxn | EndTxn | WriteTxnMarkers | TxnOffsetCommit
         | DescribeTransactions | ListTransactions => "no transactions",
         AlterReplicaLogDirs => "one data directory per broker",
-        ElectLeaders => "leader election is the controller's alone (no preferred-leader election)",
+        ElectLeaders => "preferred and unclean, decided by the controller; a single node needs none (ELECTION_NOT_NEEDED)",
         AlterPartitionReassignments | ListPartitionReassignments => "no reassignment",
         DescribeClientQuotas | AlterClientQuotas => "no quotas",
         UpdateFeatures => "no feature flags",

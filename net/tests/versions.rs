@@ -102,6 +102,7 @@ fn round_trip_any(c: &mut Client, api: ApiKey, v: i16) {
         OffsetForLeaderEpoch => OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse;
         DescribeLogDirs => DescribeLogDirsRequest, DescribeLogDirsResponse;
         DescribeProducers => DescribeProducersRequest, DescribeProducersResponse;
+        ElectLeaders => ElectLeadersRequest, ElectLeadersResponse;
         DescribeTopicPartitions => DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse;
         ConsumerGroupDescribe => ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse;
     }
@@ -908,5 +909,44 @@ fn describe_topic_partitions_pages_with_a_cursor() {
         .as_ref()
         .unwrap()
         .contains("classic"));
+    broker.shutdown();
+}
+
+/// Guards ElectLeaders on a single node: every partition is led by its only replica
+/// (ELECTION_NOT_NEEDED), unknown ones are named, null asks every partition and answers only
+/// those that needed an election (none), an unknown election type is INVALID_REQUEST.
+#[test]
+fn elect_leaders_on_a_single_node() {
+    use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let broker = Broker::start(config(dir.path())).unwrap();
+    let mut c = connect(&broker);
+    create(&mut c, "el", 2);
+    let asked = ElectLeadersRequest::default()
+        .with_election_type(0)
+        .with_topic_partitions(Some(vec![TopicPartitions::default()
+            .with_topic(name("el"))
+            .with_partitions(vec![0, 1, 7])]));
+    for v in [0, 2] {
+        let resp: ElectLeadersResponse = c.request(ApiKey::ElectLeaders, v, &asked).unwrap();
+        assert_eq!(resp.error_code, 0);
+        let codes: Vec<i16> = resp.replica_election_results[0]
+            .partition_result
+            .iter()
+            .map(|p| p.error_code)
+            .collect();
+        assert_eq!(codes, [84, 84, 3], "v{v}");
+    }
+    let all = ElectLeadersRequest::default()
+        .with_election_type(1)
+        .with_topic_partitions(None);
+    let resp: ElectLeadersResponse = c.request(ApiKey::ElectLeaders, 2, &all).unwrap();
+    assert_eq!(resp.error_code, 0);
+    assert!(resp.replica_election_results.is_empty(), "{resp:?}");
+    let bad = ElectLeadersRequest::default()
+        .with_election_type(5)
+        .with_topic_partitions(None);
+    let resp: ElectLeadersResponse = c.request(ApiKey::ElectLeaders, 2, &bad).unwrap();
+    assert_eq!(resp.error_code, 42);
     broker.shutdown();
 }

@@ -115,6 +115,11 @@ pub enum BrokerRequest {
     DeleteTopics(Vec<String>),
     CreatePartitions(Vec<decide::CreatePartitionsRequest>),
     SetTopicConfigs(Vec<decide::SetTopicConfigsRequest>),
+    /// ElectLeaders; `None`: every partition.
+    ElectLeaders {
+        election: decide::ElectionType,
+        partitions: Option<Vec<(String, i32)>>,
+    },
     AllocateProducerIds {
         broker_id: BrokerId,
         broker_epoch: i64,
@@ -140,6 +145,7 @@ pub enum BrokerResponse {
     DeleteTopics(Vec<Result<TopicId, ControllerError>>),
     CreatePartitions(Vec<Result<(), ControllerError>>),
     SetTopicConfigs(Vec<Result<(), ControllerError>>),
+    ElectLeaders(Vec<decide::ElectionResult>),
     AllocateProducerIds(decide::ProducerIdsReply),
     AlterPartition,
     /// The committed image when newer than asked (else `None`), and the leader known.
@@ -552,6 +558,14 @@ impl Controller {
             BrokerRequest::SetTopicConfigs(reqs) => {
                 let (records, results) = decide::set_topic_configs(spec, &reqs);
                 (records, BrokerResponse::SetTopicConfigs(results))
+            }
+            BrokerRequest::ElectLeaders {
+                election,
+                partitions,
+            } => {
+                let (records, results) =
+                    decide::elect_leaders(spec, election, partitions.as_deref());
+                (records, BrokerResponse::ElectLeaders(results))
             }
             BrokerRequest::AllocateProducerIds {
                 broker_id,

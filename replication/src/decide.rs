@@ -68,6 +68,24 @@ pub enum ControllerError {
     Refused(ImageError),
     #[error("too many requests in flight (at most {max})")]
     Busy { max: usize },
+    #[error("unknown partition {topic}-{partition}")]
+    UnknownPartition { topic: String, partition: i32 },
+    #[error("{topic}-{partition}: {reason}")]
+    ElectionNotNeeded {
+        topic: String,
+        partition: i32,
+        reason: String,
+    },
+    #[error(
+        "{topic}-{partition}: the preferred replica {preferred} is not in the ISR or not live"
+    )]
+    PreferredLeaderNotAvailable {
+        topic: String,
+        partition: i32,
+        preferred: BrokerId,
+    },
+    #[error("{topic}-{partition}: no live replica can lead")]
+    EligibleLeadersNotAvailable { topic: String, partition: i32 },
 }
 
 impl ControllerError {
@@ -88,6 +106,10 @@ impl ControllerError {
             Self::InvalidUpdateVersion { .. } => 95,         // INVALID_UPDATE_VERSION
             Self::Refused(_) => -1,                          // UNKNOWN_SERVER_ERROR
             Self::Busy { .. } => 7,                          // REQUEST_TIMED_OUT
+            Self::UnknownPartition { .. } => 3,              // UNKNOWN_TOPIC_OR_PARTITION
+            Self::ElectionNotNeeded { .. } => 84,            // ELECTION_NOT_NEEDED
+            Self::PreferredLeaderNotAvailable { .. } => 80,  // PREFERRED_LEADER_NOT_AVAILABLE
+            Self::EligibleLeadersNotAvailable { .. } => 83,  // ELIGIBLE_LEADERS_NOT_AVAILABLE
         }
     }
 }
@@ -345,6 +367,109 @@ pub fn preferred_leader_elections(image: &MetadataImage) -> Vec<MetadataRecord> 
         }
     }
     records
+}
+
+/// ElectLeaders' election types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ElectionType {
+    /// Leadership to the first replica, if it is in the ISR and live.
+    Preferred,
+    /// A partition without a leader takes any live replica, in the ISR or not: it may lose
+    /// records the ISR had acknowledged (`unclean.leader.election`).
+    Unclean,
+}
+
+/// One partition's ElectLeaders outcome: elected, or why not.
+pub type ElectionResult = ((String, i32), Result<(), ControllerError>);
+
+/// ElectLeaders: for each partition (every partition when `None`), the records that elect
+/// its leader, or why none is elected; one result per partition, in request order (by topic
+/// and partition when all are asked).
+pub fn elect_leaders(
+    image: &MetadataImage,
+    election: ElectionType,
+    partitions: Option<&[(String, i32)]>,
+) -> (Vec<MetadataRecord>, Vec<ElectionResult>) {
+    let asked: Vec<(String, i32)> = match partitions {
+        Some(p) => p.to_vec(),
+        None => image
+            .partitions()
+            .map(|(t, i, _)| (t.name.clone(), i))
+            .collect(),
+    };
+    let mut records = Vec::new();
+    let mut results = Vec::with_capacity(asked.len());
+    for (topic, partition) in asked {
+        let found = image.topics.get(&topic).and_then(|t| {
+            let p = t.partitions.get(usize::try_from(partition).ok()?)?;
+            Some((t.id, p))
+        });
+        let result = match found {
+            None => Err(ControllerError::UnknownPartition {
+                topic: topic.clone(),
+                partition,
+            }),
+            Some((id, p)) => elect_one(image, election, &topic, partition, p).map(|change| {
+                records.push(MetadataRecord::PartitionChange {
+                    topic_id: id,
+                    partition,
+                    leader: Some(change.0),
+                    isr: change.1,
+                    replicas: None,
+                });
+            }),
+        };
+        results.push(((topic, partition), result));
+    }
+    (records, results)
+}
+
+/// The new leader (and ISR, for an unclean election) of one partition.
+fn elect_one(
+    image: &MetadataImage,
+    election: ElectionType,
+    topic: &str,
+    partition: i32,
+    p: &Partition,
+) -> Result<(BrokerId, Option<Vec<BrokerId>>), ControllerError> {
+    let not_needed = |reason: &str| ControllerError::ElectionNotNeeded {
+        topic: topic.to_string(),
+        partition,
+        reason: reason.to_string(),
+    };
+    let has_leader = p.leader >= 0 && is_active(image, p.leader);
+    match election {
+        ElectionType::Preferred => {
+            let preferred = p.replicas.first().copied().unwrap_or(-1);
+            if p.leader == preferred {
+                return Err(not_needed("the preferred replica leads already"));
+            }
+            if p.isr.contains(&preferred) && is_active(image, preferred) {
+                Ok((preferred, None))
+            } else {
+                Err(ControllerError::PreferredLeaderNotAvailable {
+                    topic: topic.to_string(),
+                    partition,
+                    preferred,
+                })
+            }
+        }
+        ElectionType::Unclean if has_leader => Err(not_needed("the partition has a leader")),
+        ElectionType::Unclean => {
+            if let Some(l) = elect(p, &|b| is_active(image, b)) {
+                return Ok((l, None));
+            }
+            p.replicas
+                .iter()
+                .copied()
+                .find(|&b| is_active(image, b))
+                .map(|l| (l, Some(vec![l])))
+                .ok_or(ControllerError::EligibleLeadersNotAvailable {
+                    topic: topic.to_string(),
+                    partition,
+                })
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

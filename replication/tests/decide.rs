@@ -425,6 +425,71 @@ fn set_topic_configs_makes_the_overrides_exactly_the_requested() {
     assert_eq!(image.topics["t"].configs, second);
 }
 
+/// Guards ElectLeaders: preferred moves leadership to the first replica only when it is in
+/// the ISR and live; unclean fills a leaderless partition from the ISR first, else from any
+/// live replica (its ISR then only that one); each refusal names its Kafka error.
+#[test]
+fn elect_leaders_preferred_and_unclean() {
+    let mut image = cluster(3);
+    create(&mut image, &[topic("t", 1, 3)]);
+    let p0 = |image: &MetadataImage| image.topics["t"].partitions[0].clone();
+    let id = image.topics["t"].id;
+    let tp = vec![("t".to_string(), 0)];
+    let code = |r: &[ElectionResult]| r[0].1.as_ref().map_or_else(|e| e.kafka_code(), |()| 0);
+    let preferred = p0(&image).replicas[0];
+    // The preferred replica leads: nothing to do.
+    assert_eq!(p0(&image).leader, preferred);
+    let (records, results) = elect_leaders(&image, ElectionType::Preferred, Some(&tp));
+    assert!(records.is_empty());
+    assert_eq!(code(&results), 84, "ELECTION_NOT_NEEDED");
+    // Another ISR member leads: the preferred one takes over.
+    let other = p0(&image).replicas[1];
+    let change = MetadataRecord::PartitionChange {
+        topic_id: id,
+        partition: 0,
+        leader: Some(other),
+        isr: None,
+        replicas: None,
+    };
+    apply(&mut image, &[change]);
+    let (records, results) = elect_leaders(&image, ElectionType::Preferred, None);
+    assert_eq!(code(&results), 0);
+    apply(&mut image, &records);
+    assert_eq!(p0(&image).leader, preferred);
+    // The preferred replica out of the ISR: PREFERRED_LEADER_NOT_AVAILABLE.
+    let shrink = MetadataRecord::PartitionChange {
+        topic_id: id,
+        partition: 0,
+        leader: Some(other),
+        isr: Some(vec![other]),
+        replicas: None,
+    };
+    apply(&mut image, &[shrink]);
+    let (records, results) = elect_leaders(&image, ElectionType::Preferred, Some(&tp));
+    assert!(records.is_empty());
+    assert_eq!(code(&results), 80);
+    // Unclean with a leader: not needed. The ISR's only member fenced: a live replica out of
+    // the ISR is elected, alone in the new ISR.
+    assert_eq!(
+        code(&elect_leaders(&image, ElectionType::Unclean, Some(&tp)).1),
+        84
+    );
+    let fence = fence_broker(&image, other);
+    apply(&mut image, &fence);
+    let (records, results) = elect_leaders(&image, ElectionType::Unclean, Some(&tp));
+    assert_eq!(code(&results), 0, "{results:?}");
+    apply(&mut image, &records);
+    let p = p0(&image);
+    assert!(p.leader >= 0 && p.leader != other, "{p:?}");
+    assert_eq!(p.isr, vec![p.leader]);
+    // Unknown partitions and topics.
+    let unknown = vec![("t".to_string(), 9), ("nope".to_string(), 0)];
+    let (records, results) = elect_leaders(&image, ElectionType::Preferred, Some(&unknown));
+    assert!(records.is_empty());
+    assert_eq!(code(&results), 3);
+    assert_eq!(code(&results[1..]), 3);
+}
+
 /// The image refuses records that break its invariants and stays unchanged.
 #[test]
 fn image_refuses_bad_records() {
