@@ -189,6 +189,65 @@ fn fetch_error(b: &Broker, topic: &str, partition: i32) -> i16 {
     resp.responses[0].partitions[0].error_code
 }
 
+/// KIP-951's hints from a broker that does not lead `topic`/`partition`: Fetch v16's and
+/// Produce v11's error, the leader they name, and the port of that leader's endpoint.
+fn leader_hints(b: &Broker, topic: &str, partition: i32) -> [(i16, i32, i32); 2] {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{
+        FetchRequest, FetchResponse, ProduceRequest, ProduceResponse, TopicName,
+    };
+    let name = TopicName(StrBytes::from_string(topic.to_string()));
+    let id = metadata(b, Some(&[topic])).topics[0].topic_id;
+    let req = FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic_id(id)
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(partition)
+                .with_partition_max_bytes(1 << 20)])]);
+    let mut body = round_trip(b, ApiKey::Fetch, 16, &req);
+    let resp = FetchResponse::decode(&mut body, 16).unwrap();
+    let p = &resp.responses[0].partitions[0];
+    let port = |id: i32, ports: Vec<(i32, i32)>| {
+        ports.iter().find(|(n, _)| *n == id).map_or(-1, |(_, p)| *p)
+    };
+    let ports = resp
+        .node_endpoints
+        .iter()
+        .map(|e| (e.node_id.0, e.port))
+        .collect();
+    let fetch = (
+        p.error_code,
+        p.current_leader.leader_id.0,
+        port(p.current_leader.leader_id.0, ports),
+    );
+    let batch = tern_engine::batch::build::filled(0, 1, 10, 0);
+    let req = ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(name)
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(Bytes::from(batch)))])]);
+    let mut body = round_trip(b, ApiKey::Produce, 11, &req);
+    let resp = ProduceResponse::decode(&mut body, 11).unwrap();
+    let p = &resp.responses[0].partition_responses[0];
+    let ports = resp
+        .node_endpoints
+        .iter()
+        .map(|e| (e.node_id.0, e.port))
+        .collect();
+    let produce = (
+        p.error_code,
+        p.current_leader.leader_id.0,
+        port(p.current_leader.leader_id.0, ports),
+    );
+    [fetch, produce]
+}
+
 /// The active controller, from DescribeCluster (Metadata names the broker asked, as KRaft
 /// brokers do).
 fn controller(b: &Broker) -> i32 {
@@ -417,6 +476,20 @@ fn three_nodes_serve_one_cluster() {
         wait_for("the leader to serve", || {
             fetch_error(&cluster.nodes[leader], "orders", p as i32) == 0
         });
+        // KIP-951: the other node names the leader and its endpoint.
+        let port = cluster.nodes[leader]
+            .addr()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let hint = (6, *leader, port);
+        assert_eq!(
+            leader_hints(&cluster.nodes[&other], "orders", p as i32),
+            [hint, hint],
+            "p{p}"
+        );
     }
 
     // Idempotent: InitProducerId takes its id from a controller-allocated block.

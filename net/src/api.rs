@@ -43,8 +43,8 @@ use crate::group::handlers as groups;
 use crate::meta::TopicMeta;
 use crate::shard::{FetchResult, ProduceResult, ShardMsg, ShardState};
 use crate::wire::fetch::{
-    encode_fetch_response, FetchPartitionParts, FetchResponseParts, FetchTopicParts, Piece,
-    FETCH_VERSIONS,
+    encode_fetch_response, FetchPartitionParts, FetchResponseParts, FetchTopicParts,
+    NodeEndpointParts, Piece, FETCH_VERSIONS,
 };
 
 /// What a handler hands back to the connection.
@@ -530,6 +530,7 @@ pub(crate) fn split_batches(mut records: Bytes) -> Option<Vec<Bytes>> {
 /// A produce request whose appends are queued on their owners, waiting for their results.
 #[derive(Debug)]
 pub struct ProduceInFlight {
+    shard: Rc<ShardState>,
     responses: Vec<TopicProduceResponse>,
     /// Per owner shard: the (topic, partition) indexes of its items, and its one reply.
     pending: Vec<OwnerReply>,
@@ -642,6 +643,7 @@ pub async fn produce_dispatch(
         pending.push((o.at, rx));
     }
     ProduceInFlight {
+        shard: shard.clone(),
         responses,
         pending,
         version: v,
@@ -652,6 +654,7 @@ impl ProduceInFlight {
     /// Waits for every queued append and builds the response.
     pub async fn finish(self) -> ProduceResponse {
         let ProduceInFlight {
+            shard,
             mut responses,
             pending,
             version: v,
@@ -671,8 +674,58 @@ impl ProduceInFlight {
                 }
             }
         }
-        ProduceResponse::default().with_responses(responses)
+        let mut resp = ProduceResponse::default().with_responses(responses);
+        if v >= 10 {
+            add_produce_leader_hints(&shard, &mut resp);
+        }
+        resp
     }
+}
+
+/// Whether a partition error is one KIP-951 answers with the current leader.
+fn wants_leader_hint(code: i16) -> bool {
+    code == ResponseError::NotLeaderOrFollower.code()
+        || code == ResponseError::FencedLeaderEpoch.code()
+}
+
+/// KIP-951 (Produce v10+): each partition refused for leadership names the leader this
+/// broker knows of, and the response carries those leaders' endpoints.
+fn add_produce_leader_hints(shard: &Rc<ShardState>, resp: &mut ProduceResponse) {
+    use kafka_protocol::messages::produce_response::{LeaderIdAndEpoch, NodeEndpoint};
+    let Some(node) = &shard.router.cluster else {
+        return;
+    };
+    let snap = shard.router.meta.snapshot();
+    let mut endpoints: Vec<NodeEndpoint> = Vec::new();
+    for t in &mut resp.responses {
+        let name = if t.name.is_empty() {
+            snap.topic_by_id(t.topic_id).map(|m| m.name.clone())
+        } else {
+            Some(t.name.to_string())
+        };
+        let Some(name) = name else { continue };
+        for p in &mut t.partition_responses {
+            if !wants_leader_hint(p.error_code) {
+                continue;
+            }
+            let Some(h) = crate::cluster::leader_hint(node, &name, p.index) else {
+                continue;
+            };
+            p.current_leader = LeaderIdAndEpoch::default()
+                .with_leader_id(BrokerId(h.leader))
+                .with_leader_epoch(h.leader_epoch);
+            if !endpoints.iter().any(|e| e.node_id.0 == h.leader) {
+                endpoints.push(
+                    NodeEndpoint::default()
+                        .with_node_id(BrokerId(h.leader))
+                        .with_host(s(h.host))
+                        .with_port(i32::from(h.port))
+                        .with_rack(h.rack.map(s)),
+                );
+            }
+        }
+    }
+    resp.node_endpoints = endpoints;
 }
 
 fn topic_max_message_bytes(
@@ -743,7 +796,7 @@ async fn fetch(
         let now = tokio::time::Instant::now();
         let stopping = *shard.stop.borrow();
         if total >= min_bytes || errors || now >= deadline || signals.is_empty() || stopping {
-            return encode_fetch(&req, results, v, correlation_id, max_bytes);
+            return encode_fetch(shard, &req, results, v, correlation_id, max_bytes);
         }
         shard.wait_any(&mut notified, deadline).await;
     }
@@ -799,6 +852,7 @@ async fn fetch_once(shard: &Rc<ShardState>, req: &FetchRequest, v: i16) -> Vec<V
 }
 
 fn encode_fetch(
+    shard: &Rc<ShardState>,
     req: &FetchRequest,
     results: Vec<Vec<FetchResult>>,
     v: i16,
@@ -808,6 +862,7 @@ fn encode_fetch(
     let mut budget = max_bytes;
     let mut first = true;
     let mut topics = Vec::new();
+    let mut node_endpoints = Vec::new();
     for (t, results) in req.topics.iter().zip(results) {
         let mut partitions = Vec::new();
         for (p, r) in t.partitions.iter().zip(results) {
@@ -818,6 +873,7 @@ fn encode_fetch(
                 last_stable_offset: -1,
                 log_start_offset: -1,
                 preferred_read_replica: -1,
+                current_leader: None,
                 records: Vec::new(),
             };
             match r {
@@ -834,7 +890,32 @@ fn encode_fetch(
                     part.last_stable_offset = r.high_watermark;
                     part.log_start_offset = r.log_start_offset;
                 }
-                Err(e) => part.error_code = e.kafka_code(),
+                Err(e) => {
+                    part.error_code = e.kafka_code();
+                    // KIP-951: name the leader this broker knows of (tagged, v12+).
+                    let hint = shard
+                        .router
+                        .cluster
+                        .as_ref()
+                        .filter(|_| v >= 12 && wants_leader_hint(part.error_code))
+                        .and_then(|node| {
+                            crate::cluster::leader_hint(node, t.topic.as_str(), p.partition)
+                        });
+                    if let Some(h) = hint {
+                        part.current_leader = Some((h.leader, h.leader_epoch));
+                        if !node_endpoints
+                            .iter()
+                            .any(|e: &NodeEndpointParts| e.node_id == h.leader)
+                        {
+                            node_endpoints.push(NodeEndpointParts {
+                                node_id: h.leader,
+                                host: h.host,
+                                port: i32::from(h.port),
+                                rack: h.rack,
+                            });
+                        }
+                    }
+                }
             }
             partitions.push(part);
         }
@@ -851,6 +932,7 @@ fn encode_fetch(
         error_code: 0,
         session_id: 0,
         topics,
+        node_endpoints,
     };
     encode_fetch_response(parts)
         .map(Response::Pieces)

@@ -204,6 +204,38 @@ pub fn client_endpoint(b: &tern_replication::image::BrokerRegistration) -> Optio
     b.endpoints.iter().find(|e| e.listener == CLIENT_LISTENER)
 }
 
+/// KIP-951's hint to a client that sent a Produce or Fetch to a broker that does not lead
+/// the partition: the leader and its epoch as this broker's image has them, with the
+/// leader's client endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderHint {
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub host: String,
+    pub port: u16,
+    pub rack: Option<String>,
+}
+
+/// The [`LeaderHint`] of `topic`/`partition`; `None` when the image names no live leader.
+pub fn leader_hint(node: &ClusterNode, topic: &str, partition: i32) -> Option<LeaderHint> {
+    let view = node.view();
+    let p = view
+        .image
+        .topics
+        .get(topic)?
+        .partitions
+        .get(usize::try_from(partition).ok()?)?;
+    let b = view.image.broker(p.leader).filter(|b| !b.fenced)?;
+    let e = client_endpoint(b)?;
+    Some(LeaderHint {
+        leader: p.leader,
+        leader_epoch: p.leader_epoch,
+        host: e.host.clone(),
+        port: e.port,
+        rack: b.rack.clone(),
+    })
+}
+
 fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
 }

@@ -15,8 +15,8 @@ pub const KAFKA_RELEASE: &str = "4.1.0";
 pub fn note(api: ApiKey) -> &'static str {
     use ApiKey::*;
     match api {
-        Produce => "acks 0, 1 and all; topic ids from v13 (UNKNOWN_TOPIC_ID); transactions are not served; KIP-951 leader hints not sent",
-        Fetch => "sessionless (session id 0 in every answer, so clients send full fetches); topic ids from v13; no transactions, so the last stable offset is the high watermark; KIP-951 leader hints not sent",
+        Produce => "acks 0, 1 and all; topic ids from v13 (UNKNOWN_TOPIC_ID); KIP-951 leader hints from v10; transactions are not served",
+        Fetch => "sessionless (session id 0 in every answer, so clients send full fetches); topic ids from v13; KIP-951 current leader from v12, leader endpoints from v16; no transactions, so the last stable offset is the high watermark",
         ListOffsets => "latest, earliest, by timestamp; max timestamp from v7, earliest local (= earliest) from v8, latest tiered (-1: no tiered storage) from v9; each refused (INVALID_REQUEST) below its version",
         Metadata => "v0–v3 create unknown topics when `auto.create.topics.enable`, as Kafka does",
         OffsetCommit | OffsetFetch => "classic groups; v10 (topic ids) not yet",

@@ -30,10 +30,10 @@
 //! * Topics are named by name up to v12 and by their 16-byte id from v13.
 //! * Aborted transactions are always null (no transactional reads yet); fields a version does
 //!   not have (error code and session id before v7, log start offset before v5, preferred read
-//!   replica before v11) are left out. The tagged fields of v12+ (diverging epoch, current
-//!   leader and snapshot id per partition, node endpoints from v16) are never written: they
-//!   concern follower fetches and leader hints, and an empty tag section is valid in every
-//!   version.
+//!   replica before v11) are left out.
+//! * Tagged fields (v12+): a partition's current leader (tag 1, KIP-951) when the parts carry
+//!   one, and from v16 the leaders' endpoints (tag 0 of the response); the diverging epoch and
+//!   snapshot id (follower fetches) are never written.
 //!
 //! All envelope fragments are written into one buffer and handed out as [`bytes::Bytes`] views of
 //! it, so a response costs one allocation for its envelope plus the vector of pieces. Empty
@@ -56,6 +56,9 @@ pub const FETCH_VERSIONS: RangeInclusive<i16> = 4..=18;
 /// The first Fetch version that names topics by id.
 const FIRST_TOPIC_ID: i16 = 13;
 
+/// The first Fetch version with the leaders' endpoints (KIP-951).
+const FIRST_NODE_ENDPOINTS: i16 = 16;
+
 /// The first flexible Fetch version (compact types, tagged fields, response header v1).
 const FIRST_FLEXIBLE: i16 = 12;
 
@@ -74,6 +77,17 @@ pub struct FetchResponseParts {
     /// Fetch session id (v7+); 0 for sessionless fetches.
     pub session_id: i32,
     pub topics: Vec<FetchTopicParts>,
+    /// The endpoints of the leaders named in partitions' `current_leader` (v16+, KIP-951).
+    pub node_endpoints: Vec<NodeEndpointParts>,
+}
+
+/// A broker's client endpoint in a Fetch response (KIP-951).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeEndpointParts {
+    pub node_id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
 }
 
 /// One topic of a Fetch response.
@@ -97,6 +111,9 @@ pub struct FetchPartitionParts {
     pub log_start_offset: i64,
     /// Written from v11 on; -1 for none.
     pub preferred_read_replica: i32,
+    /// The partition's leader and leader epoch as this broker knows them, for a client that
+    /// asked the wrong broker (tagged, v12+; KIP-951).
+    pub current_leader: Option<(i32, i32)>,
     /// Whole record batches, in order; sent as they are.
     pub records: Vec<Slice>,
 }
@@ -136,6 +153,7 @@ pub fn encode_fetch_response(parts: FetchResponseParts) -> Result<Vec<Piece>, Fe
         error_code,
         session_id,
         topics,
+        node_endpoints,
     } = parts;
     if !FETCH_VERSIONS.contains(&version) {
         return Err(FetchEncodeError::UnsupportedVersion(version));
@@ -206,7 +224,19 @@ pub fn encode_fetch_response(parts: FetchResponseParts) -> Result<Vec<Piece>, Fe
                 inserts.push((env.len(), p.records));
             }
             if flexible {
-                put_empty_tags(&mut env); // the partition's tagged fields
+                // The partition's tagged fields: CurrentLeader (tag 1) = leader id, leader
+                // epoch and its own empty tags: 9 bytes.
+                match p.current_leader {
+                    Some((leader, epoch)) => {
+                        put_uvarint(&mut env, 1);
+                        put_uvarint(&mut env, 1);
+                        put_uvarint(&mut env, 9);
+                        env.put_i32(leader);
+                        env.put_i32(epoch);
+                        put_empty_tags(&mut env);
+                    }
+                    None => put_empty_tags(&mut env),
+                }
             }
         }
         if flexible {
@@ -214,7 +244,29 @@ pub fn encode_fetch_response(parts: FetchResponseParts) -> Result<Vec<Piece>, Fe
         }
     }
     if flexible {
-        put_empty_tags(&mut env); // the response's tagged fields
+        // The response's tagged fields: NodeEndpoints (tag 0, v16+).
+        if version >= FIRST_NODE_ENDPOINTS && !node_endpoints.is_empty() {
+            let mut field = BytesMut::new();
+            put_array_len(&mut field, node_endpoints.len(), true)?;
+            for e in &node_endpoints {
+                field.put_i32(e.node_id);
+                put_string(&mut field, e.host.as_bytes(), true)?;
+                field.put_i32(e.port);
+                match &e.rack {
+                    Some(r) => put_string(&mut field, r.as_bytes(), true)?,
+                    None => put_uvarint(&mut field, 0),
+                }
+                put_empty_tags(&mut field);
+            }
+            put_uvarint(&mut env, 1);
+            put_uvarint(&mut env, 0);
+            let len = u32::try_from(field.len())
+                .map_err(|_| FetchEncodeError::TooManyEntries(field.len()))?;
+            put_uvarint(&mut env, len);
+            env.put_slice(&field);
+        } else {
+            put_empty_tags(&mut env);
+        }
     }
 
     let frame = (env.len() as u64 - 4) + records_total;
@@ -323,6 +375,7 @@ mod tests {
                         last_stable_offset: 900 + i as i64,
                         log_start_offset: 10 + i as i64,
                         preferred_read_replica: if version >= 11 { i as i32 - 1 } else { -1 },
+                        current_leader: (i % 2 == 1).then_some((i as i32 + 5, 7)),
                         records: slices
                             .iter()
                             .map(|&(memory, position, len)| {
@@ -352,6 +405,20 @@ mod tests {
             error_code: if version >= 7 { 3 } else { 0 },
             session_id: if version >= 7 { 99 } else { 0 },
             topics,
+            node_endpoints: vec![
+                NodeEndpointParts {
+                    node_id: 6,
+                    host: "h1.example".into(),
+                    port: 9092,
+                    rack: Some("rack-a".into()),
+                },
+                NodeEndpointParts {
+                    node_id: 8,
+                    host: "h2".into(),
+                    port: 1,
+                    rack: None,
+                },
+            ],
         }
     }
 
@@ -389,6 +456,24 @@ mod tests {
         assert_eq!(resp.error_code, expected.error_code);
         assert_eq!(resp.session_id, expected.session_id);
         assert_eq!(resp.responses.len(), expected.topics.len());
+        let endpoints: Vec<(i32, String, i32, Option<String>)> = resp
+            .node_endpoints
+            .iter()
+            .map(|e| {
+                let rack = e.rack.as_ref().map(|r| r.to_string());
+                (e.node_id.0, e.host.to_string(), e.port, rack)
+            })
+            .collect();
+        let want: Vec<(i32, String, i32, Option<String>)> = if version >= 16 {
+            expected
+                .node_endpoints
+                .iter()
+                .map(|e| (e.node_id, e.host.clone(), e.port, e.rack.clone()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        assert_eq!(endpoints, want, "v{version} node endpoints");
         for (got, want) in resp.responses.iter().zip(&expected.topics) {
             if version >= FIRST_TOPIC_ID {
                 assert_eq!(got.topic_id, want.topic_id);
@@ -415,6 +500,16 @@ mod tests {
                     -1
                 };
                 assert_eq!(gp.preferred_read_replica, replica);
+                let leader = if version >= 12 {
+                    wp.current_leader
+                } else {
+                    None
+                };
+                let got = (
+                    gp.current_leader.leader_id.0,
+                    gp.current_leader.leader_epoch,
+                );
+                assert_eq!(got, leader.unwrap_or((-1, -1)), "v{version} current leader");
                 assert_eq!(gp.aborted_transactions, None);
                 let records: Vec<u8> = wp
                     .records
@@ -479,9 +574,11 @@ mod tests {
                     last_stable_offset: 1,
                     log_start_offset: 0,
                     preferred_read_replica: -1,
+                    current_leader: None,
                     records: vec![Slice::Memory(mem.clone())],
                 }],
             }],
+            node_endpoints: Vec::new(),
         };
         let pieces = encode_fetch_response(parts).unwrap();
         assert_eq!(pieces.len(), 3);

@@ -10,6 +10,6 @@ pub mod send;
 
 pub use fetch::{
     encode_fetch_response, pieces_len, FetchEncodeError, FetchPartitionParts, FetchResponseParts,
-    FetchTopicParts, Piece, FETCH_VERSIONS,
+    FetchTopicParts, NodeEndpointParts, Piece, FETCH_VERSIONS,
 };
 pub use send::{send_pieces, SplicePipe};

@@ -712,6 +712,7 @@ mod tests {
                             last_stable_offset: 100,
                             log_start_offset: 0,
                             preferred_read_replica: -1,
+                            current_leader: None,
                             records,
                         },
                         FetchPartitionParts {
@@ -721,10 +722,12 @@ mod tests {
                             last_stable_offset: 0,
                             log_start_offset: 0,
                             preferred_read_replica: -1,
+                            current_leader: None,
                             records: vec![],
                         },
                     ],
                 }],
+                node_endpoints: Vec::new(),
             };
             let pieces = encode_fetch_response(parts).unwrap();
             let len = pieces_len(&pieces) as usize;
