@@ -315,6 +315,29 @@ fn topic_config(b: &Broker, topic: &str, key: &str) -> Option<(String, i8)> {
     })
 }
 
+/// IncrementalAlterConfigs SET of one broker key on broker resource `resource` ("" is the
+/// cluster-wide default), through `b`: the error code.
+fn set_broker_config(b: &Broker, resource: &str, key: &str, value: &str) -> i16 {
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    use kafka_protocol::messages::{
+        IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    };
+    let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        AlterConfigsResource::default()
+            .with_resource_type(4)
+            .with_resource_name(StrBytes::from_string(resource.to_string()))
+            .with_configs(vec![AlterableConfig::default()
+                .with_name(StrBytes::from_string(key.to_string()))
+                .with_config_operation(0)
+                .with_value(Some(StrBytes::from_string(value.to_string())))]),
+    ]);
+    let mut body = round_trip(b, ApiKey::IncrementalAlterConfigs, 1, &req);
+    let resp = IncrementalAlterConfigsResponse::decode(&mut body, 1).unwrap();
+    resp.responses[0].error_code
+}
+
 /// `tern topic alter TOPIC ARGS…` against `bootstrap`: success and the output, or the error.
 fn tern_topic_alter(bootstrap: &str, topic: &str, args: &[&str]) -> Result<String, String> {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
@@ -518,6 +541,26 @@ fn three_nodes_serve_one_cluster() {
         topic_config(&cluster.nodes[&2], "orders", "retention.ms"),
         Some(("7200000".into(), 1))
     );
+    // A cluster-wide dynamic broker default, committed by the controller: every broker
+    // applies it to the topics that do not set the key; a per-broker one is refused.
+    assert_eq!(
+        set_broker_config(&cluster.nodes[&4], "", "log.segment.bytes", "1048576"),
+        0
+    );
+    wait_for("every broker applying the new default", || {
+        cluster
+            .nodes
+            .values()
+            .all(|b| topic_config(b, "orders", "segment.bytes") == Some(("1048576".into(), 3)))
+    });
+    assert_eq!(
+        set_broker_config(&cluster.nodes[&1], "1", "log.segment.bytes", "65536"),
+        42
+    );
+    assert_eq!(
+        set_broker_config(&cluster.nodes[&1], "", "log.segment.bytes", "12"),
+        40
+    );
 
     // The controller leader dies; the other two elect one and still create topics.
     assert_eq!(
@@ -641,6 +684,11 @@ fn three_nodes_serve_one_cluster() {
         topic_config(&cluster.nodes[&3], "orders", "retention.ms"),
         Some(("7200000".into(), 1)),
         "the override survives a restart of the whole cluster"
+    );
+    assert_eq!(
+        topic_config(&cluster.nodes[&2], "orders", "segment.bytes"),
+        Some(("1048576".into(), 3)),
+        "the broker default survives a restart of the whole cluster"
     );
 }
 

@@ -49,6 +49,12 @@ pub enum AdminCommand {
         ops: Vec<(String, ConfigOp)>,
         replace: bool,
     },
+    /// The same on the dynamic broker defaults (broker keys of
+    /// [`tern_tuning::DYNAMIC_BROKER_KEYS`]); every topic's open partitions take them.
+    AlterBrokerConfigs {
+        ops: Vec<(String, ConfigOp)>,
+        replace: bool,
+    },
 }
 
 /// One operation of an (Incremental)AlterConfigs on a topic key.
@@ -93,7 +99,8 @@ pub struct MetaMsg {
     pub command: AdminCommand,
     /// Decide and answer, change nothing (CreateTopics' and CreatePartitions' validate_only).
     pub validate_only: bool,
-    pub reply: oneshot::Sender<Result<Arc<TopicMeta>, AdminError>>,
+    /// The topic as changed; `None` for a change of the broker's defaults.
+    pub reply: oneshot::Sender<Result<Option<Arc<TopicMeta>>, AdminError>>,
 }
 
 /// Decides `command` against `topics` on a single node: the new table and its effect, or
@@ -135,7 +142,7 @@ pub fn apply(
                     brokers: 1,
                 });
             }
-            topic_config(config, &configs)?;
+            checked(config, &configs)?;
             Ok(created(
                 topics,
                 new_topic(name, new_id, partitions, configs),
@@ -162,7 +169,49 @@ pub fn apply(
             let overrides = altered(config, &old.overrides, ops, replace)?;
             Ok(reconfigured(topics, old, overrides))
         }
+        // Not a topic change: decided by `altered_dynamic`.
+        AdminCommand::AlterBrokerConfigs { .. } => Err(AdminError::Unexpected("AlterConfigs")),
     }
+}
+
+/// The dynamic broker defaults after `ops` (on none when `replace`), validated: only keys of
+/// [`tern_tuning::DYNAMIC_BROKER_KEYS`] (another broker key is read-only, an unknown one
+/// unknown), each value by the rules of the topic key it is the default of.
+pub fn altered_dynamic(
+    config: &BrokerConfig,
+    current: &BTreeMap<String, String>,
+    ops: Vec<(String, ConfigOp)>,
+    replace: bool,
+) -> Result<BTreeMap<String, String>, AdminError> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut dynamic = if replace {
+        BTreeMap::new()
+    } else {
+        current.clone()
+    };
+    for (key, op) in ops {
+        if tern_tuning::dynamic_topic_key(&key).is_none() {
+            return Err(if config.entries().iter().any(|e| e.name == key) {
+                AdminError::ReadOnlyConfig(key)
+            } else {
+                AdminError::UnknownBrokerConfig(key)
+            });
+        }
+        if !seen.insert(key.clone()) {
+            return Err(AdminError::DuplicateConfig(key));
+        }
+        match op {
+            ConfigOp::Set(v) => {
+                dynamic.insert(key, v);
+            }
+            ConfigOp::Delete => {
+                dynamic.remove(&key);
+            }
+            ConfigOp::Append(_) | ConfigOp::Subtract(_) => return Err(AdminError::NotAList(key)),
+        }
+    }
+    TopicConfig::defaults_with(config, &dynamic)?;
+    Ok(dynamic)
 }
 
 /// A topic's overrides after `ops` (on none when `replace`), validated and in the form
@@ -210,7 +259,7 @@ pub fn altered(
             }
         }
     }
-    Ok(topic_config(config, &overrides)?.overrides())
+    Ok(checked(config, &overrides)?.overrides())
 }
 
 /// The items of list-valued `key` as `overrides` over the broker's defaults make it.
@@ -221,7 +270,7 @@ fn list_value(
 ) -> Result<Vec<String>, AdminError> {
     let value = match overrides.get(key) {
         Some(v) => v.clone(),
-        None => topic_config(config, &BTreeMap::new())?
+        None => checked(config, &BTreeMap::new())?
             .entries()
             .into_iter()
             .find(|e| e.name == key)
@@ -254,6 +303,15 @@ pub fn reconfigured(
         },
         topic,
     }
+}
+
+/// Checks a topic's overrides: each value alone against its key's rules (the defaults under
+/// them, dynamic or not, play no part), as the topic configuration they make.
+fn checked(
+    config: &BrokerConfig,
+    overrides: &BTreeMap<String, String>,
+) -> Result<TopicConfig, AdminError> {
+    Ok(topic_config(config, &BTreeMap::new(), overrides)?)
 }
 
 /// `topics` with `meta` added.
@@ -318,12 +376,22 @@ pub async fn run_writer(local: Rc<ShardState>, mut rx: mpsc::Receiver<MetaMsg>) 
             reply,
         } = msg;
         let snap = local.router.meta.snapshot();
+        if let AdminCommand::AlterBrokerConfigs { ops, replace } = command {
+            let decided = altered_dynamic(&local.router.config, &snap.dynamic, ops, replace);
+            let answer = match decided {
+                Ok(_) if validate_only => Ok(None),
+                Ok(dynamic) => commit_dynamic(&local, dynamic).await.map(|()| None),
+                Err(e) => Err(e),
+            };
+            let _ = reply.send(answer);
+            continue;
+        }
         let decided = apply(&snap.topics, &local.router.config, command, random_uuid());
         let answer = match decided {
-            Ok(applied) if validate_only => Ok(applied.topic),
+            Ok(applied) if validate_only => Ok(Some(applied.topic)),
             Ok(applied) => {
                 let topic = applied.topic.clone();
-                commit(&local, applied).await.map(|()| topic)
+                commit(&local, applied).await.map(|()| Some(topic))
             }
             Err(e) => Err(e),
         };
@@ -331,12 +399,35 @@ pub async fn run_writer(local: Rc<ShardState>, mut rx: mpsc::Receiver<MetaMsg>) 
     }
 }
 
+/// Persists and publishes new dynamic broker defaults, then has every shard reconfigure the
+/// open partitions of every topic (those that set a key themselves keep their value).
+pub async fn commit_dynamic(
+    local: &Rc<ShardState>,
+    dynamic: BTreeMap<String, String>,
+) -> Result<(), AdminError> {
+    let router = &local.router;
+    router.meta.publish_dynamic(dynamic)?;
+    let snap = router.meta.snapshot();
+    for topic in snap.topics.values() {
+        let effect = Effect::Reconfigure {
+            topic: topic.clone(),
+        };
+        run_effect(local, &effect).await?;
+    }
+    Ok(())
+}
+
 /// Persists and publishes `applied.topics`, then has every shard carry out its effect.
 pub async fn commit(local: &Rc<ShardState>, applied: Applied) -> Result<(), AdminError> {
+    local.router.meta.publish(applied.topics)?;
+    run_effect(local, &applied.effect).await
+}
+
+/// Has every shard carry out `effect` (the table that asks for it is published).
+async fn run_effect(local: &Rc<ShardState>, effect: &Effect) -> Result<(), AdminError> {
     let router = &local.router;
-    router.meta.publish(applied.topics)?;
     for shard in 0..router.shard_count() {
-        match &applied.effect {
+        match effect {
             Effect::Open { topic, from } => {
                 let (tx, rx) = oneshot::channel();
                 let msg = ShardMsg::Open {

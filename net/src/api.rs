@@ -736,7 +736,7 @@ fn topic_max_message_bytes(
     let config = &shard.router.config;
     snap.topics
         .get(name)
-        .and_then(|t| crate::config_map::topic_config(config, &t.overrides).ok())
+        .and_then(|t| crate::config_map::topic_config(config, &snap.dynamic, &t.overrides).ok())
         .map_or(config.message_max_bytes as usize, |t| {
             t.max_message_bytes as usize
         })
@@ -1230,6 +1230,7 @@ async fn delete_records(
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 const SOURCE_TOPIC: i8 = 1;
+const SOURCE_DYNAMIC_DEFAULT_BROKER: i8 = 3;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
@@ -1355,36 +1356,33 @@ fn describe_cluster(
         .with_brokers(brokers)
 }
 
-/// One resource of an AlterConfigs or IncrementalAlterConfigs: the topic's operations, or
-/// why the resource is refused (Kafka's error and message).
-fn alter_resource(
+/// What an AlterConfigs resource changes.
+enum AlterTarget {
+    Topic(String),
+    /// The dynamic broker defaults: the cluster-wide default resource (name ""), or this
+    /// broker by its id on a single node (where the two are the same).
+    BrokerDefaults,
+}
+
+/// The target of one AlterConfigs or IncrementalAlterConfigs resource, or why the resource
+/// is refused (Kafka's error and message).
+fn alter_target(
     shard: &Rc<ShardState>,
     resource_type: i8,
     name: &str,
-    ops: Result<Vec<(String, ConfigOp)>, String>,
-) -> Result<Vec<(String, ConfigOp)>, (i16, String)> {
+) -> Result<AlterTarget, (i16, String)> {
     let config = &shard.router.config;
-    let ops = ops.map_err(|m| (ResponseError::InvalidRequest.code(), m))?;
+    let own = name == config.node_id.to_string();
     match resource_type {
-        RESOURCE_TOPIC => Ok(ops),
-        RESOURCE_BROKER if name.is_empty() || name == config.node_id.to_string() => {
-            let known = config.entries();
-            let (key, _) = ops.first().ok_or((0, String::new()))?;
-            Err(if known.iter().any(|e| e.name == key.as_str()) {
-                (
-                    ResponseError::InvalidRequest.code(),
-                    format!(
-                        "broker config {key} cannot be changed while the broker runs: set it in \
-                         the config file and restart"
-                    ),
-                )
-            } else {
-                (
-                    ResponseError::InvalidConfig.code(),
-                    format!("unknown broker config {key}"),
-                )
-            })
-        }
+        RESOURCE_TOPIC => Ok(AlterTarget::Topic(name.to_string())),
+        RESOURCE_BROKER if name.is_empty() => Ok(AlterTarget::BrokerDefaults),
+        RESOURCE_BROKER if own && shard.router.cluster.is_none() => Ok(AlterTarget::BrokerDefaults),
+        RESOURCE_BROKER if own => Err((
+            ResponseError::InvalidRequest.code(),
+            "per-broker dynamic configs are not served: change the cluster-wide default \
+             (broker resource \"\")"
+                .to_string(),
+        )),
         RESOURCE_BROKER => Err((
             ResponseError::InvalidRequest.code(),
             format!("broker '{name}' is not this broker ({})", config.node_id),
@@ -1396,21 +1394,31 @@ fn alter_resource(
     }
 }
 
-/// Carries out one topic resource's operations (or only checks them).
-async fn alter_topic(
+/// Carries out one resource's operations (or only checks them): Kafka's error code and
+/// message, 0 and none when done.
+async fn alter_resource(
     shard: &Rc<ShardState>,
+    resource_type: i8,
     name: &str,
-    ops: Vec<(String, ConfigOp)>,
+    ops: Result<Vec<(String, ConfigOp)>, String>,
     replace: bool,
     validate_only: bool,
 ) -> (i16, Option<StrBytes>) {
-    let command = AdminCommand::AlterConfigs {
-        name: name.to_string(),
-        ops,
-        replace,
+    let target = alter_target(shard, resource_type, name);
+    let (target, ops) = match (target, ops) {
+        (Err((code, m)), _) => return (code, Some(s(m))),
+        (_, Err(m)) => return (ResponseError::InvalidRequest.code(), Some(s(m))),
+        (Ok(t), Ok(ops)) => (t, ops),
     };
-    match admin_answer(shard.router.admin(command, validate_only).await) {
-        Ok(_) => (0, None),
+    let done = match target {
+        AlterTarget::Topic(name) => {
+            let command = AdminCommand::AlterConfigs { name, ops, replace };
+            shard.router.admin(command, validate_only).await.map(|_| ())
+        }
+        AlterTarget::BrokerDefaults => shard.router.alter_broker(ops, replace, validate_only).await,
+    };
+    match admin_answer(done) {
+        Ok(()) => (0, None),
         Err(e) => e,
     }
 }
@@ -1429,11 +1437,15 @@ async fn alter_configs(shard: &Rc<ShardState>, req: AlterConfigsRequest) -> Alte
             })
             .collect();
         let name = res.resource_name.to_string();
-        let (code, message) = match alter_resource(shard, res.resource_type, &name, ops) {
-            Ok(ops) => alter_topic(shard, &name, ops, true, req.validate_only).await,
-            Err((0, _)) => (0, None),
-            Err((code, m)) => (code, Some(s(m))),
-        };
+        let (code, message) = alter_resource(
+            shard,
+            res.resource_type,
+            &name,
+            ops,
+            true,
+            req.validate_only,
+        )
+        .await;
         responses.push(
             AlterConfigsResourceResponse::default()
                 .with_error_code(code)
@@ -1471,11 +1483,15 @@ async fn incremental_alter_configs(
             })
             .collect();
         let name = res.resource_name.to_string();
-        let (code, message) = match alter_resource(shard, res.resource_type, &name, ops) {
-            Ok(ops) => alter_topic(shard, &name, ops, false, req.validate_only).await,
-            Err((0, _)) => (0, None),
-            Err((code, m)) => (code, Some(s(m))),
-        };
+        let (code, message) = alter_resource(
+            shard,
+            res.resource_type,
+            &name,
+            ops,
+            false,
+            req.validate_only,
+        )
+        .await;
         responses.push(
             AlterConfigsResourceResponse::default()
                 .with_error_code(code)
@@ -1837,6 +1853,70 @@ fn filesystem_bytes(dir: &std::path::Path) -> Option<(i64, i64)> {
     ))
 }
 
+/// A DescribeConfigs row and its source.
+type SourcedEntry = (tern_tuning::ConfigEntry, i8);
+
+/// A topic's DescribeConfigs rows: its own keys (TOPIC), the dynamic broker defaults
+/// (DYNAMIC_DEFAULT_BROKER), the config file's values where they differ from the built-in
+/// defaults (STATIC_BROKER), and the built-in defaults (DEFAULT).
+fn topic_entries(
+    config: &tern_tuning::BrokerConfig,
+    snap: &crate::meta::Snapshot,
+    t: &TopicMeta,
+) -> Result<Vec<SourcedEntry>, (ResponseError, String)> {
+    let tc = crate::config_map::topic_config(config, &snap.dynamic, &t.overrides)
+        .map_err(|e| (ResponseError::InvalidConfig, e.to_string()))?;
+    let builtin = tern_tuning::BrokerConfig::with_cores(config.cores.clone());
+    let builtin = tern_tuning::TopicConfig::defaults_from(&builtin).entries();
+    let dynamic = |key: &str| {
+        tern_tuning::DYNAMIC_BROKER_KEYS
+            .iter()
+            .any(|(b, t)| *t == key && snap.dynamic.contains_key(*b))
+    };
+    Ok(tc
+        .entries()
+        .into_iter()
+        .map(|mut e| {
+            if e.is_default && dynamic(e.name) {
+                e.is_default = false;
+                return (e, SOURCE_DYNAMIC_DEFAULT_BROKER);
+            }
+            let from_file = e.is_default
+                && builtin
+                    .iter()
+                    .any(|b| b.name == e.name && b.value != e.value);
+            if from_file {
+                e.is_default = false;
+                return (e, SOURCE_STATIC_BROKER);
+            }
+            (e, SOURCE_TOPIC)
+        })
+        .collect())
+}
+
+/// The broker's DescribeConfigs rows: the dynamic defaults where set (and their keys
+/// writable), every other key from the config file, read-only.
+fn broker_entries(
+    config: &tern_tuning::BrokerConfig,
+    snap: &crate::meta::Snapshot,
+) -> Vec<SourcedEntry> {
+    config
+        .entries()
+        .into_iter()
+        .map(|mut e| {
+            if tern_tuning::dynamic_topic_key(e.name).is_some() {
+                e.read_only = false;
+                if let Some(v) = snap.dynamic.get(e.name) {
+                    e.value = v.clone();
+                    e.is_default = false;
+                    return (e, SOURCE_DYNAMIC_DEFAULT_BROKER);
+                }
+            }
+            (e, SOURCE_STATIC_BROKER)
+        })
+        .collect()
+}
+
 async fn describe_configs(
     shard: &Rc<ShardState>,
     req: DescribeConfigsRequest,
@@ -1851,30 +1931,7 @@ async fn describe_configs(
             .with_resource_name(res.resource_name.clone());
         let entries = match res.resource_type {
             RESOURCE_TOPIC => match snap.topics.get(res.resource_name.as_str()) {
-                Some(t) => match crate::config_map::topic_config(config, &t.overrides) {
-                    Ok(tc) => {
-                        // A key the topic does not set comes from the broker's config file
-                        // when it differs from the built-in default.
-                        let builtin = tern_tuning::BrokerConfig::with_cores(config.cores.clone());
-                        let builtin = tern_tuning::TopicConfig::defaults_from(&builtin).entries();
-                        Ok(tc
-                            .entries()
-                            .into_iter()
-                            .map(|mut e| {
-                                let from_file = e.is_default
-                                    && builtin
-                                        .iter()
-                                        .any(|b| b.name == e.name && b.value != e.value);
-                                if from_file {
-                                    e.is_default = false;
-                                    return (e, SOURCE_STATIC_BROKER);
-                                }
-                                (e, SOURCE_TOPIC)
-                            })
-                            .collect::<Vec<_>>())
-                    }
-                    Err(e) => Err((ResponseError::InvalidConfig, e.to_string())),
-                },
+                Some(t) => topic_entries(config, &snap, t),
                 None => Err((
                     ResponseError::UnknownTopicOrPartition,
                     format!("topic '{}' does not exist", res.resource_name),
@@ -1884,11 +1941,7 @@ async fn describe_configs(
                 if res.resource_name.is_empty()
                     || res.resource_name.as_str() == config.node_id.to_string() =>
             {
-                Ok(config
-                    .entries()
-                    .into_iter()
-                    .map(|e| (e, SOURCE_STATIC_BROKER))
-                    .collect())
+                Ok(broker_entries(config, &snap))
             }
             RESOURCE_BROKER => Err((
                 ResponseError::InvalidRequest,

@@ -434,8 +434,42 @@ pub async fn forward(local: Rc<ShardState>, msg: MetaMsg) {
         AdminCommand::AlterConfigs { name, ops, replace } => {
             alter_configs(&local, node, &name, ops, replace, validate_only).await
         }
+        AdminCommand::AlterBrokerConfigs { ops, replace } => {
+            let answer = alter_broker_configs(&local, node, ops, replace, validate_only).await;
+            let _ = reply.send(answer.map(|()| None));
+            return;
+        }
     };
-    let _ = reply.send(answer);
+    let _ = reply.send(answer.map(Some));
+}
+
+/// The dynamic broker defaults through the controller (cluster-wide, as Kafka's default
+/// broker resource): the operations applied here to the image's and validated, committed,
+/// and answered once this broker has applied them.
+async fn alter_broker_configs(
+    shard: &Rc<ShardState>,
+    node: &ClusterNode,
+    ops: Vec<(String, admin::ConfigOp)>,
+    replace: bool,
+    validate_only: bool,
+) -> Result<(), AdminError> {
+    let current = node.view().image.broker_configs.clone();
+    let dynamic = admin::altered_dynamic(&shard.router.config, &current, ops, replace)?;
+    if validate_only {
+        return Ok(());
+    }
+    let request = BrokerRequest::SetBrokerConfigs(dynamic.clone());
+    let BrokerResponse::SetBrokerConfigs = ask(node, request).await? else {
+        return Err(AdminError::Unexpected("AlterConfigs"));
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(ADMIN_TIMEOUT_MS);
+    while shard.router.meta.snapshot().dynamic != dynamic {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(AdminError::NotYetApplied("the broker defaults".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
 }
 
 /// CreateTopics through the controller.
@@ -716,6 +750,11 @@ async fn mirror(local: &Rc<ShardState>, image: &MetadataImage, seen: &mut BTreeS
         let name = step.topic.name.clone();
         if let Err(e) = admin::commit(local, step).await {
             tracing::error!(topic = %name, error = %e, "cannot apply the cluster's topic here");
+        }
+    }
+    if local.router.meta.snapshot().dynamic != image.broker_configs {
+        if let Err(e) = admin::commit_dynamic(local, image.broker_configs.clone()).await {
+            tracing::error!(error = %e, "cannot apply the cluster's broker defaults here");
         }
     }
 }

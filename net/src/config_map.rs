@@ -5,12 +5,14 @@ use std::collections::BTreeMap;
 use tern_engine::{FlushPolicy, JournalConfig, LogConfig, TimestampType};
 use tern_tuning::{BrokerConfig, ConfigError, FlushMode, TopicConfig};
 
-/// The effective topic configuration: broker defaults plus the topic's overrides.
+/// The effective topic configuration: the broker's defaults (the config file's, or the
+/// dynamic ones of `dynamic`, by broker key) plus the topic's overrides.
 pub fn topic_config(
     broker: &BrokerConfig,
+    dynamic: &BTreeMap<String, String>,
     overrides: &BTreeMap<String, String>,
 ) -> Result<TopicConfig, ConfigError> {
-    let mut t = TopicConfig::defaults_from(broker);
+    let mut t = TopicConfig::defaults_with(broker, dynamic)?;
     for (k, v) in overrides {
         t.apply(k, v)?;
     }
@@ -20,9 +22,10 @@ pub fn topic_config(
 /// The engine settings of a partition of a topic with `overrides`.
 pub fn log_config(
     broker: &BrokerConfig,
+    dynamic: &BTreeMap<String, String>,
     overrides: &BTreeMap<String, String>,
 ) -> Result<LogConfig, ConfigError> {
-    let t = topic_config(broker, overrides)?;
+    let t = topic_config(broker, dynamic, overrides)?;
     Ok(LogConfig {
         segment_bytes: t.segment_bytes,
         segment_ms: t.segment_ms,

@@ -79,7 +79,10 @@ impl AdminError {
             AdminError::ReplicationFactor { .. } => ResponseError::InvalidReplicationFactor,
             AdminError::ReplicaAssignment { .. } => ResponseError::InvalidReplicaAssignment,
             AdminError::Config(_) | AdminError::NotAList(_) => ResponseError::InvalidConfig,
-            AdminError::DuplicateConfig(_) => ResponseError::InvalidRequest,
+            AdminError::DuplicateConfig(_) | AdminError::ReadOnlyConfig(_) => {
+                ResponseError::InvalidRequest
+            }
+            AdminError::UnknownBrokerConfig(_) => ResponseError::InvalidConfig,
             AdminError::Persist(_)
             | AdminError::Open { .. }
             | AdminError::ShardGone(_)

@@ -114,6 +114,12 @@ pub enum AdminError {
     ReplicaAssignment { node: i32 },
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A broker key that is read at startup only.
+    #[error("broker config {0} cannot be changed while the broker runs: set it in the config file and restart")]
+    ReadOnlyConfig(String),
+    /// A broker key Tern does not know.
+    #[error("unknown broker config {0}")]
+    UnknownBrokerConfig(String),
     /// A key named twice in one resource of an AlterConfigs request.
     #[error("config key {0} is named more than once")]
     DuplicateConfig(String),

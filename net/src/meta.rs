@@ -40,6 +40,9 @@ pub struct TopicMeta {
 pub struct Snapshot {
     pub version: u64,
     pub topics: BTreeMap<String, Arc<TopicMeta>>,
+    /// Dynamic broker defaults (AlterConfigs of the broker), by broker key: in place of the
+    /// config file's values for every topic that does not set the key itself.
+    pub dynamic: BTreeMap<String, String>,
 }
 
 impl Snapshot {
@@ -60,6 +63,9 @@ impl Snapshot {
 struct TopicsFile {
     version: u32,
     topics: Vec<TopicRecord>,
+    /// Dynamic broker defaults; absent when there are none (files written before them).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    broker_configs: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -113,6 +119,7 @@ impl MetaStore {
                 for t in file.topics {
                     snap.topics.insert(t.name.clone(), Arc::new(topic_meta(t)));
                 }
+                snap.dynamic = file.broker_configs;
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(cause) => return Err(MetaError::Io { path, cause }),
@@ -128,9 +135,25 @@ impl MetaStore {
         self.current.load_full()
     }
 
-    /// Persists `topics` and publishes them as the next snapshot. Only the metadata
-    /// writer calls this.
+    /// Persists `topics` and publishes them as the next snapshot (the dynamic broker
+    /// defaults unchanged). Only the metadata writer calls this.
     pub fn publish(&self, topics: BTreeMap<String, Arc<TopicMeta>>) -> Result<(), MetaError> {
+        let dynamic = self.current.load().dynamic.clone();
+        self.publish_all(topics, dynamic)
+    }
+
+    /// Persists and publishes new dynamic broker defaults (the topics unchanged). Only the
+    /// metadata writer calls this.
+    pub fn publish_dynamic(&self, dynamic: BTreeMap<String, String>) -> Result<(), MetaError> {
+        let topics = self.current.load().topics.clone();
+        self.publish_all(topics, dynamic)
+    }
+
+    fn publish_all(
+        &self,
+        topics: BTreeMap<String, Arc<TopicMeta>>,
+        dynamic: BTreeMap<String, String>,
+    ) -> Result<(), MetaError> {
         let file = TopicsFile {
             version: FORMAT_VERSION,
             topics: topics
@@ -142,6 +165,7 @@ impl MetaStore {
                     configs: t.overrides.clone(),
                 })
                 .collect(),
+            broker_configs: dynamic.clone(),
         };
         let bytes = serde_json::to_vec_pretty(&file).map_err(|e| MetaError::Format {
             path: self.dir.join(TOPICS_FILE),
@@ -149,7 +173,11 @@ impl MetaStore {
         })?;
         write_atomically(&self.dir, TOPICS_FILE, &bytes)?;
         let version = self.current.load().version + 1;
-        self.current.store(Arc::new(Snapshot { version, topics }));
+        self.current.store(Arc::new(Snapshot {
+            version,
+            topics,
+            dynamic,
+        }));
         Ok(())
     }
 }
@@ -243,6 +271,12 @@ mod tests {
         assert_eq!(t.signals.len(), 3);
         assert!(snap.partition("t", 3).is_none());
         assert!(snap.topic_by_id(id).is_some());
+        // Dynamic broker defaults are kept with the topics, and survive a reload.
+        let dynamic = BTreeMap::from([("log.retention.ms".to_string(), "5000".to_string())]);
+        again.publish_dynamic(dynamic.clone()).unwrap();
+        let third = MetaStore::load(dir.path()).unwrap();
+        assert_eq!(third.snapshot().dynamic, dynamic);
+        assert_eq!(third.snapshot().topics.len(), 1);
     }
 
     /// Guards that a damaged topics file stops startup with a clear error.

@@ -94,7 +94,7 @@ pub(crate) fn replica_config(shard: &ShardState, topic: &str) -> ReplicaConfig {
     let min_isr = snap
         .topics
         .get(topic)
-        .and_then(|t| crate::config_map::topic_config(config, &t.overrides).ok())
+        .and_then(|t| crate::config_map::topic_config(config, &snap.dynamic, &t.overrides).ok())
         .map_or(config.min_insync_replicas, |t| t.min_insync_replicas);
     ReplicaConfig {
         min_insync_replicas: min_isr.max(1) as usize,

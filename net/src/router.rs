@@ -142,13 +142,34 @@ impl Router {
         self.ask(local, topic, partition, make).await
     }
 
-    /// Sends a command to the metadata writer and waits for its answer: the created, grown
-    /// or deleted topic.
+    /// Sends a command to the metadata writer and waits for its answer: the created, grown,
+    /// reconfigured or deleted topic.
     pub async fn admin(
         &self,
         command: AdminCommand,
         validate_only: bool,
     ) -> Result<Arc<TopicMeta>, AdminError> {
+        self.write_meta(command, validate_only)
+            .await?
+            .ok_or(AdminError::Unexpected("a topic change"))
+    }
+
+    /// Changes the dynamic broker defaults through the metadata writer.
+    pub async fn alter_broker(
+        &self,
+        ops: Vec<(String, crate::admin::ConfigOp)>,
+        replace: bool,
+        validate_only: bool,
+    ) -> Result<(), AdminError> {
+        let command = AdminCommand::AlterBrokerConfigs { ops, replace };
+        self.write_meta(command, validate_only).await.map(|_| ())
+    }
+
+    async fn write_meta(
+        &self,
+        command: AdminCommand,
+        validate_only: bool,
+    ) -> Result<Option<Arc<TopicMeta>>, AdminError> {
         let (reply, rx) = oneshot::channel();
         let msg = MetaMsg {
             command,

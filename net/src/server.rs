@@ -310,7 +310,7 @@ fn replay_journals(config: &BrokerConfig, meta: &MetaStore) -> Result<(), StartE
         if partition < 0 || partition >= t.partitions {
             return None;
         }
-        let log = crate::config_map::log_config(config, &t.overrides).ok()?;
+        let log = crate::config_map::log_config(config, &snapshot.dynamic, &t.overrides).ok()?;
         Some((config.log_dir.join(name), log))
     };
     let rt = tern_engine::storage::uring::new_runtime().map_err(StartError::ReplayRuntime)?;

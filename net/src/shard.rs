@@ -269,11 +269,13 @@ impl ShardState {
 
     /// Gives the open partitions of `t` on this shard the configuration its overrides make.
     async fn reconfigure_topic(&self, t: &Arc<TopicMeta>) -> Result<(), OpenError> {
-        let config =
-            log_config(&self.router.config, &t.overrides).map_err(|source| OpenError::Config {
+        let dynamic = self.router.meta.snapshot().dynamic.clone();
+        let config = log_config(&self.router.config, &dynamic, &t.overrides).map_err(|source| {
+            OpenError::Config {
                 topic: t.name.clone(),
                 source,
-            })?;
+            }
+        })?;
         for p in 0..t.partitions {
             let Some(part) = self.partition(&(t.name.clone(), p)) else {
                 continue;
@@ -301,11 +303,13 @@ impl ShardState {
         from: i32,
         recovery: Recovery,
     ) -> Result<(), OpenError> {
-        let config =
-            log_config(&self.router.config, &t.overrides).map_err(|source| OpenError::Config {
+        let dynamic = self.router.meta.snapshot().dynamic.clone();
+        let config = log_config(&self.router.config, &dynamic, &t.overrides).map_err(|source| {
+            OpenError::Config {
                 topic: t.name.clone(),
                 source,
-            })?;
+            }
+        })?;
         let mine: Vec<i32> = (from..t.partitions)
             .filter(|p| {
                 let tp = (t.name.clone(), *p);

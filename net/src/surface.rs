@@ -27,7 +27,7 @@ pub fn note(api: ApiKey) -> &'static str {
         ApiVersions => "any other version: UNSUPPORTED_VERSION in a v0 answer that lists what is served",
         CreateTopics | DeleteTopics | CreatePartitions | DeleteRecords => "",
         DescribeConfigs => "topics and the broker (its keys read-only)",
-        AlterConfigs | IncrementalAlterConfigs => "topic configs, validated by the broker asked, committed by the controller in a cluster, applied at once by every replica; broker keys are read-only (INVALID_REQUEST)",
+        AlterConfigs | IncrementalAlterConfigs => "topic configs and the dynamic broker defaults (resource \"\", or this broker's id on a single node; keys in tuning/src/topic.rs DYNAMIC_BROKER_KEYS), validated by the broker asked, committed by the controller in a cluster, applied at once by every replica; other broker keys are read-only and per-broker configs in a cluster refused (INVALID_REQUEST)",
         DescribeLogDirs => "the one data directory: each open partition's bytes, the filesystem's total and free bytes",
         InitProducerId => "idempotent producers; a transactional id is refused (INVALID_REQUEST); v6 (KIP-939) is not in the codec",
         OffsetForLeaderEpoch => "from the leader's epoch cache, fenced by the current leader epoch",

@@ -698,9 +698,23 @@ fn alter_configs_refuse_bad_input_and_change_nothing() {
         (
             BROKER,
             "",
-            &[("log.retention.ms", 0, Some("1"))],
+            &[("log.dirs", 0, Some("/elsewhere"))],
             42,
             "restart",
+        ),
+        (
+            BROKER,
+            "",
+            &[("log.retention.ms", 0, Some("soon"))],
+            40,
+            "log.retention.ms",
+        ),
+        (
+            BROKER,
+            "",
+            &[("log.retention.ms", 2, Some("5"))],
+            40,
+            "not a list",
         ),
         (
             BROKER,
@@ -733,6 +747,10 @@ fn alter_configs_refuse_bad_input_and_change_nothing() {
             "{ops:?}: {message:?} lacks {needle:?}"
         );
         assert_eq!(describe(&mut c, "bad"), before, "{ops:?} changed something");
+        let dynamic = describe_broker(&mut c)
+            .into_values()
+            .filter(|(_, src, _)| *src == 3);
+        assert_eq!(dynamic.count(), 0, "{ops:?} changed a broker default");
     }
     // AlterConfigs: a bad value refuses and keeps the overrides it would have replaced.
     let (code, message) = alter(&mut c, "bad", &[("retention.bytes", "-7")]);
@@ -948,5 +966,104 @@ fn elect_leaders_on_a_single_node() {
         .with_topic_partitions(None);
     let resp: ElectLeadersResponse = c.request(ApiKey::ElectLeaders, 2, &bad).unwrap();
     assert_eq!(resp.error_code, 42);
+    broker.shutdown();
+}
+
+/// The broker's configs as DescribeConfigs shows them: key → (value, source, read-only).
+fn describe_broker(c: &mut Client) -> std::collections::BTreeMap<String, (String, i8, bool)> {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    let req =
+        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(BROKER)
+            .with_resource_name(st(""))]);
+    let resp: DescribeConfigsResponse = c.request(ApiKey::DescribeConfigs, 4, &req).unwrap();
+    assert_eq!(resp.results[0].error_code, 0);
+    resp.results[0]
+        .configs
+        .iter()
+        .map(|e| {
+            let v = e.value.as_ref().map_or(String::new(), |v| v.to_string());
+            (e.name.to_string(), (v, e.config_source, e.read_only))
+        })
+        .collect()
+}
+
+/// Guards the dynamic broker defaults (AlterConfigs of the broker resource): a topic that
+/// does not set a key takes the new default at once (source DYNAMIC_DEFAULT_BROKER, its open
+/// partitions reconfigured: a smaller log.segment.bytes rolls segments), one that sets it
+/// keeps its own; the broker shows the dynamic value and which keys are writable; DELETE
+/// goes back to the config file's value; the defaults are persisted across a restart;
+/// validate_only changes nothing.
+#[test]
+fn broker_dynamic_defaults_apply_live_and_persist() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let broker = Broker::start(config(dir.path())).unwrap();
+    let mut c = connect(&broker);
+    create(&mut c, "plain", 1);
+    create(&mut c, "own", 1);
+    let ok = (0, String::new());
+    assert_eq!(
+        incremental(
+            &mut c,
+            TOPIC,
+            "own",
+            &[("retention.ms", 0, Some("1000000"))],
+            false
+        ),
+        ok
+    );
+    let set = [
+        ("log.retention.ms", 0, Some("3600000")),
+        ("log.segment.bytes", 0, Some("16384")),
+    ];
+    assert_eq!(incremental(&mut c, BROKER, "", &set, true), ok);
+    assert_eq!(
+        describe(&mut c, "plain")["retention.ms"].1,
+        5,
+        "validate_only"
+    );
+    assert_eq!(incremental(&mut c, BROKER, "", &set, false), ok);
+    let plain = describe(&mut c, "plain");
+    assert_eq!(plain["retention.ms"], ("3600000".into(), 3));
+    assert_eq!(plain["segment.bytes"], ("16384".into(), 3));
+    let own = describe(&mut c, "own");
+    assert_eq!(
+        own["retention.ms"],
+        ("1000000".into(), 1),
+        "the topic's own value stays"
+    );
+    assert_eq!(own["segment.bytes"], ("16384".into(), 3));
+    let b = describe_broker(&mut c);
+    assert_eq!(b["log.retention.ms"], ("3600000".into(), 3, false));
+    assert!(!b["message.max.bytes"].2, "a dynamic key is writable");
+    assert!(b["log.dirs"].2, "log.dirs is read-only");
+
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let before = segment_files(dir.path(), "plain");
+    for i in 0..40 {
+        let batch = tern_engine::batch::build::filled(now_ms, 1, 1000, i);
+        assert_eq!(produce_to(&mut c, "plain", 0, batch), 0);
+    }
+    assert!(
+        segment_files(dir.path(), "plain") > before + 1,
+        "segments rolled"
+    );
+
+    // By this broker's id (a single node: the same defaults); DELETE goes back to the file.
+    let delete = [("log.segment.bytes", 1, None)];
+    assert_eq!(incremental(&mut c, BROKER, "0", &delete, false), ok);
+    assert_eq!(describe(&mut c, "plain")["segment.bytes"].1, 5);
+    broker.shutdown();
+
+    let broker = Broker::start(config(dir.path())).unwrap();
+    let mut c = connect(&broker);
+    assert_eq!(
+        describe(&mut c, "plain")["retention.ms"],
+        ("3600000".into(), 3)
+    );
+    assert_eq!(describe_broker(&mut c)["log.retention.ms"].1, 3);
     broker.shutdown();
 }

@@ -115,6 +115,8 @@ pub enum BrokerRequest {
     DeleteTopics(Vec<String>),
     CreatePartitions(Vec<decide::CreatePartitionsRequest>),
     SetTopicConfigs(Vec<decide::SetTopicConfigsRequest>),
+    /// The dynamic broker defaults to become exactly these.
+    SetBrokerConfigs(BTreeMap<String, String>),
     /// ElectLeaders; `None`: every partition.
     ElectLeaders {
         election: decide::ElectionType,
@@ -145,6 +147,7 @@ pub enum BrokerResponse {
     DeleteTopics(Vec<Result<TopicId, ControllerError>>),
     CreatePartitions(Vec<Result<(), ControllerError>>),
     SetTopicConfigs(Vec<Result<(), ControllerError>>),
+    SetBrokerConfigs,
     ElectLeaders(Vec<decide::ElectionResult>),
     AllocateProducerIds(decide::ProducerIdsReply),
     AlterPartition,
@@ -559,6 +562,10 @@ impl Controller {
                 let (records, results) = decide::set_topic_configs(spec, &reqs);
                 (records, BrokerResponse::SetTopicConfigs(results))
             }
+            BrokerRequest::SetBrokerConfigs(configs) => (
+                decide::set_broker_configs(spec, &configs),
+                BrokerResponse::SetBrokerConfigs,
+            ),
             BrokerRequest::ElectLeaders {
                 election,
                 partitions,

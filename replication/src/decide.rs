@@ -788,6 +788,33 @@ pub fn set_topic_configs(
     (records, results)
 }
 
+/// The records that make the cluster's dynamic broker defaults exactly `configs` (validated
+/// by the asking broker).
+pub fn set_broker_configs(
+    image: &MetadataImage,
+    configs: &BTreeMap<String, String>,
+) -> Vec<MetadataRecord> {
+    let mut records: Vec<MetadataRecord> = configs
+        .iter()
+        .filter(|(k, v)| image.broker_configs.get(*k) != Some(*v))
+        .map(|(k, v)| MetadataRecord::SetBrokerConfig {
+            key: k.clone(),
+            value: Some(v.clone()),
+        })
+        .collect();
+    records.extend(
+        image
+            .broker_configs
+            .keys()
+            .filter(|k| !configs.contains_key(*k))
+            .map(|k| MetadataRecord::SetBrokerConfig {
+                key: k.clone(),
+                value: None,
+            }),
+    );
+    records
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProducerIdsReply {
     pub first_id: i64,

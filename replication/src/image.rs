@@ -161,6 +161,11 @@ pub enum MetadataRecord {
         key: String,
         value: Option<String>,
     },
+    /// A dynamic broker default, cluster-wide; `value: None` removes the key.
+    SetBrokerConfig {
+        key: String,
+        value: Option<String>,
+    },
 }
 
 /// Why a record was refused.
@@ -204,6 +209,9 @@ pub struct MetadataImage {
     pub next_producer_id: i64,
     /// The latest block of each broker.
     pub producer_id_blocks: BTreeMap<BrokerId, ProducerIdBlock>,
+    /// Dynamic broker defaults, cluster-wide, by broker key (AlterConfigs of the brokers).
+    #[serde(default)]
+    pub broker_configs: BTreeMap<String, String>,
     pub last_applied_index: u64,
     pub last_applied_term: u64,
 }
@@ -366,6 +374,12 @@ impl MetadataImage {
                         size: *size,
                     },
                 );
+            }
+            MetadataRecord::SetBrokerConfig { key, value } => {
+                match value {
+                    Some(v) => self.broker_configs.insert(key.clone(), v.clone()),
+                    None => self.broker_configs.remove(key),
+                };
             }
             MetadataRecord::SetTopicConfig {
                 topic_id,

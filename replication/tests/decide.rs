@@ -423,6 +423,16 @@ fn set_topic_configs_makes_the_overrides_exactly_the_requested() {
     );
     apply(&mut image, &records);
     assert_eq!(image.topics["t"].configs, second);
+
+    // The dynamic broker defaults the same way, cluster-wide.
+    let records = set_broker_configs(&image, &first);
+    assert_eq!(records.len(), 2);
+    apply(&mut image, &records);
+    assert_eq!(image.broker_configs, first);
+    assert!(set_broker_configs(&image, &first).is_empty());
+    let records = set_broker_configs(&image, &BTreeMap::new());
+    apply(&mut image, &records);
+    assert!(image.broker_configs.is_empty());
 }
 
 /// Guards ElectLeaders: preferred moves leadership to the first replica only when it is in

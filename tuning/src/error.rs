@@ -93,6 +93,18 @@ impl ConfigError {
         self
     }
 
+    /// The same error about a value, said of `key` (a broker key whose value was checked as
+    /// the topic key it is the default of).
+    pub fn said_of(mut self, key: &str) -> Self {
+        match &mut self.kind {
+            ConfigErrorKind::Invalid { key: k, .. }
+            | ConfigErrorKind::NotAllowed { key: k, .. }
+            | ConfigErrorKind::Unsupported { key: k, .. } => *k = key.to_string(),
+            _ => {}
+        }
+        self
+    }
+
     /// What went wrong.
     pub fn kind(&self) -> &ConfigErrorKind {
         &self.kind

@@ -51,5 +51,5 @@ pub use cores::{available_cores, format_cpu_list, parse_cpu_list};
 pub use error::{ConfigError, ConfigErrorKind};
 pub use listener::HostPort;
 pub use placement::{place, stable_hash, Pins};
-pub use topic::{TopicConfig, TOPIC_KEYS};
+pub use topic::{dynamic_topic_key, TopicConfig, DYNAMIC_BROKER_KEYS, TOPIC_KEYS};
 pub use topic_name::{validate_topic_name, TopicNameError, TOPIC_NAME_LEN_MAX};

@@ -29,6 +29,30 @@ pub const TOPIC_KEYS: &[&str] = &[
     "min.insync.replicas",
 ];
 
+/// The broker keys that may change while the broker runs (AlterConfigs of the broker, as
+/// Kafka's cluster-wide dynamic defaults): each is the default of the topic key beside it,
+/// for every topic that does not set that key itself.
+pub const DYNAMIC_BROKER_KEYS: &[(&str, &str)] = &[
+    ("log.retention.ms", "retention.ms"),
+    ("log.retention.bytes", "retention.bytes"),
+    ("log.segment.bytes", "segment.bytes"),
+    ("log.roll.ms", "segment.ms"),
+    ("log.index.interval.bytes", "index.interval.bytes"),
+    ("flush", "flush"),
+    ("log.flush.interval.ms", "flush.ms"),
+    ("log.message.timestamp.type", "message.timestamp.type"),
+    ("message.max.bytes", "max.message.bytes"),
+    ("min.insync.replicas", "min.insync.replicas"),
+];
+
+/// The topic key whose default the dynamic broker key `key` is.
+pub fn dynamic_topic_key(key: &str) -> Option<&'static str> {
+    DYNAMIC_BROKER_KEYS
+        .iter()
+        .find(|(b, _)| *b == key)
+        .map(|(_, t)| *t)
+}
+
 /// One topic's effective settings, and which of them the topic overrides.
 ///
 /// Change settings through [`TopicConfig::apply`] and [`TopicConfig::reset`], which keep
@@ -79,6 +103,30 @@ impl TopicConfig {
             min_insync_replicas: broker.min_insync_replicas,
             overridden: BTreeSet::new(),
         }
+    }
+
+    /// The broker's defaults with the dynamic broker values (`dynamic`, by broker key, see
+    /// [`DYNAMIC_BROKER_KEYS`]) in place of the config file's; no key is overridden. The
+    /// first key that may not change or bad value is the error, naming the broker key.
+    pub fn defaults_with<K: AsRef<str>, V: AsRef<str>>(
+        broker: &BrokerConfig,
+        dynamic: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Self, ConfigError> {
+        let mut cfg = Self::defaults_from(broker);
+        for (key, value) in dynamic {
+            let key = key.as_ref();
+            let topic_key = dynamic_topic_key(key).ok_or_else(|| {
+                ConfigError::from(crate::error::ConfigErrorKind::Unsupported {
+                    key: key.to_string(),
+                    what: "changing it while the broker runs".into(),
+                    instead: "the config file and a restart".into(),
+                })
+            })?;
+            cfg.apply(topic_key, value.as_ref())
+                .map_err(|e| e.said_of(key))?;
+        }
+        cfg.overridden.clear();
+        Ok(cfg)
     }
 
     /// `defaults` with `overrides` applied in order (CreateTopics' configs, or the persisted
