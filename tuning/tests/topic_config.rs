@@ -154,3 +154,30 @@ fn errors() {
     assert!(TopicConfig::with_overrides(&defaults, [("flush.ms", "0")]).is_err());
     assert_eq!(t, defaults);
 }
+
+/// Guards the dynamic broker defaults: each broker key stands for its topic key's default
+/// (nothing counts as a topic's own key), a key that may not change is refused, and a bad
+/// value is named by its broker key.
+#[test]
+fn dynamic_defaults_replace_the_file_defaults() {
+    let broker = BrokerConfig::default();
+    let dynamic = [
+        ("log.retention.ms", "3600000"),
+        ("message.max.bytes", "2048"),
+    ];
+    let t = TopicConfig::defaults_with(&broker, dynamic).unwrap();
+    assert_eq!(t.retention_ms, 3_600_000);
+    assert_eq!(t.max_message_bytes, 2048);
+    assert!(t.overrides().is_empty());
+    for (broker_key, topic_key) in tern_tuning::DYNAMIC_BROKER_KEYS {
+        assert!(tern_tuning::TOPIC_KEYS.contains(topic_key), "{broker_key}");
+        assert!(
+            tern_tuning::BROKER_KEYS.contains(broker_key),
+            "{broker_key}"
+        );
+    }
+    let err = TopicConfig::defaults_with(&broker, [("log.dirs", "/x")]).unwrap_err();
+    assert!(err.to_string().contains("log.dirs"), "{err}");
+    let err = TopicConfig::defaults_with(&broker, [("log.roll.ms", "soon")]).unwrap_err();
+    assert!(err.to_string().contains("\"log.roll.ms\""), "{err}");
+}
