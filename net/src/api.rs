@@ -99,7 +99,7 @@ pub fn supported(api: ApiKey) -> Option<RangeInclusive<i16>> {
         ApiKey::OffsetCommit => 2..=9,
         ApiKey::OffsetFetch => 1..=9,
         ApiKey::ListGroups => 0..=5,
-        ApiKey::DescribeGroups => 0..=5,
+        ApiKey::DescribeGroups => 0..=6,
         ApiKey::DeleteGroups => 0..=2,
         ApiKey::OffsetDelete => 0..=0,
         ApiKey::DescribeCluster => 0..=2,

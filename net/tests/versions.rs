@@ -1067,3 +1067,21 @@ fn broker_dynamic_defaults_apply_live_and_persist() {
     assert_eq!(describe_broker(&mut c)["log.retention.ms"].1, 3);
     broker.shutdown();
 }
+
+/// Guards DescribeGroups v6 (KIP-1043): a group that does not exist is GROUP_ID_NOT_FOUND with
+/// a message naming it, where v5 describes it as Dead without an error.
+#[test]
+fn describe_groups_v6_names_a_missing_group() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let broker = Broker::start(config(dir.path())).unwrap();
+    let mut c = connect(&broker);
+    let req = DescribeGroupsRequest::default().with_groups(vec![GroupId(st("nobody"))]);
+    let old: DescribeGroupsResponse = c.request(ApiKey::DescribeGroups, 5, &req).unwrap();
+    assert_eq!(old.groups[0].error_code, 0);
+    assert_eq!(old.groups[0].group_state.as_str(), "Dead");
+    let new: DescribeGroupsResponse = c.request(ApiKey::DescribeGroups, 6, &req).unwrap();
+    assert_eq!(new.groups[0].error_code, 69, "GROUP_ID_NOT_FOUND");
+    let message = new.groups[0].error_message.as_ref().unwrap();
+    assert!(message.contains("nobody"), "{message}");
+    broker.shutdown();
+}

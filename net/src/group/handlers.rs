@@ -663,10 +663,20 @@ pub async fn describe_groups(
                     .with_member_metadata(m.metadata)
                     .with_member_assignment(m.assignment)
             })
-            .collect();
+            .collect::<Vec<_>>();
+        // v6 (KIP-1043): a group that does not exist is GROUP_ID_NOT_FOUND with a message,
+        // where older versions describe it as Dead.
+        let missing = v >= 6 && d.error_code == 0 && d.state == "Dead" && members.is_empty();
+        let (error_code, error_message) = if missing {
+            let m = format!("group {} not found", group_id.as_str());
+            (ResponseError::GroupIdNotFound.code(), Some(s(m)))
+        } else {
+            (d.error_code, None)
+        };
         groups.push(
             DescribedGroup::default()
-                .with_error_code(d.error_code)
+                .with_error_code(error_code)
+                .with_error_message(error_message)
                 .with_group_id(group_id)
                 .with_group_state(s(d.state))
                 .with_protocol_type(s(d.protocol_type))
