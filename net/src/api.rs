@@ -86,6 +86,7 @@ pub fn supported(api: ApiKey) -> Option<RangeInclusive<i16>> {
         ApiKey::ElectLeaders => 0..=2,
         ApiKey::DescribeTopicPartitions => 0..=0,
         ApiKey::ConsumerGroupDescribe => 0..=1,
+        ApiKey::ListConfigResources => 0..=1,
         // v5 (KIP-890) changes nothing without transactions. v6 (KIP-939, two-phase commit)
         // is not in the codec; its fields are refused anyway (no transactions).
         ApiKey::InitProducerId => 0..=5,
@@ -110,7 +111,7 @@ pub fn supported(api: ApiKey) -> Option<RangeInclusive<i16>> {
     })
 }
 
-const ALL_APIS: [ApiKey; 32] = [
+const ALL_APIS: [ApiKey; 33] = [
     ApiKey::Produce,
     ApiKey::Fetch,
     ApiKey::ListOffsets,
@@ -128,6 +129,7 @@ const ALL_APIS: [ApiKey; 32] = [
     ApiKey::ElectLeaders,
     ApiKey::DescribeTopicPartitions,
     ApiKey::ConsumerGroupDescribe,
+    ApiKey::ListConfigResources,
     ApiKey::InitProducerId,
     ApiKey::FindCoordinator,
     ApiKey::JoinGroup,
@@ -288,6 +290,9 @@ pub async fn handle(
         }
         ApiKey::DescribeLogDirs => {
             respond(api, v, id, &describe_log_dirs(shard, decode(b, v)?).await)
+        }
+        ApiKey::ListConfigResources => {
+            respond(api, v, id, &list_config_resources(shard, decode(b, v)?, v))
         }
         ApiKey::DescribeCluster => respond(api, v, id, &describe_cluster(shard, decode(b, v)?, v)),
         ApiKey::DescribeQuorum => {
@@ -1774,6 +1779,55 @@ async fn elect_leaders(
         }
     }
     resp.with_replica_election_results(by_topic)
+}
+
+/// ListConfigResources (KIP-1142): the resources that have configs. v0 (once
+/// ListClientMetricsResources) lists client-metrics resources only: none here (no client
+/// telemetry). From v1, by type (none asked: every type): topics, the brokers; groups and
+/// client metrics have no configs here. Another type is INVALID_REQUEST.
+fn list_config_resources(
+    shard: &Rc<ShardState>,
+    req: ListConfigResourcesRequest,
+    v: i16,
+) -> ListConfigResourcesResponse {
+    use kafka_protocol::messages::list_config_resources_response::ConfigResource;
+    const GROUP: i8 = 32;
+    const CLIENT_METRICS: i8 = 16;
+    let resp = ListConfigResourcesResponse::default();
+    let types: Vec<i8> = match (v, req.resource_types.is_empty()) {
+        (0, _) => vec![CLIENT_METRICS],
+        (_, true) => vec![RESOURCE_TOPIC, RESOURCE_BROKER, GROUP, CLIENT_METRICS],
+        _ => req.resource_types.clone(),
+    };
+    let known = [RESOURCE_TOPIC, RESOURCE_BROKER, GROUP, CLIENT_METRICS];
+    if types.iter().any(|t| !known.contains(t)) {
+        return resp.with_error_code(ResponseError::InvalidRequest.code());
+    }
+    let router = &shard.router;
+    let mut out = Vec::new();
+    if types.contains(&RESOURCE_TOPIC) {
+        for name in router.meta.snapshot().topics.keys() {
+            out.push(
+                ConfigResource::default()
+                    .with_resource_name(s(name.clone()))
+                    .with_resource_type(RESOURCE_TOPIC),
+            );
+        }
+    }
+    if types.contains(&RESOURCE_BROKER) {
+        let ids: Vec<i32> = match &router.cluster {
+            Some(node) => node.view().image.brokers.keys().copied().collect(),
+            None => vec![router.config.node_id],
+        };
+        for id in ids {
+            out.push(
+                ConfigResource::default()
+                    .with_resource_name(s(id.to_string()))
+                    .with_resource_type(RESOURCE_BROKER),
+            );
+        }
+    }
+    resp.with_config_resources(out)
 }
 
 /// DescribeLogDirs: the one data directory (`log.dirs`) with the size of every partition

@@ -59,7 +59,7 @@ pub fn note(api: ApiKey) -> &'static str {
         | DeleteShareGroupState | ReadShareGroupStateSummary | DescribeShareGroupOffsets
         | AlterShareGroupOffsets | DeleteShareGroupOffsets => "share groups (KIP-932) are not built",
         GetTelemetrySubscriptions | PushTelemetry => "no client telemetry (KIP-714); clients go on without it",
-        ListConfigResources => "not yet",
+        ListConfigResources => "topics and brokers (groups and client metrics have no configs here); v0 lists client metrics: none",
     }
 }
 

@@ -105,6 +105,7 @@ fn round_trip_any(c: &mut Client, api: ApiKey, v: i16) {
         ElectLeaders => ElectLeadersRequest, ElectLeadersResponse;
         DescribeTopicPartitions => DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse;
         ConsumerGroupDescribe => ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse;
+        ListConfigResources => ListConfigResourcesRequest, ListConfigResourcesResponse;
     }
 }
 
@@ -1083,5 +1084,39 @@ fn describe_groups_v6_names_a_missing_group() {
     assert_eq!(new.groups[0].error_code, 69, "GROUP_ID_NOT_FOUND");
     let message = new.groups[0].error_message.as_ref().unwrap();
     assert!(message.contains("nobody"), "{message}");
+    broker.shutdown();
+}
+
+/// Guards ListConfigResources: v1 lists topics and brokers (every type when none is asked,
+/// or the asked ones), v0 lists client-metrics resources (none), an unknown type is
+/// INVALID_REQUEST.
+#[test]
+fn list_config_resources_by_type() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let broker = Broker::start(config(dir.path())).unwrap();
+    let mut c = connect(&broker);
+    create(&mut c, "cr", 1);
+    let list = |c: &mut Client, v: i16, types: Vec<i8>| {
+        let req = ListConfigResourcesRequest::default().with_resource_types(types);
+        let resp: ListConfigResourcesResponse =
+            c.request(ApiKey::ListConfigResources, v, &req).unwrap();
+        let found: Vec<(String, i8)> = resp
+            .config_resources
+            .iter()
+            .map(|r| (r.resource_name.to_string(), r.resource_type))
+            .collect();
+        (resp.error_code, found)
+    };
+    assert_eq!(
+        list(&mut c, 1, vec![]),
+        (0, vec![("cr".into(), TOPIC), ("0".into(), BROKER)])
+    );
+    assert_eq!(
+        list(&mut c, 1, vec![BROKER]),
+        (0, vec![("0".into(), BROKER)])
+    );
+    assert_eq!(list(&mut c, 1, vec![32]), (0, vec![]));
+    assert_eq!(list(&mut c, 0, vec![]), (0, vec![]));
+    assert_eq!(list(&mut c, 1, vec![99]).0, 42);
     broker.shutdown();
 }
