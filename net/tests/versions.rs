@@ -528,6 +528,26 @@ fn alter_configs_apply_live_and_persist() {
         segment_files(dir.path(), "live") > before + 1,
         "segments rolled"
     );
+    // retention.bytes lowered: the next retention pass (every shard tick) removes the oldest
+    // segments.
+    assert_eq!(
+        incremental(
+            &mut c,
+            TOPIC,
+            "live",
+            &[("retention.bytes", 0, Some("20000"))],
+            false
+        ),
+        ok
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while list_offset(&mut c, 10, "live", -2).1 == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retention did not apply"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // max.message.bytes below the batch size refuses it (MESSAGE_TOO_LARGE) at once.
     assert_eq!(
         incremental(
