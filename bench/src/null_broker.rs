@@ -299,6 +299,29 @@ impl Shared {
             .cloned()
     }
 
+    /// The topic a request names: by id from `first_id_version` on (Produce and Fetch
+    /// v13+), by name before; `Err` carries the error for an unknown id or name.
+    fn named(
+        &self,
+        v: i16,
+        first_id_version: i16,
+        name: &str,
+        id: uuid::Uuid,
+    ) -> Result<Arc<Topic>, i16> {
+        if v < first_id_version {
+            return self
+                .topic(name)
+                .ok_or(ResponseError::UnknownTopicOrPartition.code());
+        }
+        self.topics
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .find(|t| t.id == id)
+            .cloned()
+            .ok_or(ResponseError::UnknownTopicId.code())
+    }
+
     /// Creates `name` with `partitions` partitions, or returns the existing topic. Each of
     /// its partitions keeps at most `partition_bytes_max`, and at most an equal share of
     /// `total_bytes_max` over all the partitions that exist once it is created.
@@ -778,7 +801,7 @@ impl Conn<'_> {
         let acks_ok = matches!(req.acks, -1..=1);
         let mut responses = Vec::with_capacity(req.topic_data.len());
         for t in req.topic_data {
-            let topic = self.shared.topic(t.name.as_str());
+            let topic = self.shared.named(v, 13, t.name.as_str(), t.topic_id);
             let mut parts = Vec::with_capacity(t.partition_data.len());
             for p in t.partition_data {
                 let mut r = PartitionProduceResponse::default()
@@ -786,12 +809,19 @@ impl Conn<'_> {
                     .with_base_offset(-1)
                     .with_log_append_time_ms(-1)
                     .with_log_start_offset(-1);
-                let ring = topic
-                    .as_ref()
-                    .and_then(|t| Some((t.partition(p.index)?, t.cap)));
-                let code = match (acks_ok, ring, p.records.and_then(split_batches)) {
+                let ring = match &topic {
+                    Ok(t) => t
+                        .partition(p.index)
+                        .map(|r| (r, t.cap))
+                        .ok_or(ResponseError::UnknownTopicOrPartition.code()),
+                    Err(code) => Err(*code),
+                };
+                let code = match (acks_ok, ring.ok(), p.records.and_then(split_batches)) {
                     (false, _, _) => ResponseError::InvalidRequiredAcks.code(),
-                    (true, None, _) => ResponseError::UnknownTopicOrPartition.code(),
+                    (true, None, _) => match &topic {
+                        Err(code) => *code,
+                        Ok(_) => ResponseError::UnknownTopicOrPartition.code(),
+                    },
                     (true, Some(_), None) => ResponseError::CorruptMessage.code(),
                     (true, Some((ring, cap)), Some(batches)) => {
                         let mut ring = lock(ring);
@@ -807,6 +837,7 @@ impl Conn<'_> {
             responses.push(
                 TopicProduceResponse::default()
                     .with_name(t.name)
+                    .with_topic_id(t.topic_id)
                     .with_partition_responses(parts),
             );
         }
@@ -841,7 +872,7 @@ impl Conn<'_> {
         let mut ready = false;
         let mut responses = Vec::with_capacity(req.topics.len());
         for t in &req.topics {
-            let topic = self.shared.topic(t.topic.as_str());
+            let topic = self.shared.named(v, 13, t.topic.as_str(), t.topic_id);
             let mut parts = Vec::with_capacity(t.partitions.len());
             for p in &t.partitions {
                 let mut d = PartitionData::default()
@@ -849,10 +880,19 @@ impl Conn<'_> {
                     .with_high_watermark(-1)
                     .with_aborted_transactions(None)
                     .with_records(Some(Bytes::new()));
-                let Some(ring) = topic.as_ref().and_then(|t| t.partition(p.partition)) else {
-                    ready = true;
-                    parts.push(d.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
-                    continue;
+                let ring = match &topic {
+                    Ok(t) => t
+                        .partition(p.partition)
+                        .ok_or(ResponseError::UnknownTopicOrPartition.code()),
+                    Err(code) => Err(*code),
+                };
+                let ring = match ring {
+                    Ok(r) => r,
+                    Err(code) => {
+                        ready = true;
+                        parts.push(d.with_error_code(code));
+                        continue;
+                    }
                 };
                 let taken = {
                     let ring = lock(ring);
@@ -895,6 +935,7 @@ impl Conn<'_> {
             responses.push(
                 FetchableTopicResponse::default()
                     .with_topic(t.topic.clone())
+                    .with_topic_id(t.topic_id)
                     .with_partitions(parts),
             );
         }
@@ -1231,12 +1272,29 @@ mod tests {
         c.request(ApiKey::Metadata, 12, &req).unwrap()
     }
 
+    /// The id of topic `name` (for the versions that name topics by id).
+    fn topic_id(c: &mut Client, name: &str) -> uuid::Uuid {
+        let req = MetadataRequest::default()
+            .with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(topic(name)))
+            ]))
+            .with_allow_auto_topic_creation(false);
+        let resp: MetadataResponse = c.request(ApiKey::Metadata, 12, &req).unwrap();
+        resp.topics[0].topic_id
+    }
+
     fn produce(c: &mut Client, v: i16, name: &str, part: i32, records: Vec<u8>) -> (i16, i64) {
+        let id = if v >= 13 {
+            topic_id(c, name)
+        } else {
+            uuid::Uuid::nil()
+        };
         let req = ProduceRequest::default()
             .with_acks(-1)
             .with_timeout_ms(1000)
             .with_topic_data(vec![TopicProduceData::default()
                 .with_name(topic(name))
+                .with_topic_id(id)
                 .with_partition_data(vec![PartitionProduceData::default()
                     .with_index(part)
                     .with_records(Some(Bytes::from(records)))])]);
@@ -1246,6 +1304,11 @@ mod tests {
     }
 
     fn fetch(c: &mut Client, v: i16, name: &str, offset: i64, wait_ms: i32) -> PartitionData {
+        let id = if v >= 13 {
+            topic_id(c, name)
+        } else {
+            uuid::Uuid::nil()
+        };
         let req = FetchRequest::default()
             .with_replica_id(BrokerId(-1))
             .with_max_wait_ms(wait_ms)
@@ -1254,6 +1317,7 @@ mod tests {
             .with_session_epoch(-1)
             .with_topics(vec![FetchTopic::default()
                 .with_topic(topic(name))
+                .with_topic_id(id)
                 .with_partitions(vec![FetchPartition::default()
                     .with_partition(0)
                     .with_fetch_offset(offset)
@@ -1301,6 +1365,8 @@ mod tests {
         assert_eq!(code, ResponseError::UnknownTopicOrPartition.code());
         let (code, _) = produce(&mut c, 9, "c2", 1, vec![0; 70]);
         assert_eq!(code, ResponseError::CorruptMessage.code());
+        let end = 3 * supported(ApiKey::Produce).unwrap().count() as i64;
+        let id = topic_id(&mut c, "c2");
         for v in supported(ApiKey::Fetch).unwrap() {
             let req = FetchRequest::default()
                 .with_max_wait_ms(0)
@@ -1308,17 +1374,18 @@ mod tests {
                 .with_session_epoch(-1)
                 .with_topics(vec![FetchTopic::default()
                     .with_topic(topic("c2"))
+                    .with_topic_id(if v >= 13 { id } else { uuid::Uuid::nil() })
                     .with_partitions(vec![FetchPartition::default()
                         .with_partition(1)
                         .with_fetch_offset(4)
                         .with_partition_max_bytes(1 << 20)])]);
             let resp: FetchResponse = c.request(ApiKey::Fetch, v, &req).unwrap();
             let p = &resp.responses[0].partitions[0];
-            assert_eq!((p.error_code, p.high_watermark), (0, 21), "v{v}");
+            assert_eq!((p.error_code, p.high_watermark), (0, end), "v{v}");
             let mut times = Vec::new();
             let records = p.records.clone().unwrap();
             let w = crate::wire::walk_batches(&records, 4, &mut |t| times.push(t));
-            assert_eq!((w.records, w.next_offset), (17, 21), "v{v}");
+            assert_eq!((w.records, w.next_offset), (end as u64 - 4, end), "v{v}");
             // The first batch holds offsets 3..6: returned whole, with its base offset.
             assert_eq!(&records[..8], &3i64.to_be_bytes());
         }
@@ -1338,7 +1405,7 @@ mod tests {
                 ])]);
             let resp: ListOffsetsResponse = c.request(ApiKey::ListOffsets, v, &req).unwrap();
             let offsets: Vec<i64> = resp.topics[0].partitions.iter().map(|p| p.offset).collect();
-            assert_eq!(offsets, [0, 21, 0], "v{v}");
+            assert_eq!(offsets, [0, end, 0], "v{v}");
         }
         for v in supported(ApiKey::InitProducerId).unwrap() {
             let req = InitProducerIdRequest::default()
