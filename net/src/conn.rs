@@ -77,7 +77,7 @@ pub async fn serve(
     let _ = stream.set_nodelay(true);
     let stream = Rc::new(stream);
     let (tx, rx) = mpsc::channel::<Outgoing>(PIPELINE_MAX);
-    let writer = tokio_uring::spawn(write_responses(stream.clone(), rx));
+    let writer = tokio_uring::spawn(write_responses(stream.clone(), rx, shard.clone()));
     let r = read_requests(&shard, &stream, &peer, &tx, stop).await;
     drop(tx);
     if r.is_err() {
@@ -109,7 +109,14 @@ async fn read_requests(
         let Some(frame) = next else {
             return Ok(());
         };
-        let out = match parse_frame(frame)? {
+        let started = std::time::Instant::now();
+        let frame_bytes = frame.len() + 4;
+        let parsed = parse_frame(frame)?;
+        let counted = match &parsed {
+            Parsed::Request { api, .. } => *api,
+            Parsed::ApiVersionsUnsupported { .. } => ApiKey::ApiVersions,
+        };
+        let out = match parsed {
             Parsed::Request { api, header, body } if api == ApiKey::Produce => {
                 let version = header.request_api_version;
                 let malformed = |e: ApiError| ConnError::Malformed {
@@ -125,11 +132,18 @@ async fn read_requests(
                         inflight,
                         version,
                         correlation_id,
-                    } => Outgoing::Produce(Box::pin(async move {
-                        let resp = inflight.finish().await;
-                        api::produce_response(&resp, version, correlation_id)
-                    })),
-                    Started::ProduceNoAck => continue,
+                    } => {
+                        let me = shard.clone();
+                        Outgoing::Produce(Box::pin(async move {
+                            let resp = inflight.finish().await;
+                            me.metrics().request(api, frame_bytes, started.elapsed());
+                            api::produce_response(&resp, version, correlation_id)
+                        }))
+                    }
+                    Started::ProduceNoAck => {
+                        shard.metrics().request(api, frame_bytes, started.elapsed());
+                        continue;
+                    }
                     Started::Done(r) => Outgoing::Ready(r),
                 }
             }
@@ -138,7 +152,11 @@ async fn read_requests(
                 if tx.send(Outgoing::Barrier(done_tx)).await.is_err() || done_rx.await.is_err() {
                     return Ok(());
                 }
-                Outgoing::Ready(handle_parsed(shard, parsed, peer).await?)
+                let r = handle_parsed(shard, parsed, peer).await?;
+                shard
+                    .metrics()
+                    .request(counted, frame_bytes, started.elapsed());
+                Outgoing::Ready(r)
             }
         };
         if tx.send(out).await.is_err() {
@@ -185,6 +203,7 @@ fn poll_now<F: Future + Unpin>(f: &mut F) -> Option<F::Output> {
 async fn write_responses(
     stream: Rc<TcpStream>,
     mut rx: mpsc::Receiver<Outgoing>,
+    shard: Rc<ShardState>,
 ) -> io::Result<()> {
     let mut pipe = None;
     let mut held: Option<Outgoing> = None;
@@ -219,6 +238,7 @@ async fn write_responses(
                 gathered.clear();
                 gathered.extend_from_slice(&b);
                 let close = gather_ready(&mut rx, &mut held, &mut gathered);
+                shard.metrics().bytes_out(gathered.len() as u64);
                 let (r, back) = stream.write_all(std::mem::take(&mut gathered)).await;
                 gathered = back;
                 r?;
@@ -232,6 +252,7 @@ async fn write_responses(
                     pipe = Some(SplicePipe::new()?);
                 }
                 if let Some(p) = pipe.as_mut() {
+                    shard.metrics().bytes_out(crate::wire::pieces_len(&pieces));
                     send_pieces(&stream, pieces, p).await?;
                 }
             }

@@ -14,6 +14,8 @@
 //!   follower fetch loops and serves the followers' replica streams.
 //! * [`meta`] publishes topic metadata as immutable snapshots (lock-free reads); [`admin`]
 //!   is its single writer.
+//! * [`metrics`] counts per shard without locks and serves them as Prometheus text on
+//!   `metrics.listener`.
 //! * [`error`] holds the typed errors that cross these modules; [`edge`] is the one table
 //!   from them to Kafka's error codes, used only where responses are encoded.
 //! * [`surface`] is the protocol table of `net/PROTOCOL.md`: what Kafka 4.1 serves, what
@@ -35,6 +37,7 @@ pub mod edge;
 pub mod error;
 pub mod group;
 pub mod meta;
+pub mod metrics;
 pub mod node_meta;
 pub(crate) mod partition;
 pub mod producer_ids;

@@ -146,6 +146,33 @@ impl Partition {
         Ok(cache.end_offset_for(epoch, log_end).unwrap_or((-1, -1)))
     }
 
+    /// The partition's figures for `/metrics`.
+    pub(crate) fn stats(&self, topic: &str, partition: i32) -> crate::metrics::PartitionStats {
+        let log = self.log.stats();
+        let (leader, isr, replicas) = match &*self.role.borrow() {
+            Role::Single => (true, 1, 1),
+            Role::Leader(l) => (
+                true,
+                l.state.partition().isr.len(),
+                l.state.partition().replicas.len(),
+            ),
+            Role::Follower(_) | Role::Idle => (false, 0, 0),
+        };
+        crate::metrics::PartitionStats {
+            topic: topic.to_string(),
+            partition,
+            log_start_offset: self.log.log_start_offset().0,
+            log_end_offset: self.log.next_offset().0,
+            high_watermark: self.high_watermark(),
+            size_bytes: self.log.size_bytes(),
+            appended_bytes: log.bytes_appended,
+            appended_batches: log.appends,
+            leader,
+            isr,
+            replicas,
+        }
+    }
+
     /// Whether clients may produce to and consume from this partition here.
     pub(crate) fn serves_clients(&self) -> bool {
         matches!(&*self.role.borrow(), Role::Single | Role::Leader(_))

@@ -17,6 +17,8 @@ use crate::shard::{ShardMsg, ShardState};
 pub struct Router {
     pub config: Arc<BrokerConfig>,
     pub meta: Arc<MetaStore>,
+    /// Every shard's counters (`/metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
     shards: Vec<mpsc::Sender<ShardMsg>>,
     meta_tx: mpsc::Sender<MetaMsg>,
     local_addr: std::net::SocketAddr,
@@ -55,6 +57,7 @@ impl Router {
             node: cluster,
         } = membership;
         Router {
+            metrics: Arc::new(crate::metrics::Metrics::new(shards.len())),
             config,
             meta,
             shards,
@@ -64,6 +67,14 @@ impl Router {
             cluster,
             producer_ids,
         }
+    }
+
+    /// Messages waiting in each shard's queue.
+    pub fn queue_depths(&self) -> Vec<usize> {
+        self.shards
+            .iter()
+            .map(|s| s.max_capacity() - s.capacity())
+            .collect()
     }
 
     /// Whether this broker serves `topic`/`partition` (in a cluster: leads it).

@@ -45,6 +45,8 @@ pub enum StartError {
     NodeMeta(#[from] crate::node_meta::NodeMetaError),
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterStartError),
+    #[error("metrics.listener {addr}: {cause}")]
+    Metrics { addr: SocketAddr, cause: io::Error },
 }
 
 /// Why one shard could not start.
@@ -84,6 +86,8 @@ pub struct Broker {
     /// Each shard thread returns true if it closed every log and its journal cleanly.
     threads: Vec<JoinHandle<bool>>,
     router: Arc<Router>,
+    /// The `/metrics` listener, when `metrics.listener` is set.
+    metrics: Option<crate::metrics::MetricsServer>,
 }
 
 impl Broker {
@@ -135,6 +139,16 @@ impl Broker {
             },
             producer_ids,
         ));
+        let metrics = match config.metrics_listener {
+            Some(addr) => {
+                let r = router.clone();
+                let render = move || r.metrics.render(&r.queue_depths());
+                let server = crate::metrics::MetricsServer::start(addr, render)
+                    .map_err(|cause| StartError::Metrics { addr, cause })?;
+                Some(server)
+            }
+            None => None,
+        };
         let (stop, stop_rx) = watch::channel(false);
         let (ready_tx, ready_rx) = std_mpsc::channel::<Result<(), ShardStartError>>();
         let all_cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -187,6 +201,7 @@ impl Broker {
             stop,
             threads,
             router,
+            metrics,
         };
         for i in 0..broker.threads.len() {
             match ready_rx.recv() {
@@ -208,6 +223,11 @@ impl Broker {
             }
         }
         Ok(broker)
+    }
+
+    /// Where `/metrics` is served (the real port when port 0 was configured), if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|m| m.local_addr())
     }
 
     /// The address the shards listen on (the real port when port 0 was configured).
@@ -232,6 +252,9 @@ impl Broker {
             }
         }
         let _ = self.stop.send(true);
+        if let Some(m) = self.metrics {
+            m.stop();
+        }
         let mut clean = !self.threads.is_empty();
         for t in self.threads {
             clean &= t.join().unwrap_or(false);

@@ -198,6 +198,11 @@ impl ShardState {
         })
     }
 
+    /// This shard's counters (written by this thread only).
+    pub fn metrics(&self) -> &crate::metrics::ShardMetrics {
+        &self.router.metrics.shards[self.index]
+    }
+
     pub(crate) fn partition(&self, tp: &Tp) -> Option<Rc<Partition>> {
         self.partitions.borrow().get(tp).cloned()
     }
@@ -567,8 +572,20 @@ impl ShardState {
         // The last failure of each partition's tick: logged once, not at every tick (a
         // full disk fails them all until space returns).
         let mut failing: HashMap<Tp, String> = HashMap::new();
+        self.metrics().set_thread();
+        let mut ticks: u64 = 0;
         loop {
             every.tick().await;
+            ticks += 1;
+            if ticks % crate::metrics::PUBLISH_EVERY_TICKS == 1 {
+                let stats = self
+                    .partitions
+                    .borrow()
+                    .iter()
+                    .map(|((t, i), p)| p.stats(t, *i))
+                    .collect();
+                self.metrics().publish_partitions(stats);
+            }
             self.groups_tick();
             crate::replicate::tick(&self);
             let logs: Vec<(Tp, Rc<Partition>)> = self

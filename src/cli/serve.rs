@@ -40,6 +40,9 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         data
     );
     println!("listening on {}", broker.local_addr());
+    if let Some(m) = broker.metrics_addr() {
+        println!("metrics on http://{m}/metrics");
+    }
     let sig = wait_for_signal(&signals);
     eprintln!("tern: signal {sig}: finishing in-flight requests, flushing, closing");
     broker.shutdown();

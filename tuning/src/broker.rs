@@ -70,6 +70,7 @@ pub const BROKER_KEYS: &[&str] = &[
     "cores",
     "placement",
     "shard.nice",
+    "metrics.listener",
     "controller.quorum.voters",
     "process.roles",
     "broker.session.timeout.ms",
@@ -188,6 +189,9 @@ pub struct BrokerConfig {
     /// 0 the shards win the CPU from other processes on the same cores (a co-located
     /// client), which needs CAP_SYS_NICE. Default 0: the niceness the broker started with.
     pub shard_nice: i32,
+    /// `metrics.listener` (ours): where `/metrics` is served in Prometheus' text format,
+    /// e.g. "127.0.0.1:9644"; unset (the default): not served.
+    pub metrics_listener: Option<SocketAddr>,
     /// `[pins]`: `"topic/partition" = shard` placements that override `placement`; every
     /// shard index is `< cores.len()`.
     pub pins: Pins,
@@ -292,6 +296,7 @@ impl BrokerConfig {
             cores,
             placement: PlacementPolicy::Balanced,
             shard_nice: 0,
+            metrics_listener: None,
             pins: Pins::new(),
             cluster: ClusterConfig::default(),
         }
@@ -549,6 +554,9 @@ impl BrokerConfig {
             ("placement", string(self.placement.as_str())),
             ("shard.nice", int(self.shard_nice.into())),
         ]);
+        if let Some(m) = self.metrics_listener {
+            values.push(("metrics.listener", string(&m.to_string())));
+        }
         self.cluster_values(&mut values);
         values
     }
@@ -785,6 +793,15 @@ impl Reader<'_> {
             cores: self.cores(allowed_cores)?,
             placement: self.choice("placement", d.placement)?,
             shard_nice: self.int("shard.nice", Bounds::between(-20, 19), d.shard_nice)?,
+            metrics_listener: match text("metrics.listener", "an address like \"127.0.0.1:9644\"")?
+            {
+                Some(s) => Some(s.trim().parse().map_err(|_| ConfigErrorKind::Invalid {
+                    key: "metrics.listener".into(),
+                    expected: "an address like \"127.0.0.1:9644\"".into(),
+                    found: format!("{s:?}"),
+                })?),
+                None => None,
+            },
             pins: Pins::new(),
         })
     }

@@ -103,6 +103,7 @@ log.hot.bytes = 1048576
 cores = [3, 1]
 placement = "hash"
 shard.nice = 5
+metrics.listener = "127.0.0.1:9644"
 controller.quorum.voters = "7@broker7.example.com:19093,8@broker8.example.com:19093,9@10.0.0.9:19093"
 process.roles = "broker,controller"
 broker.session.timeout.ms = 12000
@@ -139,6 +140,10 @@ fn full_file_round_trips() {
     assert_eq!(cfg.cores, [3, 1]);
     assert_eq!(cfg.placement, PlacementPolicy::Hash);
     assert_eq!(cfg.shard_nice, 5);
+    assert_eq!(
+        cfg.metrics_listener,
+        Some("127.0.0.1:9644".parse::<SocketAddr>().unwrap())
+    );
     assert_eq!(cfg.pins.get(&("orders".to_owned(), 3)), Some(&1));
     assert_eq!(cfg.place("orders", 3), 1);
     assert_ne!(cfg, BrokerConfig::with_cores(CPUS.to_vec()));
@@ -279,6 +284,10 @@ fn bad_values() {
     assert_eq!(
         error("min.insync.replicas = 0"),
         r#"key "min.insync.replicas": expected an integer ≥ 1, found 0"#
+    );
+    assert_eq!(
+        error(r#"metrics.listener = "localhost""#),
+        r#"key "metrics.listener": expected an address like "127.0.0.1:9644", found "localhost""#
     );
     assert_eq!(
         error("replica.lag.time.max.ms = 0"),
@@ -429,7 +438,10 @@ fn broker_entries() {
         .copied()
         .filter(|k| !k.ends_with(".hours") && !k.starts_with("log.retention.minutes"))
         // Shown only when set.
-        .filter(|k| !["cluster.id", "broker.rack"].contains(k) && !k.starts_with("quic.tls."))
+        .filter(|k| {
+            !["cluster.id", "broker.rack", "metrics.listener"].contains(k)
+                && !k.starts_with("quic.tls.")
+        })
         .collect();
     assert_eq!(names, expected);
 }
