@@ -183,33 +183,19 @@ pub fn altered_dynamic(
     ops: Vec<(String, ConfigOp)>,
     replace: bool,
 ) -> Result<BTreeMap<String, String>, AdminError> {
-    let mut seen = std::collections::BTreeSet::new();
-    let mut dynamic = if replace {
+    let start = if replace {
         BTreeMap::new()
     } else {
         current.clone()
     };
-    for (key, op) in ops {
-        if tern_tuning::dynamic_topic_key(&key).is_none() {
-            return Err(if config.entries().iter().any(|e| e.name == key) {
-                AdminError::ReadOnlyConfig(key)
-            } else {
-                AdminError::UnknownBrokerConfig(key)
-            });
+    let key_ok = |key: &str| match tern_tuning::dynamic_topic_key(key) {
+        Some(_) => Ok(()),
+        None if config.entries().iter().any(|e| e.name == key) => {
+            Err(AdminError::ReadOnlyConfig(key.to_string()))
         }
-        if !seen.insert(key.clone()) {
-            return Err(AdminError::DuplicateConfig(key));
-        }
-        match op {
-            ConfigOp::Set(v) => {
-                dynamic.insert(key, v);
-            }
-            ConfigOp::Delete => {
-                dynamic.remove(&key);
-            }
-            ConfigOp::Append(_) | ConfigOp::Subtract(_) => return Err(AdminError::NotAList(key)),
-        }
-    }
+        None => Err(AdminError::UnknownBrokerConfig(key.to_string())),
+    };
+    let dynamic = apply_ops(start, ops, key_ok, |_, _| Ok(None))?;
     TopicConfig::defaults_with(config, &dynamic)?;
     Ok(dynamic)
 }
@@ -223,43 +209,59 @@ pub fn altered(
     replace: bool,
 ) -> Result<BTreeMap<String, String>, AdminError> {
     let defaults = TopicConfig::defaults_from(config);
-    let mut seen = std::collections::BTreeSet::new();
-    let mut overrides = if replace {
+    let start = if replace {
         BTreeMap::new()
     } else {
         current.clone()
     };
+    // An unknown key is named with the keys there are.
+    let key_ok = |key: &str| Ok(defaults.clone().reset(key, &defaults)?);
+    let list = |map: &BTreeMap<String, String>, key: &str| match LIST_KEYS.contains(&key) {
+        true => list_value(config, map, key).map(Some),
+        false => Ok(None),
+    };
+    let overrides = apply_ops(start, ops, key_ok, list)?;
+    Ok(checked(config, &overrides)?.overrides())
+}
+
+/// Applies `ops` in order to `map`: `key_ok` vets each key (once per request: a key twice is
+/// refused), `list` gives the items of a list-valued key (`None`: not a list, so APPEND and
+/// SUBTRACT are refused).
+fn apply_ops(
+    mut map: BTreeMap<String, String>,
+    ops: Vec<(String, ConfigOp)>,
+    key_ok: impl Fn(&str) -> Result<(), AdminError>,
+    list: impl Fn(&BTreeMap<String, String>, &str) -> Result<Option<Vec<String>>, AdminError>,
+) -> Result<BTreeMap<String, String>, AdminError> {
+    let mut seen = std::collections::BTreeSet::new();
     for (key, op) in ops {
-        // An unknown key is named with the keys there are.
-        defaults.clone().reset(&key, &defaults)?;
+        key_ok(&key)?;
         if !seen.insert(key.clone()) {
             return Err(AdminError::DuplicateConfig(key));
         }
-        match op {
+        let (item, append) = match op {
             ConfigOp::Set(v) => {
-                overrides.insert(key, v);
+                map.insert(key, v);
+                continue;
             }
             ConfigOp::Delete => {
-                overrides.remove(&key);
+                map.remove(&key);
+                continue;
             }
-            ConfigOp::Append(_) | ConfigOp::Subtract(_) if !LIST_KEYS.contains(&&*key) => {
-                return Err(AdminError::NotAList(key));
-            }
-            ConfigOp::Append(item) => {
-                let mut items = list_value(config, &overrides, &key)?;
-                if !items.contains(&item) {
-                    items.push(item);
-                }
-                overrides.insert(key, items.join(","));
-            }
-            ConfigOp::Subtract(item) => {
-                let mut items = list_value(config, &overrides, &key)?;
-                items.retain(|i| *i != item);
-                overrides.insert(key, items.join(","));
-            }
+            ConfigOp::Append(item) => (item, true),
+            ConfigOp::Subtract(item) => (item, false),
+        };
+        let Some(mut items) = list(&map, &key)? else {
+            return Err(AdminError::NotAList(key));
+        };
+        if !append {
+            items.retain(|i| *i != item);
+        } else if !items.contains(&item) {
+            items.push(item);
         }
+        map.insert(key, items.join(","));
     }
-    Ok(checked(config, &overrides)?.overrides())
+    Ok(map)
 }
 
 /// The items of list-valued `key` as `overrides` over the broker's defaults make it.

@@ -28,6 +28,22 @@ fn config(dir: &Path) -> BrokerConfig {
     config
 }
 
+/// A broker on a fresh data directory and a client of it.
+fn started() -> (Broker, tempfile::TempDir, Client) {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let broker = Broker::start(config(dir.path())).unwrap();
+    let c = connect(&broker);
+    (broker, dir, c)
+}
+
+/// Wall-clock milliseconds (for records retention must keep).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
 fn connect(broker: &Broker) -> Client {
     Client::connect(&broker.local_addr().to_string(), Duration::from_secs(10)).unwrap()
 }
@@ -253,9 +269,7 @@ fn fetch_by_id(c: &mut Client, v: i16, id: Uuid, offset: i64) -> (i16, i64, usiz
 /// read, the answer names it by id; an unknown id is UNKNOWN_TOPIC_ID and writes nothing.
 #[test]
 fn produce_and_fetch_by_topic_id() {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let broker = Broker::start(config(dir.path())).unwrap();
-    let mut c = connect(&broker);
+    let (broker, _dir, mut c) = started();
     let id = create(&mut c, "ids", 1);
     let batch = tern_engine::batch::build::filled(1_700_000_000_000, 4, 30, 1);
     assert_eq!(produce_v13(&mut c, id, 0, &batch), (0, 0, id));
@@ -310,26 +324,13 @@ fn list_offset(c: &mut Client, v: i16, topic: &str, timestamp: i64) -> (i16, i64
 /// below the version that brought it.
 #[test]
 fn list_offsets_special_timestamps_by_version() {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let broker = Broker::start(config(dir.path())).unwrap();
-    let mut c = connect(&broker);
+    let (broker, _dir, mut c) = started();
     create(&mut c, "times", 1);
-    let id = Uuid::nil();
-    let _ = id;
     // Three batches of 2 records: timestamps 1000.., 9000.., 5000.. (the newest is in the
     // middle).
     for (i, base_ts) in [1_000, 9_000, 5_000].into_iter().enumerate() {
         let batch = tern_engine::batch::build::filled(base_ts, 2, 10, i as u8);
-        let req = ProduceRequest::default()
-            .with_acks(-1)
-            .with_timeout_ms(5000)
-            .with_topic_data(vec![TopicProduceData::default()
-                .with_name(name("times"))
-                .with_partition_data(vec![PartitionProduceData::default()
-                    .with_index(0)
-                    .with_records(Some(Bytes::from(batch)))])]);
-        let resp: ProduceResponse = c.request(ApiKey::Produce, 9, &req).unwrap();
-        assert_eq!(resp.responses[0].partition_responses[0].error_code, 0);
+        assert_eq!(produce_to(&mut c, "times", 0, batch), 0);
     }
     let (err, offset, ts) = list_offset(&mut c, 10, "times", -3);
     assert_eq!(err, 0);
@@ -413,11 +414,23 @@ fn alter(c: &mut Client, topic: &str, configs: &[(&str, &str)]) -> (i16, String)
 
 /// The topic's configs as DescribeConfigs shows them: key → (value, source).
 fn describe(c: &mut Client, topic: &str) -> std::collections::BTreeMap<String, (String, i8)> {
+    describe_resource(c, TOPIC, topic)
+        .into_iter()
+        .map(|(k, (v, source, _))| (k, (v, source)))
+        .collect()
+}
+
+/// A resource's configs as DescribeConfigs v4 shows them: key → (value, source, read-only).
+fn describe_resource(
+    c: &mut Client,
+    resource_type: i8,
+    name: &str,
+) -> std::collections::BTreeMap<String, (String, i8, bool)> {
     use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
     let req =
         DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
-            .with_resource_type(TOPIC)
-            .with_resource_name(st(topic))]);
+            .with_resource_type(resource_type)
+            .with_resource_name(st(name))]);
     let resp: DescribeConfigsResponse = c.request(ApiKey::DescribeConfigs, 4, &req).unwrap();
     assert_eq!(resp.results[0].error_code, 0);
     resp.results[0]
@@ -425,7 +438,7 @@ fn describe(c: &mut Client, topic: &str) -> std::collections::BTreeMap<String, (
         .iter()
         .map(|e| {
             let v = e.value.as_ref().map_or(String::new(), |v| v.to_string());
-            (e.name.to_string(), (v, e.config_source))
+            (e.name.to_string(), (v, e.config_source, e.read_only))
         })
         .collect()
 }
@@ -451,9 +464,7 @@ fn segment_files(dir: &Path, topic: &str) -> usize {
 /// all overrides.
 #[test]
 fn alter_configs_apply_live_and_persist() {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let broker = Broker::start(config(dir.path())).unwrap();
-    let mut c = connect(&broker);
+    let (broker, dir, mut c) = started();
     create(&mut c, "live", 1);
     let ok = (0, String::new());
     assert_eq!(
@@ -506,23 +517,11 @@ fn alter_configs_apply_live_and_persist() {
 
     // Live: 1 KiB batches into 16 KiB segments roll several times (stamped now: retention
     // is an hour).
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let now_ms = now_ms();
     let before = segment_files(dir.path(), "live");
     for i in 0..40 {
         let batch = tern_engine::batch::build::filled(now_ms, 1, 1000, i);
-        let req = ProduceRequest::default()
-            .with_acks(-1)
-            .with_timeout_ms(5000)
-            .with_topic_data(vec![TopicProduceData::default()
-                .with_name(name("live"))
-                .with_partition_data(vec![PartitionProduceData::default()
-                    .with_index(0)
-                    .with_records(Some(Bytes::from(batch)))])]);
-        let resp: ProduceResponse = c.request(ApiKey::Produce, 9, &req).unwrap();
-        assert_eq!(resp.responses[0].partition_responses[0].error_code, 0);
+        assert_eq!(produce_to(&mut c, "live", 0, batch), 0);
     }
     assert!(
         segment_files(dir.path(), "live") > before + 1,
@@ -560,16 +559,7 @@ fn alter_configs_apply_live_and_persist() {
         ok
     );
     let batch = tern_engine::batch::build::filled(now_ms, 1, 1000, 9);
-    let req = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(5000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(name("live"))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(Bytes::from(batch)))])]);
-    let resp: ProduceResponse = c.request(ApiKey::Produce, 9, &req).unwrap();
-    assert_eq!(resp.responses[0].partition_responses[0].error_code, 10);
+    assert_eq!(produce_to(&mut c, "live", 0, batch.clone()), 10);
     // DELETE: back to the default.
     assert_eq!(
         incremental(
@@ -582,8 +572,7 @@ fn alter_configs_apply_live_and_persist() {
         ok
     );
     assert_eq!(describe(&mut c, "live")["max.message.bytes"].1, 5);
-    let resp: ProduceResponse = c.request(ApiKey::Produce, 9, &req).unwrap();
-    assert_eq!(resp.responses[0].partition_responses[0].error_code, 0);
+    assert_eq!(produce_to(&mut c, "live", 0, batch), 0);
     // flush: to interval and back to always (what was written is synced on the way back).
     for flush in ["interval", "always"] {
         assert_eq!(
@@ -617,9 +606,7 @@ fn alter_configs_apply_live_and_persist() {
 /// and changes nothing.
 #[test]
 fn alter_configs_refuse_bad_input_and_change_nothing() {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let broker = Broker::start(config(dir.path())).unwrap();
-    let mut c = connect(&broker);
+    let (broker, _dir, mut c) = started();
     create(&mut c, "bad", 1);
     assert_eq!(
         incremental(
@@ -800,9 +787,7 @@ fn produce_to(c: &mut Client, topic: &str, partition: i32, batch: Vec<u8>) -> i1
 fn describe_log_dirs_and_producers() {
     use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
     use kafka_protocol::messages::describe_producers_request::TopicRequest;
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let broker = Broker::start(config(dir.path())).unwrap();
-    let mut c = connect(&broker);
+    let (broker, _dir, mut c) = started();
     create(&mut c, "sizes", 2);
     let plain = tern_engine::batch::build::filled(1_700_000_000_000, 3, 100, 1);
     let idem = tern_engine::batch::build::with_producer(
@@ -888,9 +873,7 @@ fn describe_log_dirs_and_producers() {
 #[test]
 fn describe_topic_partitions_pages_with_a_cursor() {
     use kafka_protocol::messages::describe_topic_partitions_request::{Cursor, TopicRequest};
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let broker = Broker::start(config(dir.path())).unwrap();
-    let mut c = connect(&broker);
+    let (broker, _dir, mut c) = started();
     create(&mut c, "pa", 3);
     create(&mut c, "pb", 4);
     let mut seen = Vec::new();
@@ -957,9 +940,7 @@ fn describe_topic_partitions_pages_with_a_cursor() {
 #[test]
 fn elect_leaders_on_a_single_node() {
     use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let broker = Broker::start(config(dir.path())).unwrap();
-    let mut c = connect(&broker);
+    let (broker, _dir, mut c) = started();
     create(&mut c, "el", 2);
     let asked = ElectLeadersRequest::default()
         .with_election_type(0)
@@ -992,21 +973,7 @@ fn elect_leaders_on_a_single_node() {
 
 /// The broker's configs as DescribeConfigs shows them: key → (value, source, read-only).
 fn describe_broker(c: &mut Client) -> std::collections::BTreeMap<String, (String, i8, bool)> {
-    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
-    let req =
-        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
-            .with_resource_type(BROKER)
-            .with_resource_name(st(""))]);
-    let resp: DescribeConfigsResponse = c.request(ApiKey::DescribeConfigs, 4, &req).unwrap();
-    assert_eq!(resp.results[0].error_code, 0);
-    resp.results[0]
-        .configs
-        .iter()
-        .map(|e| {
-            let v = e.value.as_ref().map_or(String::new(), |v| v.to_string());
-            (e.name.to_string(), (v, e.config_source, e.read_only))
-        })
-        .collect()
+    describe_resource(c, BROKER, "")
 }
 
 /// Guards the dynamic broker defaults (AlterConfigs of the broker resource): a topic that
@@ -1017,9 +984,7 @@ fn describe_broker(c: &mut Client) -> std::collections::BTreeMap<String, (String
 /// validate_only changes nothing.
 #[test]
 fn broker_dynamic_defaults_apply_live_and_persist() {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let broker = Broker::start(config(dir.path())).unwrap();
-    let mut c = connect(&broker);
+    let (broker, dir, mut c) = started();
     create(&mut c, "plain", 1);
     create(&mut c, "own", 1);
     let ok = (0, String::new());
@@ -1059,10 +1024,7 @@ fn broker_dynamic_defaults_apply_live_and_persist() {
     assert!(!b["message.max.bytes"].2, "a dynamic key is writable");
     assert!(b["log.dirs"].2, "log.dirs is read-only");
 
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let now_ms = now_ms();
     let before = segment_files(dir.path(), "plain");
     for i in 0..40 {
         let batch = tern_engine::batch::build::filled(now_ms, 1, 1000, i);
@@ -1093,9 +1055,7 @@ fn broker_dynamic_defaults_apply_live_and_persist() {
 /// a message naming it, where v5 describes it as Dead without an error.
 #[test]
 fn describe_groups_v6_names_a_missing_group() {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let broker = Broker::start(config(dir.path())).unwrap();
-    let mut c = connect(&broker);
+    let (broker, _dir, mut c) = started();
     let req = DescribeGroupsRequest::default().with_groups(vec![GroupId(st("nobody"))]);
     let old: DescribeGroupsResponse = c.request(ApiKey::DescribeGroups, 5, &req).unwrap();
     assert_eq!(old.groups[0].error_code, 0);
@@ -1112,9 +1072,7 @@ fn describe_groups_v6_names_a_missing_group() {
 /// INVALID_REQUEST.
 #[test]
 fn list_config_resources_by_type() {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let broker = Broker::start(config(dir.path())).unwrap();
-    let mut c = connect(&broker);
+    let (broker, _dir, mut c) = started();
     create(&mut c, "cr", 1);
     let list = |c: &mut Client, v: i16, types: Vec<i8>| {
         let req = ListConfigResourcesRequest::default().with_resource_types(types);
