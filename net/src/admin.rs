@@ -429,47 +429,37 @@ pub async fn commit(local: &Rc<ShardState>, applied: Applied) -> Result<(), Admi
 async fn run_effect(local: &Rc<ShardState>, effect: &Effect) -> Result<(), AdminError> {
     let router = &local.router;
     for shard in 0..router.shard_count() {
-        match effect {
-            Effect::Open { topic, from } => {
-                let (tx, rx) = oneshot::channel();
-                let msg = ShardMsg::Open {
-                    topic: topic.clone(),
-                    from: *from,
-                    reply: tx,
-                };
-                router.dispatch(local, shard, msg).await?;
-                rx.await
-                    .map_err(|_| ShardGone(shard))?
-                    .map_err(|e| AdminError::Open {
-                        shard,
-                        source: Box::new(e),
-                    })?;
-            }
+        let (tx, rx) = oneshot::channel();
+        let msg = match effect {
+            Effect::Open { topic, from } => ShardMsg::Open {
+                topic: topic.clone(),
+                from: *from,
+                reply: tx,
+            },
+            Effect::Reconfigure { topic } => ShardMsg::Reconfigure {
+                topic: topic.clone(),
+                reply: tx,
+            },
             Effect::Drop { topic } => {
-                let (tx, rx) = oneshot::channel();
+                let (done, gone) = oneshot::channel();
                 let msg = ShardMsg::Drop {
                     topic: topic.clone(),
-                    reply: tx,
+                    reply: done,
                 };
+                // A shard that is gone has nothing left to drop.
                 if router.dispatch(local, shard, msg).await.is_ok() {
-                    let _ = rx.await;
+                    let _ = gone.await;
                 }
+                continue;
             }
-            Effect::Reconfigure { topic } => {
-                let (tx, rx) = oneshot::channel();
-                let msg = ShardMsg::Reconfigure {
-                    topic: topic.clone(),
-                    reply: tx,
-                };
-                router.dispatch(local, shard, msg).await?;
-                rx.await
-                    .map_err(|_| ShardGone(shard))?
-                    .map_err(|e| AdminError::Open {
-                        shard,
-                        source: Box::new(e),
-                    })?;
-            }
-        }
+        };
+        router.dispatch(local, shard, msg).await?;
+        rx.await
+            .map_err(|_| ShardGone(shard))?
+            .map_err(|e| AdminError::Open {
+                shard,
+                source: Box::new(e),
+            })?;
     }
     Ok(())
 }
