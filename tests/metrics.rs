@@ -157,6 +157,12 @@ fn metrics_count_what_was_sent() {
     let bytes_in = sum(&s, "tern_bytes_in_total", &[]);
     assert!(bytes_in >= 400.0 * 1024.0, "{bytes_in}");
     assert!(sum(&s, "tern_bytes_out_total", &[]) > 0.0);
+    // Requests reach partitions of the other shard through its queue; acks=all appends are
+    // made durable by the shard journals (at least one write each per shard with data).
+    assert!(sum(&s, "tern_cross_shard_messages_total", &[]) > 0.0);
+    let journal_writes = sum(&s, "tern_journal_writes_total", &[]);
+    assert!(journal_writes >= 2.0, "{journal_writes}");
+    assert!(sum(&s, "tern_journal_records_total", &[]) >= journal_writes);
     for shard in ["0", "1"] {
         assert!(
             s.samples

@@ -40,6 +40,16 @@ struct ApiStats {
     buckets: [AtomicU64; LATENCY_BUCKETS_US.len()],
 }
 
+/// A shard journal's counters since the broker started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalCounters {
+    pub records: u64,
+    /// Durable writes (each one group commit).
+    pub writes: u64,
+    pub bytes_written: u64,
+    pub checkpoints: u64,
+}
+
 /// One partition as its shard last published it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionStats {
@@ -66,6 +76,10 @@ pub struct ShardMetrics {
     apis: Vec<ApiStats>,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
+    /// Messages this shard sent to another shard's queue.
+    cross_shard: AtomicU64,
+    /// The shard journal's counters as last published (records, writes, bytes, checkpoints).
+    journal: ArcSwap<Option<JournalCounters>>,
     /// The shard thread's Linux thread id (for its CPU time), 0 until it runs.
     tid: AtomicI32,
     partitions: ArcSwap<Vec<PartitionStats>>,
@@ -77,6 +91,8 @@ impl Default for ShardMetrics {
             apis: (0..API_KEYS_MAX).map(|_| ApiStats::default()).collect(),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
+            cross_shard: AtomicU64::new(0),
+            journal: ArcSwap::from_pointee(None),
             tid: AtomicI32::new(0),
             partitions: ArcSwap::from_pointee(Vec::new()),
         }
@@ -97,6 +113,16 @@ impl ShardMetrics {
         }
         self.bytes_in
             .fetch_add(frame_bytes as u64, Ordering::Relaxed);
+    }
+
+    /// One message sent to another shard's queue.
+    pub fn cross_shard_message(&self) {
+        self.cross_shard.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Replaces the published journal counters.
+    pub fn publish_journal(&self, counters: Option<JournalCounters>) {
+        self.journal.store(Arc::new(counters));
     }
 
     /// Response bytes written to clients.
@@ -220,6 +246,45 @@ impl Metrics {
                 thread_cpu_ticks(tid).map(|t| (t as f64 / clock_ticks).to_string())
             },
         );
+        per_shard(
+            &mut out,
+            "tern_cross_shard_messages_total",
+            "counter",
+            "Messages sent to another shard's queue, by sending shard.",
+            &|_, m| Some(m.cross_shard.load(Ordering::Relaxed).to_string()),
+        );
+        type JournalField = fn(&JournalCounters) -> u64;
+        let journal: [(&str, &str, JournalField); 4] = [
+            (
+                "tern_journal_records_total",
+                "Records written to the shard journal.",
+                |j| j.records,
+            ),
+            (
+                "tern_journal_writes_total",
+                "Durable writes of the shard journal (group commits).",
+                |j| j.writes,
+            ),
+            (
+                "tern_journal_written_bytes_total",
+                "Bytes written to the shard journal.",
+                |j| j.bytes_written,
+            ),
+            (
+                "tern_journal_checkpoints_total",
+                "Checkpoints of the shard journal.",
+                |j| j.checkpoints,
+            ),
+        ];
+        for (name, help, field) in journal {
+            per_shard(&mut out, name, "counter", help, &|_, m| {
+                m.journal
+                    .load()
+                    .as_ref()
+                    .as_ref()
+                    .map(|j| field(j).to_string())
+            });
+        }
         per_shard(
             &mut out,
             "tern_shard_queue_depth",
@@ -463,6 +528,13 @@ mod tests {
         m.shards[0].request(ApiKey::Produce, 50, Duration::from_millis(3));
         m.shards[1].request(ApiKey::Fetch, 10, Duration::from_secs(30));
         m.shards[1].bytes_out(7);
+        m.shards[1].cross_shard_message();
+        m.shards[0].publish_journal(Some(JournalCounters {
+            records: 5,
+            writes: 2,
+            bytes_written: 8192,
+            checkpoints: 1,
+        }));
         m.shards[1].publish_partitions(vec![PartitionStats {
             topic: "a\"b".into(),
             partition: 3,
@@ -487,6 +559,12 @@ mod tests {
         has(r#"tern_bytes_in_total{shard="0"} 150"#);
         has(r#"tern_bytes_out_total{shard="1"} 7"#);
         has(r#"tern_shard_queue_depth{shard="1"} 4"#);
+        has(r#"tern_cross_shard_messages_total{shard="1"} 1"#);
+        has(r#"tern_journal_writes_total{shard="0"} 2"#);
+        assert!(
+            !text.contains(r#"tern_journal_writes_total{shard="1"}"#),
+            "no journal"
+        );
         has(r#"tern_partition_log_end_offset{topic="a\"b",partition="3",shard="1"} 9"#);
         has(r#"tern_partition_under_replicated{topic="a\"b",partition="3",shard="1"} 1"#);
         assert!(

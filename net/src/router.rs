@@ -120,6 +120,7 @@ impl Router {
             return Ok(());
         }
         let tx = self.shards.get(shard).ok_or(ShardGone(shard))?;
+        local.metrics().cross_shard_message();
         tx.send(msg).await.map_err(|_| ShardGone(shard))
     }
 

@@ -585,6 +585,16 @@ impl ShardState {
                     .map(|((t, i), p)| p.stats(t, *i))
                     .collect();
                 self.metrics().publish_partitions(stats);
+                let journal = self.journal.borrow().as_ref().map(|j| {
+                    let s = j.stats();
+                    crate::metrics::JournalCounters {
+                        records: s.records,
+                        writes: s.writes,
+                        bytes_written: s.bytes_written,
+                        checkpoints: s.checkpoints,
+                    }
+                });
+                self.metrics().publish_journal(journal);
             }
             self.groups_tick();
             crate::replicate::tick(&self);
