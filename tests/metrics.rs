@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::cmd::{spawn, tern};
 use common::Broker;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
@@ -176,6 +177,46 @@ fn metrics_count_what_was_sent() {
     tern(&broker, &["topic", "list"], "").ok();
     let again = scrape(&metrics);
     assert!(sum(&again, "tern_requests_total", &[]) > sum(&s, "tern_requests_total", &[]));
+
+    // A consumer group reads everything and commits: one member, no lag on any partition.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.addr())
+        .set("group.id", "mg")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&["m"]).unwrap();
+    let mut read = 0;
+    let start = Instant::now();
+    while read < 400 {
+        assert!(start.elapsed() < DEADLINE, "read {read} of 400");
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            m.unwrap();
+            read += 1;
+        }
+    }
+    consumer.commit_consumer_state(CommitMode::Sync).unwrap();
+    let start = Instant::now();
+    loop {
+        let s = scrape(&metrics);
+        let lags = s
+            .samples
+            .iter()
+            .filter(|x| x.metric == "tern_group_lag" && x.labels.get("group") == Some("mg"))
+            .count();
+        let members = sum(&s, "tern_group_members", &[("group", "mg")]);
+        if lags == 4 && members == 1.0 {
+            assert_eq!(sum(&s, "tern_group_lag", &[("group", "mg")]), 0.0);
+            break;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "group mg: {lags} lags, {members} members"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(consumer);
 
     let (status, _) = http(&metrics, "GET /other HTTP/1.1\r\n\r\n");
     assert_eq!(status, "HTTP/1.1 404 Not Found");

@@ -50,6 +50,16 @@ pub struct JournalCounters {
     pub checkpoints: u64,
 }
 
+/// One consumer group as its coordinator shard last published it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupStats {
+    pub group: String,
+    pub state: &'static str,
+    pub members: usize,
+    /// Committed offsets by (topic, partition).
+    pub committed: Vec<((String, i32), i64)>,
+}
+
 /// One partition as its shard last published it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionStats {
@@ -83,6 +93,7 @@ pub struct ShardMetrics {
     /// The shard thread's Linux thread id (for its CPU time), 0 until it runs.
     tid: AtomicI32,
     partitions: ArcSwap<Vec<PartitionStats>>,
+    groups: ArcSwap<Vec<GroupStats>>,
 }
 
 impl Default for ShardMetrics {
@@ -95,6 +106,7 @@ impl Default for ShardMetrics {
             journal: ArcSwap::from_pointee(None),
             tid: AtomicI32::new(0),
             partitions: ArcSwap::from_pointee(Vec::new()),
+            groups: ArcSwap::from_pointee(Vec::new()),
         }
     }
 }
@@ -118,6 +130,12 @@ impl ShardMetrics {
     /// One message sent to another shard's queue.
     pub fn cross_shard_message(&self) {
         self.cross_shard.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Replaces the published groups (those this shard coordinates).
+    pub fn publish_groups(&self, mut groups: Vec<GroupStats>) {
+        groups.sort_by(|a, b| a.group.cmp(&b.group));
+        self.groups.store(Arc::new(groups));
     }
 
     /// Replaces the published journal counters.
@@ -349,6 +367,7 @@ impl Metrics {
                 |p| u8::from(p.isr < p.replicas).to_string(),
             ),
         ];
+        self.render_groups(&mut out, &partitions);
         for (name, kind, help, value) in fields {
             header(&mut out, name, kind, help);
             for (s, list) in &partitions {
@@ -368,6 +387,57 @@ impl Metrics {
             }
         }
         out
+    }
+}
+
+impl Metrics {
+    /// Groups: members and state; lag per partition, from the committed offset and the high
+    /// watermark the partition's leader published (where this broker leads it).
+    fn render_groups(&self, out: &mut String, partitions: &[(usize, Arc<Vec<PartitionStats>>)]) {
+        let groups: Vec<Arc<Vec<GroupStats>>> =
+            self.shards.iter().map(|m| m.groups.load_full()).collect();
+        let hw = |topic: &str, partition: i32| {
+            partitions
+                .iter()
+                .flat_map(|(_, list)| list.iter())
+                .find(|p| p.leader && p.topic == topic && p.partition == partition)
+                .map(|p| p.high_watermark)
+        };
+        header(
+            out,
+            "tern_group_members",
+            "gauge",
+            "Members of each consumer group.",
+        );
+        for g in groups.iter().flat_map(|l| l.iter()) {
+            let _ = writeln!(
+                out,
+                "tern_group_members{{group=\"{}\",state=\"{}\"}} {}",
+                escape(&g.group),
+                g.state,
+                g.members
+            );
+        }
+        header(
+            out,
+            "tern_group_lag",
+            "gauge",
+            "Records between a group's committed offset and the high watermark, per partition.",
+        );
+        for g in groups.iter().flat_map(|l| l.iter()) {
+            for ((topic, partition), offset) in &g.committed {
+                let Some(hw) = hw(topic, *partition) else {
+                    continue;
+                };
+                let _ = writeln!(
+                    out,
+                    "tern_group_lag{{group=\"{}\",topic=\"{}\",partition=\"{partition}\"}} {}",
+                    escape(&g.group),
+                    escape(topic),
+                    (hw - offset).max(0)
+                );
+            }
+        }
     }
 }
 
@@ -529,6 +599,12 @@ mod tests {
         m.shards[1].request(ApiKey::Fetch, 10, Duration::from_secs(30));
         m.shards[1].bytes_out(7);
         m.shards[1].cross_shard_message();
+        m.shards[0].publish_groups(vec![GroupStats {
+            group: "g".into(),
+            state: "Stable",
+            members: 2,
+            committed: vec![(("a\"b".into(), 3), 5), (("elsewhere".into(), 0), 1)],
+        }]);
         m.shards[0].publish_journal(Some(JournalCounters {
             records: 5,
             writes: 2,
@@ -560,6 +636,12 @@ mod tests {
         has(r#"tern_bytes_out_total{shard="1"} 7"#);
         has(r#"tern_shard_queue_depth{shard="1"} 4"#);
         has(r#"tern_cross_shard_messages_total{shard="1"} 1"#);
+        has(r#"tern_group_members{group="g",state="Stable"} 2"#);
+        has(r#"tern_group_lag{group="g",topic="a\"b",partition="3"} 3"#);
+        assert!(
+            !text.contains("elsewhere"),
+            "no lag for a partition led elsewhere"
+        );
         has(r#"tern_journal_writes_total{shard="0"} 2"#);
         assert!(
             !text.contains(r#"tern_journal_writes_total{shard="1"}"#),

@@ -595,6 +595,8 @@ impl ShardState {
                     }
                 });
                 self.metrics().publish_journal(journal);
+                let groups = self.groups.metrics();
+                self.metrics().publish_groups(groups);
             }
             self.groups_tick();
             crate::replicate::tick(&self);

@@ -1841,6 +1841,23 @@ impl Coordinator {
             .collect()
     }
 
+    /// Every group's figures for `/metrics`: state, members and committed offsets.
+    pub fn metrics(&self) -> Vec<crate::metrics::GroupStats> {
+        self.groups
+            .values()
+            .map(|g| crate::metrics::GroupStats {
+                group: g.group_id.clone(),
+                state: g.state.name(),
+                members: g.members.len(),
+                committed: g
+                    .offsets
+                    .iter()
+                    .map(|(tp, c)| ((tp.topic.clone(), tp.partition), c.offset))
+                    .collect(),
+            })
+            .collect()
+    }
+
     /// Kafka's `describeGroup`: the protocol, metadata and assignments only when Stable; an
     /// unknown group is Dead with no error.
     pub fn describe_group(&self, group_id: &str) -> GroupDescription {

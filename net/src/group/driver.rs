@@ -127,6 +127,11 @@ fn now_ms() -> i64 {
 }
 
 impl Groups {
+    /// The groups this shard coordinates, for `/metrics`.
+    pub fn metrics(&self) -> Vec<crate::metrics::GroupStats> {
+        self.coord.borrow().metrics()
+    }
+
     pub fn new(settings: &GroupSettings) -> Groups {
         let config = GroupConfig {
             initial_rebalance_delay_ms: settings.initial_rebalance_delay_ms.max(0) as u64,
