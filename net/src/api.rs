@@ -1428,37 +1428,55 @@ async fn alter_resource(
     }
 }
 
+/// One resource of an AlterConfigs or IncrementalAlterConfigs: its type, its name, and its
+/// operations or why they do not parse.
+type AlterRequest = (i8, StrBytes, Result<Vec<(String, ConfigOp)>, String>);
+
+/// Carries out each resource in order: its type, name, Kafka error code and message.
+async fn alter_all(
+    shard: &Rc<ShardState>,
+    resources: Vec<AlterRequest>,
+    replace: bool,
+    validate_only: bool,
+) -> Vec<(i8, StrBytes, i16, Option<StrBytes>)> {
+    let mut out = Vec::with_capacity(resources.len());
+    for (resource_type, name, ops) in resources {
+        let (code, message) =
+            alter_resource(shard, resource_type, &name, ops, replace, validate_only).await;
+        out.push((resource_type, name, code, message));
+    }
+    out
+}
+
 /// AlterConfigs: each topic's overrides become exactly the request's keys.
 async fn alter_configs(shard: &Rc<ShardState>, req: AlterConfigsRequest) -> AlterConfigsResponse {
     use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
-    let mut responses = Vec::new();
-    for res in req.resources {
-        let ops = res
-            .configs
-            .iter()
-            .map(|c| match &c.value {
-                Some(v) => Ok((c.name.to_string(), ConfigOp::Set(v.to_string()))),
-                None => Err(format!("config {} has a null value", c.name.as_str())),
-            })
-            .collect();
-        let name = res.resource_name.to_string();
-        let (code, message) = alter_resource(
-            shard,
-            res.resource_type,
-            &name,
-            ops,
-            true,
-            req.validate_only,
-        )
-        .await;
-        responses.push(
+    let resources = req
+        .resources
+        .into_iter()
+        .map(|res| {
+            let ops = res
+                .configs
+                .iter()
+                .map(|c| match &c.value {
+                    Some(v) => Ok((c.name.to_string(), ConfigOp::Set(v.to_string()))),
+                    None => Err(format!("config {} has a null value", c.name.as_str())),
+                })
+                .collect();
+            (res.resource_type, res.resource_name, ops)
+        })
+        .collect();
+    let responses = alter_all(shard, resources, true, req.validate_only)
+        .await
+        .into_iter()
+        .map(|(resource_type, name, code, message)| {
             AlterConfigsResourceResponse::default()
                 .with_error_code(code)
                 .with_error_message(message)
-                .with_resource_type(res.resource_type)
-                .with_resource_name(res.resource_name),
-        );
-    }
+                .with_resource_type(resource_type)
+                .with_resource_name(name)
+        })
+        .collect();
     AlterConfigsResponse::default().with_responses(responses)
 }
 
@@ -1468,43 +1486,41 @@ async fn incremental_alter_configs(
     req: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
-    let mut responses = Vec::new();
-    for res in req.resources {
-        let ops = res
-            .configs
-            .iter()
-            .map(|c| {
-                let key = c.name.to_string();
-                let value = c.value.as_ref().map(|v| v.to_string());
-                let op = match (c.config_operation, value) {
-                    (0, Some(v)) => ConfigOp::Set(v),
-                    (1, _) => ConfigOp::Delete,
-                    (2, Some(v)) => ConfigOp::Append(v),
-                    (3, Some(v)) => ConfigOp::Subtract(v),
-                    (0 | 2 | 3, None) => return Err(format!("config {key} has a null value")),
-                    (op, _) => return Err(format!("config {key}: unknown operation {op}")),
-                };
-                Ok((key, op))
-            })
-            .collect();
-        let name = res.resource_name.to_string();
-        let (code, message) = alter_resource(
-            shard,
-            res.resource_type,
-            &name,
-            ops,
-            false,
-            req.validate_only,
-        )
-        .await;
-        responses.push(
+    let resources = req
+        .resources
+        .into_iter()
+        .map(|res| {
+            let ops = res
+                .configs
+                .iter()
+                .map(|c| {
+                    let key = c.name.to_string();
+                    let value = c.value.as_ref().map(|v| v.to_string());
+                    let op = match (c.config_operation, value) {
+                        (0, Some(v)) => ConfigOp::Set(v),
+                        (1, _) => ConfigOp::Delete,
+                        (2, Some(v)) => ConfigOp::Append(v),
+                        (3, Some(v)) => ConfigOp::Subtract(v),
+                        (0 | 2 | 3, None) => return Err(format!("config {key} has a null value")),
+                        (op, _) => return Err(format!("config {key}: unknown operation {op}")),
+                    };
+                    Ok((key, op))
+                })
+                .collect();
+            (res.resource_type, res.resource_name, ops)
+        })
+        .collect();
+    let responses = alter_all(shard, resources, false, req.validate_only)
+        .await
+        .into_iter()
+        .map(|(resource_type, name, code, message)| {
             AlterConfigsResourceResponse::default()
                 .with_error_code(code)
                 .with_error_message(message)
-                .with_resource_type(res.resource_type)
-                .with_resource_name(res.resource_name),
-        );
-    }
+                .with_resource_type(resource_type)
+                .with_resource_name(name)
+        })
+        .collect();
     IncrementalAlterConfigsResponse::default().with_responses(responses)
 }
 
